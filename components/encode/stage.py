@@ -1,0 +1,156 @@
+"""encode: precompute VAE latents and text embeddings once, so DiT training never runs the VAE or the
+text encoders.
+
+Every kept clip gives one latent sample: the clip's video latents (``encode.num_frames`` frames), the
+latent of its first frame alone (the image data of T2I), and both encoders' states and masks for its
+caption. The negative prompt's embedding (used for caption dropout and classifier-free guidance) is
+stored beside the shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from t2v import checkpoints, storage
+from t2v.data import fit_clip, iter_clips, npy_bytes, to_model_video, write_shards
+from t2v.stage import (
+    Progress,
+    StageContext,
+    StageError,
+    child_run,
+    file_entry,
+    fingerprint,
+    publish_manifest,
+    stage_outputs,
+)
+
+log = logging.getLogger(__name__)
+STAGE = "encode"
+
+
+def load_text_encoders(ctx: StageContext, raw: dict[str, Any], stack):
+    """Open the text encoders named in the prepare-data manifest (downloading S3 folders)."""
+    from t2v.text_encoders import TextEncoders
+
+    uris = raw.get("text_encoders") or {}
+    if not uris.get("clip") or not uris.get("llm"):
+        raise StageError("the prepare-data manifest names no text encoders")
+    clip_dir = stack.enter_context(storage.local_dir_for(uris["clip"]))
+    llm_dir = stack.enter_context(storage.local_dir_for(uris["llm"]))
+    cfg = ctx.config.text_encoders.model_copy(update={"clip_path": str(clip_dir), "llm_path": str(llm_dir)})
+    return TextEncoders.from_pretrained(cfg)
+
+
+def embed(encoders, prompts: list[str]) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = encoders.encode(prompts)
+    return {
+        "clip_states": out.clip_states.float().cpu().numpy(),
+        "clip_mask": out.clip_mask.cpu().numpy().astype(np.int64),
+        "llm_states": out.llm_states.float().cpu().numpy(),
+        "llm_mask": out.llm_mask.cpu().numpy().astype(np.int64),
+    }
+
+
+def run(ctx: StageContext, clips: dict[str, Any], vae: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    from contextlib import ExitStack
+
+    import mlflow
+    import torch
+
+    cfg = ctx.config.encode
+    settings = {"encode": ctx.config.section("encode"), "text_encoders": ctx.config.section("text_encoders")}
+    fp = fingerprint(STAGE, settings, {"clips": clips, "vae": vae, "raw": raw})
+    with stage_outputs(ctx, STAGE, fp) as done, child_run(ctx, STAGE, params=settings) as run_, ExitStack() as stack:
+        if done is not None:
+            mlflow.set_tag("t2v.skipped", "up-to-date")
+            return done
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
+        encoders = load_text_encoders(ctx, raw, stack)
+        clip_list = list(iter_clips(clips))
+        if not clip_list:
+            raise StageError("encode: the curated set has no kept clips")
+        progress = Progress(STAGE, len(clip_list))
+        start = time.monotonic()
+        samples: list[dict[str, Any]] = []
+        for begin in range(0, len(clip_list), cfg.batch_size):
+            chunk = clip_list[begin : begin + cfg.batch_size]
+            video = torch.stack([to_model_video(fit_clip(c.frames, cfg.num_frames, cfg.resolution)) for c in chunk])
+            with torch.no_grad():
+                video_latents = autoencoder.encode(video, sample=cfg.sample_posterior, generator=generator)
+                image_latents = autoencoder.encode(video[:, :1], sample=cfg.sample_posterior, generator=generator)
+            text = embed(encoders, [c.caption for c in chunk])
+            for i, clip in enumerate(chunk):
+                meta = {
+                    "clip_id": clip.clip_id,
+                    "caption": clip.caption,
+                    "quality": float(clip.meta.get("quality", 1.0)),
+                    "spec": clip.meta.get("spec"),
+                }
+                samples.append(
+                    {
+                        "__key__": clip.clip_id.replace(".", "_"),
+                        "video.npy": npy_bytes(video_latents[i].float().numpy()),
+                        "image.npy": npy_bytes(image_latents[i].float().numpy()),
+                        **{f"{k}.npy": npy_bytes(v[i]) for k, v in text.items()},
+                        "json": json.dumps(meta).encode(),
+                    }
+                )
+            progress.update(begin + len(chunk))
+        seconds = time.monotonic() - start
+        negative = embed(encoders, [ctx.config.evaluate.negative_prompt])
+        out_uri = ctx.stage_uri(STAGE)
+        files: dict[str, Any] = {}
+        with tempfile.TemporaryDirectory(prefix="t2v-encode-") as tmp_name:
+            tmp = Path(tmp_name)
+            shard_paths = write_shards(samples, tmp / "shards", "latents", cfg.shard_size)
+            buffer = io.BytesIO()
+            np.savez(buffer, **{k: v[0] for k, v in negative.items()})
+            (tmp / "negative.npz").write_bytes(buffer.getvalue())
+            for path in [*shard_paths, tmp / "negative.npz"]:
+                rel = str(path.relative_to(tmp))
+                uri = storage.join(out_uri, rel)
+                storage.upload_file(path, uri)
+                files[rel] = file_entry(path, uri)
+        summary = {
+            "samples": len(samples),
+            "shards": len(shard_paths),
+            "clips_per_s": len(samples) / seconds if seconds > 0 else 0.0,
+            "video_latent_shape": list(video_latents.shape[1:]),
+            "image_latent_shape": list(image_latents.shape[1:]),
+        }
+        mlflow.log_metrics({"encode/samples": len(samples), "encode/clips_per_s": summary["clips_per_s"]})
+        log.info("encode: %d samples in %.1fs, video latents %s", len(samples), seconds, summary["video_latent_shape"])
+        return publish_manifest(
+            ctx,
+            STAGE,
+            fp,
+            files=files,
+            summary=summary,
+            inputs={"clips": clips, "vae": vae, "raw": raw},
+            mlflow_run_id=run_.info.run_id,
+            extra={
+                "negative_uri": storage.join(out_uri, "negative.npz"),
+                "text_encoders": raw.get("text_encoders"),
+                "vae_checkpoint_uri": vae["checkpoint_uri"],
+                "mirror": ["samples"],
+            },
+        )
+
+
+def load_negative(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    with storage.local_file_for(manifest["negative_uri"]) as path:
+        data = np.load(path)
+        return {k: data[k] for k in data.files}

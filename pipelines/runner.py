@@ -1,0 +1,211 @@
+"""Compile, run locally, and submit the training pipeline.
+
+* :func:`compile_pipeline` writes the KFP IR YAML, stamped with the pipeline version (package version +
+  git sha) in its description and in the ``pipeline_version`` parameter's default.
+* :func:`run_local` runs the same pipeline function under ``kfp.local`` (subprocess runner, this Python
+  environment) after opening the MLflow parent run — the embedded default and the tests.
+* :func:`submit` uploads a pipeline version to a KFP host and starts a run with a fresh parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from t2v import __version__, storage, tracking
+from t2v.config import ProjectConfig
+
+log = logging.getLogger(__name__)
+
+
+def pipeline_version(sha: str | None = None) -> str:
+    sha = sha or tracking.git_sha()
+    clean = sha.removesuffix("-dirty")
+    local = f"g{clean[:12]}" if clean != "unknown" else "gunknown"
+    return f"{__version__}+{local}{'.dirty' if sha.endswith('-dirty') else ''}"
+
+
+def default_run_name(cfg: ProjectConfig) -> str:
+    return f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (components run in other folders)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///") :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return uri
+
+
+def compile_pipeline(cfg: ProjectConfig, out: str | Path) -> dict[str, Any]:
+    """Write the pipeline IR YAML for ``cfg``'s cluster placement; returns what was stamped."""
+    from kfp import compiler
+
+    from pipelines.pipeline import build_pipeline
+
+    sha = tracking.git_sha()
+    version = pipeline_version(sha)
+    func = build_pipeline(cfg.cluster)
+    func.description = f"{func.description} | version {version} | profile {cfg.profile}"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(
+        func,
+        package_path=str(out),
+        pipeline_parameters={
+            "config_json": cfg.to_json(),
+            "pipeline_version": version,
+            "git_sha": sha,
+            "curate_shards": list(range(cfg.curate.num_shards)),
+        },
+    )
+    return {"path": str(out), "pipeline_version": version, "git_sha": sha, "profile": cfg.profile}
+
+
+@dataclass
+class LocalRun:
+    run_name: str
+    run_root: str
+    tracking_uri: str
+    parent_run_id: str
+    pipeline_version: str
+    seconds: float
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_local(
+    cfg: ProjectConfig,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    root: str | None = None,
+    pipeline_root: str | Path = ".runs/kfp",
+) -> LocalRun:
+    """Run the whole pipeline with the KFP local runner; raises ``RuntimeError`` naming the failed task."""
+    from kfp import local
+
+    from pipelines.pipeline import build_pipeline
+
+    start = time.monotonic()
+    run_name = run_name or default_run_name(cfg)
+    tracking_uri = absolute_tracking_uri(tracking_uri or cfg.tracking.default_tracking_uri)
+    run_root = storage.join(storage.to_uri(root or cfg.storage.root), run_name)
+    sha = tracking.git_sha()
+    version = pipeline_version(sha)
+    artifact_root = cfg.tracking.default_artifact_root
+    artifact_location = None if tracking_uri.startswith("http") else storage.to_uri(artifact_root)
+    tags = {
+        tracking.TAG_GIT_SHA: sha,
+        tracking.TAG_PIPELINE_VERSION: version,
+        tracking.TAG_CONFIG_HASH: cfg.config_hash(),
+        tracking.TAG_RUN_NAME: run_name,
+        tracking.TAG_PROFILE: cfg.profile,
+        "t2v.run_root": run_root,
+        "t2v.orchestrator": "kfp.local",
+    }
+    parent_run_id = tracking.start_parent_run(
+        tracking_uri,
+        cfg.tracking.experiment,
+        run_name,
+        tags,
+        params=cfg.model_dump(mode="json"),
+        artifact_location=artifact_location,
+    )
+    log.info("run %s: parent MLflow run %s, data under %s", run_name, parent_run_id, run_root)
+    pipeline_root = Path(pipeline_root).resolve()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    pipeline = build_pipeline(cfg.cluster)
+    try:
+        pipeline(
+            config_json=cfg.to_json(),
+            run_root=run_root,
+            tracking_uri=tracking_uri,
+            parent_run_id=parent_run_id,
+            run_name=run_name,
+            pipeline_version=version,
+            git_sha=sha,
+            curate_shards=list(range(cfg.curate.num_shards)),
+        )
+    except RuntimeError as exc:
+        # The exit handler has closed the parent run as FAILED; make sure even if it could not run.
+        run = tracking._mlflow(tracking_uri).MlflowClient().get_run(parent_run_id)
+        if run.info.status == "RUNNING":
+            tracking.finish_run(tracking_uri, parent_run_id, "FAILED")
+        raise RuntimeError(_one_line(str(exc))) from None
+    result = LocalRun(run_name, run_root, tracking_uri, parent_run_id, version, time.monotonic() - start)
+    for stage in ("prepare-data", "curate", "train-vae", "encode", "t2i", "t2vi", "t2v", "evaluate", "register"):
+        uri = storage.join(run_root, stage, "manifest.json")
+        if storage.exists(uri):
+            result.manifests[stage] = storage.read_json(uri)
+    return result
+
+
+def _one_line(text: str) -> str:
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return " ".join(text.split())
+
+
+def submit(
+    cfg: ProjectConfig,
+    host: str,
+    package: str | Path,
+    tracking_uri: str,
+    run_name: str | None = None,
+    upload_only: bool = False,
+    experiment: str = "step-video-t2v",
+) -> dict[str, Any]:
+    """Upload the compiled pipeline as a new version (named by the pipeline version) and start a run."""
+    import kfp
+
+    client = kfp.Client(host=host)
+    stamped = compile_pipeline(cfg, package)
+    version_name = stamped["pipeline_version"]
+    from pipelines.pipeline import PIPELINE_NAME
+
+    pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
+    if pipeline_id is None:
+        created = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME)
+        pipeline_id = created.pipeline_id
+    version = client.upload_pipeline_version(str(package), pipeline_version_name=version_name, pipeline_id=pipeline_id)
+    out = {"pipeline_id": pipeline_id, "pipeline_version": version_name, "version_id": version.pipeline_version_id}
+    if upload_only:
+        return out
+    run_name = run_name or default_run_name(cfg)
+    run_root = storage.join(cfg.storage.root, run_name)
+    parent_run_id = tracking.start_parent_run(
+        tracking_uri,
+        cfg.tracking.experiment,
+        run_name,
+        {
+            tracking.TAG_GIT_SHA: stamped["git_sha"],
+            tracking.TAG_PIPELINE_VERSION: version_name,
+            tracking.TAG_CONFIG_HASH: cfg.config_hash(),
+            tracking.TAG_RUN_NAME: run_name,
+            tracking.TAG_PROFILE: cfg.profile,
+            "t2v.orchestrator": host,
+        },
+        params=cfg.model_dump(mode="json"),
+    )
+    run = client.run_pipeline(
+        experiment_id=client.create_experiment(experiment).experiment_id,
+        job_name=run_name,
+        pipeline_id=pipeline_id,
+        version_id=version.pipeline_version_id,
+        params={
+            "config_json": cfg.to_json(),
+            "run_root": run_root,
+            "tracking_uri": tracking_uri,
+            "parent_run_id": parent_run_id,
+            "run_name": run_name,
+        },
+        enable_caching=False,
+        service_account=cfg.cluster.service_account,
+    )
+    out.update({"run_id": run.run_id, "run_name": run_name, "parent_run_id": parent_run_id})
+    return out

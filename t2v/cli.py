@@ -1,0 +1,256 @@
+"""``t2v``: the one command line for humans, CI and the pipeline's components.
+
+    t2v run --local [--profile tiny] [--set section.field=value ...]   the whole pipeline under kfp.local
+    t2v compile [--profile P] [--out pipeline.yaml]                   KFP IR YAML stamped with its version
+    t2v submit --host URL --tracking-uri URI [--upload-only]          upload a pipeline version, start a run
+    t2v stage <name> [--run-name R]                                   one stage outside KFP (debugging)
+    t2v config show|validate [--profile P]                            the resolved, validated config
+    t2v world generate --out DIR                                      the synthetic video world alone
+    t2v promote --model M [--version V] | --rollback                  move the champion alias (CI)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from t2v.config import ConfigError, ProjectConfig, available_profiles, load_config
+
+log = logging.getLogger("t2v")
+
+
+def _setup_logging(verbose: bool) -> None:
+    from components.runtime import configure_logging
+
+    configure_logging()
+    if verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _config(profile: str, overrides: tuple[str, ...]) -> ProjectConfig:
+    try:
+        return load_config(profile, list(overrides))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+profile_option = click.option(
+    "--profile", default="tiny", show_default=True, help=f"config profile under configs/ ({', '.join(available_profiles())})"
+)
+set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE", help="override a config value")
+
+
+@click.group(help=__doc__.split("\n\n")[0])
+@click.option("-v", "--verbose", is_flag=True)
+def main(verbose: bool) -> None:
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--local", "local_", is_flag=True, required=True, help="run with the KFP local runner (the only mode of `run`)")
+@profile_option
+@set_option
+@click.option("--run-name", default=None, help="reuse a name to resume: finished stages are skipped")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI")
+@click.option("--root", default=None, help="storage root URI (default: storage.root of the profile)")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="also write the summary here")
+def run(local_, profile, overrides, run_name, tracking_uri, root, summary_json) -> None:
+    """Run the whole pipeline locally (kfp.local, subprocess runner) and print what to open."""
+    from pipelines.runner import run_local
+
+    cfg = _config(profile, overrides)
+    try:
+        result = run_local(cfg, run_name=run_name, tracking_uri=tracking_uri, root=root)
+    except RuntimeError as exc:
+        raise click.ClickException(f"pipeline failed: {exc}") from None
+    summary = _run_summary(result)
+    _print_summary(summary)
+    if summary_json:
+        Path(summary_json).write_text(json.dumps(summary, indent=2, default=str))
+
+
+def _run_summary(result) -> dict:
+    evaluation = result.manifests.get("evaluate", {}).get("summary", {})
+    registered = result.manifests.get("register", {}).get("summary", {})
+    curate = result.manifests.get("curate", {}).get("summary", {})
+    return {
+        "run_name": result.run_name,
+        "parent_run_id": result.parent_run_id,
+        "tracking_uri": result.tracking_uri,
+        "run_root": result.run_root,
+        "pipeline_version": result.pipeline_version,
+        "wall_seconds": round(result.seconds, 1),
+        "curate": {k: curate.get(k) for k in ("videos", "clips", "kept")},
+        "vae_eval_psnr": result.manifests.get("train-vae", {}).get("summary", {}).get("eval_psnr"),
+        "losses": {
+            s: result.manifests.get(s, {}).get("summary", {}).get("final_loss") for s in ("t2i", "t2vi", "t2v")
+        },
+        "evaluation": {
+            "score_total": evaluation.get("score_total"),
+            "untrained_score_total": evaluation.get("untrained_score_total"),
+            "scores": evaluation.get("scores"),
+            "untrained_scores": evaluation.get("untrained_scores"),
+            "gate": evaluation.get("gate_reason"),
+        },
+        "registered": registered,
+    }
+
+
+def _print_summary(summary: dict) -> None:
+    ev = summary["evaluation"]
+    reg = summary["registered"]
+    uri = summary["tracking_uri"]
+    ui = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [
+        "",
+        f"Pipeline run {summary['run_name']} finished in {summary['wall_seconds']:.0f} s (version {summary['pipeline_version']}).",
+        f"  curated clips: {summary['curate'].get('kept')} kept of {summary['curate'].get('clips')} from {summary['curate'].get('videos')} videos",
+        f"  VAE reconstruction PSNR: {fmt(summary['vae_eval_psnr'])} dB",
+        f"  final losses: " + ", ".join(f"{k} {fmt(v)}" for k, v in summary["losses"].items()),
+        f"  checker score (held-out prompts): trained {fmt(ev['score_total'])} vs untrained {fmt(ev['untrained_score_total'])}",
+        f"  gate: {ev['gate']}",
+        f"  registered: {reg.get('dit_model')} v{reg.get('dit_version')}, {reg.get('vae_model')} v{reg.get('vae_version')}"
+        + (f" (aliases: {', '.join(reg.get('aliases') or [])})" if reg.get("aliases") else ""),
+        "",
+        "Open the MLflow UI:",
+        f"  {ui}",
+        f"  then the experiment's run '{summary['run_name']}' (id {summary['parent_run_id']}) and its child runs,",
+        f"  and Models -> {reg.get('dit_model')} version {reg.get('dit_version')}.",
+        f"Data and manifests: {summary['run_root']}",
+    ]
+    click.echo("\n".join(lines))
+
+
+@main.command(name="compile")
+@profile_option
+@set_option
+@click.option("--out", default="pipeline.yaml", show_default=True, type=click.Path(dir_okay=False))
+def compile_(profile, overrides, out) -> None:
+    """Compile the pipeline to KFP IR YAML, stamped with the pipeline version."""
+    from pipelines.runner import compile_pipeline
+
+    stamped = compile_pipeline(_config(profile, overrides), out)
+    click.echo(f"wrote {stamped['path']} (pipeline version {stamped['pipeline_version']}, profile {stamped['profile']})")
+
+
+@main.command()
+@profile_option
+@set_option
+@click.option("--host", envvar="KFP_HOST", required=True, help="KFP API endpoint")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", required=True)
+@click.option("--package", default="pipeline.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--run-name", default=None)
+@click.option("--upload-only", is_flag=True, help="only upload the pipeline version")
+def submit(profile, overrides, host, tracking_uri, package, run_name, upload_only) -> None:
+    """Upload a pipeline version to a KFP host and start a run (with its MLflow parent run)."""
+    from pipelines.runner import submit as submit_
+
+    out = submit_(_config(profile, overrides), host, package, tracking_uri, run_name=run_name, upload_only=upload_only)
+    click.echo(json.dumps(out, indent=2))
+
+
+@main.command()
+@click.argument("name")
+@profile_option
+@set_option
+@click.option("--run-name", default="debug", show_default=True, help="the run whose earlier stages feed this one")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
+@click.option("--root", default=None)
+@click.option("--parent-run-id", default=None, help="MLflow parent run (default: a new one)")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=MANIFEST_URI", help="override an input manifest")
+@click.option("--shard-index", type=int, default=0, show_default=True, help="for curate-shard")
+def stage(name, profile, overrides, run_name, tracking_uri, root, parent_run_id, inputs, shard_index) -> None:
+    """Run one stage outside KFP, reading the earlier stages' manifests of RUN_NAME."""
+    from components.runtime import STAGES
+    from pipelines.stage_runner import run_stage
+
+    if name not in STAGES:
+        raise click.ClickException(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    cfg = _config(profile, overrides)
+    try:
+        manifest = run_stage(cfg, name, run_name, tracking_uri, root, parent_run_id, dict(i.split("=", 1) for i in inputs), shard_index)
+    except (ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"manifest_uri": manifest["manifest_uri"], "summary": manifest["summary"]}, indent=2, default=str))
+
+
+@main.group()
+def config() -> None:
+    """Inspect configuration profiles."""
+
+
+@config.command("show")
+@profile_option
+@set_option
+def config_show(profile, overrides) -> None:
+    """Print the resolved configuration as YAML."""
+    import yaml
+
+    cfg = _config(profile, overrides)
+    click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    click.echo(f"# config hash {cfg.config_hash()}")
+
+
+@config.command("validate")
+@profile_option
+@set_option
+def config_validate(profile, overrides) -> None:
+    """Validate a profile (exit 1 naming the bad field)."""
+    cfg = _config(profile, overrides)
+    click.echo(f"{cfg.profile}: valid (config hash {cfg.config_hash()})")
+
+
+@main.group()
+def world() -> None:
+    """The synthetic video world."""
+
+
+@world.command("generate")
+@profile_option
+@set_option
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+def world_generate(profile, overrides, out) -> None:
+    """Generate the raw videos and metadata.jsonl of the profile's world into OUT."""
+    from t2v.world import generate_raw_videos
+
+    cfg = _config(profile, overrides)
+    records = generate_raw_videos(cfg.world, Path(out))
+    click.echo(f"wrote {len(records)} raw videos and metadata.jsonl to {out}")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="registered model name")
+@click.option("--version", default=None, help="version to promote (default: the one holding --from-alias)")
+@click.option("--from-alias", default="challenger", show_default=True)
+@click.option("--to-alias", default="champion", show_default=True)
+@click.option("--rollback", is_flag=True, help="point the alias back at the version it replaced")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
+@click.option("--allow-local", is_flag=True, help="allow outside CI (for a local registry)")
+@click.option("--allow-worse", is_flag=True, help="skip the no-regression check against the champion")
+def promote(model_name, version, from_alias, to_alias, rollback, tracking_uri, allow_local, allow_worse) -> None:
+    """Move the champion alias to a checked challenger (CI only), or roll it back."""
+    from dataclasses import asdict
+
+    from t2v.registry import PromotionError
+    from t2v.registry import promote as promote_
+    from t2v.registry import rollback as rollback_
+
+    try:
+        if rollback:
+            record = rollback_(model_name, to_alias, tracking_uri, require_ci=not allow_local)
+        else:
+            record = promote_(
+                model_name, version, from_alias, to_alias, tracking_uri, require_ci=not allow_local, allow_worse=allow_worse
+            )
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(asdict(record), indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Reading and writing the data that flows between stages: curated clip shards and latent shards.
+
+Both are webdataset tar shards in the object store. Clip samples hold ``mp4`` + ``json`` + ``txt``;
+latent samples hold ``video.npy`` (VAE latents ``[F, C, h, w]``), ``image.npy`` (the first frame's
+latent ``[1, C, h, w]``), the text states and masks of both encoders, and ``json`` (clip id, caption,
+quality). Readers take the URIs from a stage manifest; S3 shards are fetched to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from t2v import storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Clip:
+    clip_id: str
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    fps: float
+    caption: str
+    meta: dict[str, Any]
+
+
+@contextmanager
+def local_shards(uris: Iterable[str]) -> Iterator[list[str]]:
+    """Local paths for shard URIs (downloads S3 shards into a temporary folder)."""
+    uris = list(uris)
+    with ExitStack() as stack:
+        paths = [str(stack.enter_context(storage.local_file_for(uri))) for uri in uris]
+        yield paths
+
+
+def _every_shard(urls):
+    """Every process reads every shard: the readers here load a stage's whole (small) input and the
+    trainer samples from it per rank; sharding by rank is the streaming path's job."""
+    return urls
+
+
+def shard_uris(manifest: dict[str, Any], key: str = "shards") -> list[str]:
+    entries = manifest.get("files", {})
+    uris = [entry["uri"] for name, entry in sorted(entries.items()) if name.startswith(f"{key}/")]
+    if not uris:
+        from t2v.stage import StageError
+
+        raise StageError(f"{manifest.get('manifest_uri', manifest.get('stage'))}: manifest lists no {key}")
+    return uris
+
+
+def kept_index(manifest: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The training index of a curate manifest (``kept.jsonl``): clip id -> record; None if it has none."""
+    uri = manifest.get("kept_index_uri")
+    if not uri:
+        return None
+    records = (json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip())
+    return {r["clip_id"]: r for r in records}
+
+
+def iter_clips(manifest: dict[str, Any], limit: int | None = None) -> Iterator[Clip]:
+    """Kept curated clips, in shard order, decoded to frames."""
+    import webdataset as wds
+
+    from t2v.video import read_video
+
+    kept = kept_index(manifest)
+    count = 0
+    with local_shards(shard_uris(manifest)) as paths:
+        dataset = wds.WebDataset(paths, shardshuffle=False, empty_check=False, nodesplitter=_every_shard)
+        for sample in dataset:
+            meta = json.loads(sample["json"])
+            clip_id = meta.get("clip_id", sample["__key__"])
+            if kept is not None and clip_id not in kept:
+                continue
+            frames, fps = read_video(sample["mp4"])
+            meta.update(kept.get(clip_id, {}) if kept else {})
+            yield Clip(clip_id, frames, fps, meta.get("caption", ""), meta)
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+
+def fit_clip(frames: np.ndarray, num_frames: int, resolution: tuple[int, int]) -> np.ndarray:
+    """Resize (area) to ``resolution`` and take the first ``num_frames`` frames, repeating the last frame
+    when the clip is shorter. Returns uint8 [num_frames, H, W, 3]."""
+    import cv2
+
+    height, width = resolution
+    frames = frames[:num_frames]
+    if frames.shape[1:3] != (height, width):
+        frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    if len(frames) < num_frames:
+        pad = np.repeat(frames[-1:], num_frames - len(frames), axis=0)
+        frames = np.concatenate([frames, pad], axis=0)
+    return frames
+
+
+def to_model_video(frames: np.ndarray):
+    """uint8 [T, H, W, 3] -> float tensor [T, 3, H, W] in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def from_model_video(video) -> np.ndarray:
+    """float tensor [T, 3, H, W] in [-1, 1] -> uint8 [T, H, W, 3]."""
+    return (video.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_shards(samples: Iterable[dict[str, Any]], out_dir: Path, prefix: str, shard_size: int) -> list[Path]:
+    """Write samples (dicts of webdataset keys -> bytes/str) into ``out_dir/<prefix>-NNNNN.tar``."""
+    import webdataset as wds
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pattern = str(out_dir / f"{prefix}-%05d.tar")
+    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:
+        for sample in samples:
+            sink.write(sample)
+    return sorted(out_dir.glob(f"{prefix}-*.tar"))
+
+
+@dataclass
+class LatentSample:
+    key: str
+    video: np.ndarray  # float32 [F, C, h, w]
+    image: np.ndarray  # float32 [1, C, h, w]
+    clip_states: np.ndarray
+    clip_mask: np.ndarray
+    llm_states: np.ndarray
+    llm_mask: np.ndarray
+    meta: dict[str, Any]
+
+
+def load_latents(manifest: dict[str, Any]) -> list[LatentSample]:
+    """Every latent sample of an encode manifest, in memory (fine at tiny scale; the cluster path streams
+    the same shards with webdataset's node/worker splitting)."""
+    import webdataset as wds
+
+    out = []
+    with local_shards(shard_uris(manifest)) as paths:
+        for sample in wds.WebDataset(paths, shardshuffle=False, empty_check=False, nodesplitter=_every_shard).decode():
+            out.append(
+                LatentSample(
+                    key=sample["__key__"],
+                    video=sample["video.npy"],
+                    image=sample["image.npy"],
+                    clip_states=sample["clip_states.npy"],
+                    clip_mask=sample["clip_mask.npy"],
+                    llm_states=sample["llm_states.npy"],
+                    llm_mask=sample["llm_mask.npy"],
+                    meta=sample["json"],
+                )
+            )
+    return out
+
+
+def temp_dir(prefix: str = "t2v-") -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix=prefix)

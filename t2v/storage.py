@@ -1,0 +1,345 @@
+"""Storage by URI: ``file://`` paths, plain local paths and ``s3://bucket/key`` objects.
+
+Every stage reads and writes through these functions, so the same code runs against a local folder
+(the embedded default) and any S3 API (AWS, SeaweedFS, MinIO) in production.
+
+Writes are atomic for readers:
+
+* local files are written to a hidden temporary name in the same folder and renamed into place;
+* S3 objects become visible only when a ``put_object`` / multipart upload completes, so a crashed upload
+  never leaves a half-written object under its final key.
+
+Stages write bulk data first and their JSON manifest last, so a manifest that exists always points at
+complete data.
+
+S3 settings come from the environment, never from configs: the usual ``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` and ``AWS_ENDPOINT_URL_S3`` (or ``AWS_ENDPOINT_URL``) for a non-AWS endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI and the reason in one line."""
+
+
+def _is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise StorageError(f"{uri}: an s3 URI needs a bucket (s3://bucket/key)")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def local_path(uri: str | Path) -> Path:
+    """The local path of a ``file://`` URI or a plain path. Raises for s3 URIs."""
+    uri = str(uri)
+    if _is_s3(uri):
+        raise StorageError(f"{uri}: not a local path")
+    if uri.startswith("file://"):
+        return Path(unquote(urlparse(uri).path))
+    if "://" in uri:
+        raise StorageError(f"{uri}: unsupported URI scheme (use file://, s3:// or a local path)")
+    return Path(uri)
+
+
+def to_uri(path_or_uri: str | Path) -> str:
+    """Normalise a local path or URI to a URI (``file:///abs/path`` or ``s3://...``)."""
+    text = str(path_or_uri)
+    if _is_s3(text) or text.startswith("file://"):
+        return text.rstrip("/") if text not in ("s3://",) else text
+    return Path(text).resolve().as_uri()
+
+
+def join(uri: str, *parts: str) -> str:
+    out = str(uri).rstrip("/")
+    for part in parts:
+        part = str(part).strip("/")
+        if part:
+            out = f"{out}/{part}"
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client(endpoint_url: str | None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}),
+    )
+
+
+def s3_client():
+    """A boto3 S3 client honouring ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return _s3_client(endpoint)
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str) -> Iterator[None]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "?")
+        message = error.get("Message") or code
+        raise StorageError(f"{uri}: {message} ({code})") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"{uri}: {exc}") from None
+
+
+def exists(uri: str) -> bool:
+    if _is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = _split_s3(uri)
+        try:
+            s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            with _s3_errors(uri):
+                raise
+    return local_path(uri).exists()
+
+
+def read_bytes(uri: str) -> bytes:
+    if _is_s3(uri):
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri):
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    path = local_path(uri)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise StorageError(f"{uri}: no such file") from None
+    except OSError as exc:
+        raise StorageError(f"{uri}: {exc.strerror or exc}") from None
+
+
+def _atomic_local_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    if _is_s3(uri):
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri):
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    try:
+        _atomic_local_write(local_path(uri), data)
+    except OSError as exc:
+        raise StorageError(f"{uri}: {exc.strerror or exc}") from None
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def read_json(uri: str):
+    raw = read_bytes(uri)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{uri}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def write_json(uri: str, obj) -> None:
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+def upload_file(local: str | Path, uri: str) -> None:
+    """Copy a local file to ``uri`` (multipart for large files on S3; atomic rename locally)."""
+    local = Path(local)
+    if _is_s3(uri):
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri):
+            s3_client().upload_file(str(local), bucket, key)
+        return
+    dest = local_path(uri)
+    if dest.resolve() == local.resolve():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise StorageError(f"{uri}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def download_file(uri: str, local: str | Path) -> Path:
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if _is_s3(uri):
+        bucket, key = _split_s3(uri)
+        tmp = local.with_name(f".{local.name}.tmp-{uuid.uuid4().hex[:8]}")
+        with _s3_errors(uri):
+            s3_client().download_file(bucket, key, str(tmp))
+        os.replace(tmp, local)
+        return local
+    src = local_path(uri)
+    if not src.exists():
+        raise StorageError(f"{uri}: no such file")
+    if src.resolve() != local.resolve():
+        shutil.copyfile(src, local)
+    return local
+
+
+def list_uris(prefix: str) -> list[str]:
+    """Every object (file) under ``prefix``, recursively, sorted. Hidden temporary files are skipped."""
+    prefix = prefix.rstrip("/")
+    if _is_s3(prefix):
+        bucket, key = _split_s3(prefix)
+        out: list[str] = []
+        with _s3_errors(prefix):
+            paginator = s3_client().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=f"{key}/" if key else ""):
+                out.extend(f"s3://{bucket}/{item['Key']}" for item in page.get("Contents", []))
+        return sorted(out)
+    root = local_path(prefix)
+    if not root.exists():
+        return []
+    base = prefix if "://" in prefix else to_uri(root)
+    return sorted(
+        join(base, str(path.relative_to(root)))
+        for path in root.rglob("*")
+        if path.is_file() and not path.name.startswith(".")
+    )
+
+
+def upload_dir(local_dir: str | Path, uri_prefix: str) -> list[str]:
+    """Upload every file under ``local_dir`` to ``uri_prefix`` keeping relative paths."""
+    local_dir = Path(local_dir)
+    written = []
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        uri = join(uri_prefix, str(path.relative_to(local_dir)))
+        upload_file(path, uri)
+        written.append(uri)
+    return written
+
+
+def download_dir(uri_prefix: str, local_dir: str | Path) -> Path:
+    """Mirror every object under ``uri_prefix`` into ``local_dir`` (no-op when it is the same folder)."""
+    local_dir = Path(local_dir)
+    if not _is_s3(uri_prefix):
+        src = local_path(uri_prefix)
+        if not src.is_dir():
+            raise StorageError(f"{uri_prefix}: no such folder")
+        if src.resolve() == local_dir.resolve():
+            return local_dir
+    prefix = uri_prefix.rstrip("/")
+    uris = list_uris(prefix)
+    if not uris and _is_s3(prefix):
+        raise StorageError(f"{uri_prefix}: no objects under this prefix")
+    for uri in uris:
+        download_file(uri, local_dir / uri[len(prefix) + 1 :])
+    return local_dir
+
+
+@contextlib.contextmanager
+def local_dir_for(uri_prefix: str) -> Iterator[Path]:
+    """A local folder holding the objects under ``uri_prefix``: the folder itself for local URIs, a
+    temporary download for S3 (removed afterwards)."""
+    if not _is_s3(uri_prefix):
+        path = local_path(uri_prefix)
+        if not path.is_dir():
+            raise StorageError(f"{uri_prefix}: no such folder")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="t2v-dl-") as tmp:
+        yield download_dir(uri_prefix, tmp)
+
+
+@contextlib.contextmanager
+def local_file_for(uri: str) -> Iterator[Path]:
+    """A local path holding the bytes at ``uri``: the file itself for local URIs, a temporary download for S3."""
+    if not _is_s3(uri):
+        path = local_path(uri)
+        if not path.is_file():
+            raise StorageError(f"{uri}: no such file")
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="t2v-dl-") as tmp:
+        yield download_file(uri, Path(tmp) / Path(_split_s3(uri)[1]).name)
+
+
+@contextlib.contextmanager
+def staged_output_dir(uri_prefix: str) -> Iterator[Path]:
+    """A local folder to write a stage's outputs into; on clean exit its files are published under
+    ``uri_prefix``. Locally the folder is a hidden sibling renamed into place, so readers never see a
+    partial folder; on S3 every object is uploaded (each upload is atomic) by the caller's manifest-last
+    discipline. On error nothing is published."""
+    if _is_s3(uri_prefix):
+        with tempfile.TemporaryDirectory(prefix="t2v-out-") as tmp:
+            yield Path(tmp)
+            upload_dir(tmp, uri_prefix)
+        return
+    final = local_path(uri_prefix)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_prefix(uri_prefix: str) -> None:
+    if _is_s3(uri_prefix):
+        bucket, _ = _split_s3(uri_prefix)
+        uris = list_uris(uri_prefix)
+        with _s3_errors(uri_prefix):
+            for start in range(0, len(uris), 1000):
+                chunk = uris[start : start + 1000]
+                s3_client().delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": _split_s3(u)[1]} for u in chunk]}
+                )
+        return
+    path = local_path(uri_prefix)
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -1,0 +1,166 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per stage.
+
+The parent run is created before the pipeline starts (``t2v run`` / ``t2v submit``) and its id is a
+pipeline parameter; each component opens its child run under it; the pipeline's exit handler closes the
+parent with the pipeline's final status. Every run carries the same lineage tags (git sha, pipeline
+version, config hash, KFP run name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TAG_GIT_SHA = "t2v.git_sha"
+TAG_PIPELINE_VERSION = "t2v.pipeline_version"
+TAG_CONFIG_HASH = "t2v.config_hash"
+TAG_RUN_NAME = "t2v.run_name"
+TAG_STAGE = "t2v.stage"
+TAG_PROFILE = "t2v.profile"
+TAG_KFP_RUN_ID = "t2v.kfp_run_id"
+
+
+def git_sha(default: str = "unknown") -> str:
+    """The commit the code runs from: ``T2V_GIT_SHA`` (baked into images) or ``git rev-parse``."""
+    if os.environ.get("T2V_GIT_SHA"):
+        return os.environ["T2V_GIT_SHA"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if out.returncode == 0:
+            sha = out.stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return default
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b.c": "value"}`` with values cut to MLflow's 6000-character limit."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def _mlflow(tracking_uri: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
+    mlflow = _mlflow(tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_parent_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any] | None = None,
+    artifact_location: str | None = None,
+) -> str:
+    """Create the pipeline's parent run (status RUNNING) and return its id."""
+    mlflow = _mlflow(tracking_uri)
+    client = mlflow.MlflowClient()
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
+    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+    if params:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        items = [Param(k, v) for k, v in sorted(flat.items())]
+        for start in range(0, len(items), 100):
+            client.log_batch(run.info.run_id, params=items[start : start + 100])
+    return run.info.run_id
+
+
+def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    _mlflow(tracking_uri).MlflowClient().set_terminated(run_id, status=status)
+
+
+def child_runs(tracking_uri: str, parent_run_id: str) -> list:
+    mlflow = _mlflow(tracking_uri)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=1000,
+    )
+
+
+@contextlib.contextmanager
+def stage_run(
+    tracking_uri: str,
+    parent_run_id: str,
+    stage: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any] | None = None,
+) -> Iterator[Any]:
+    """Open the child run of ``stage`` under the parent run; FAILED on exception, FINISHED otherwise."""
+    mlflow = _mlflow(tracking_uri)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    run = mlflow.start_run(
+        experiment_id=parent.info.experiment_id,
+        run_name=stage,
+        parent_run_id=parent_run_id,
+        tags={**tags, TAG_STAGE: stage},
+    )
+    try:
+        if params:
+            mlflow.log_params(flatten(params))
+        yield run
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")
+
+
+def log_video_sample(frames, name: str, fps: int = 25, artifact_path: str = "samples") -> None:
+    """Log a video to the active run as H.264 mp4 plus a GIF and a PNG frame strip (the UI's video
+    preview has regressed before; the GIF/PNG always show)."""
+    import tempfile
+
+    import mlflow
+
+    from t2v.video import frames_strip_png, write_gif, write_mp4
+
+    with tempfile.TemporaryDirectory(prefix="t2v-sample-") as tmp:
+        base = Path(tmp) / name
+        write_mp4(base.with_suffix(".mp4"), frames, fps=fps)
+        write_gif(base.with_suffix(".gif"), frames, fps=fps)
+        base.with_suffix(".png").write_bytes(frames_strip_png(frames))
+        mlflow.log_artifacts(tmp, artifact_path=artifact_path)

@@ -1,0 +1,260 @@
+"""Video files: H.264 mp4 writing and reading with PyAV, GIF and PNG-strip previews.
+
+Frames are numpy ``uint8 [T, H, W, 3]`` RGB arrays. Writing is atomic (a temporary file renamed into place).
+Reading never lets a raw library traceback escape: anything that cannot be decoded raises
+:class:`VideoDecodeError` whose message is one line naming the file and the reason.
+
+libx264 with ``yuv420p`` needs even width and height: odd-sized frames are padded by repeating their last
+row/column (a warning is logged), so a written file may be one pixel larger than its input.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "VideoDecodeError",
+    "write_mp4",
+    "encode_mp4_bytes",
+    "read_video",
+    "probe_video",
+    "write_gif",
+    "frames_strip_png",
+]
+
+
+class VideoDecodeError(Exception):
+    """A video could not be opened or decoded; ``str(err)`` is a one-line reason."""
+
+
+def _check_frames(frames: Any) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"frames must have shape [T, H, W, 3], got {tuple(arr.shape)}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise ValueError(f"frames must be non-empty, got shape {tuple(arr.shape)}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def _pad_even(arr: np.ndarray) -> np.ndarray:
+    t, h, w, _ = arr.shape
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        log.warning("padding %dx%d frames to even size %dx%d for libx264", h, w, h + ph, w + pw)
+        arr = np.pad(arr, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return arr
+
+
+def _encode(target: Any, frames: np.ndarray, fps: int, crf: int, preset: str, threads: int) -> None:
+    import av
+
+    arr = _pad_even(_check_frames(frames))
+    if not (isinstance(fps, (int, np.integer)) and 1 <= int(fps) <= 1000):
+        raise ValueError(f"fps must be an integer in [1, 1000], got {fps!r}")
+    if not 0 <= int(crf) <= 51:
+        raise ValueError(f"crf must be in [0, 51], got {crf!r}")
+    _, h, w, _ = arr.shape
+    with av.open(target, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(int(fps), 1))
+        stream.width = w
+        stream.height = h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(int(crf)), "preset": preset, "threads": str(int(threads))}
+        for frame in arr:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_mp4(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: int,
+    crf: int = 18,
+    preset: str = "medium",
+    threads: int = 1,
+) -> None:
+    """Write ``frames`` (uint8 [T, H, W, 3]) as an H.264/yuv420p mp4, atomically.
+
+    ``crf`` is x264's constant rate factor (0 = lossless luma, 18 ~ visually lossless, 23 = x264 default).
+    ``threads=1`` (the default) makes the bitstream identical on every machine; 0 lets x264 choose.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        _encode(tmp, frames, fps, crf, preset, threads)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def encode_mp4_bytes(
+    frames: np.ndarray, fps: int, crf: int = 18, preset: str = "medium", threads: int = 1
+) -> bytes:
+    """Encode ``frames`` to H.264 mp4 and return the file's bytes."""
+    buf = io.BytesIO()
+    _encode(buf, frames, fps, crf, preset, threads)
+    return buf.getvalue()
+
+
+def _describe(src: Any) -> str:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return f"<{len(src)} bytes>"
+    return str(src)
+
+
+def _one_line(exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None)  # av's errors carry FFmpeg's message here, without errno/path
+    text = " ".join(str(reason or exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def _open(src: Any):
+    import av
+
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise VideoDecodeError(f"{_describe(src)}: empty data")
+        target: Any = io.BytesIO(bytes(src))
+    else:
+        p = Path(src)
+        if not p.exists():
+            raise VideoDecodeError(f"{p}: no such file")
+        if p.is_dir():
+            raise VideoDecodeError(f"{p}: is a directory")
+        if p.stat().st_size == 0:
+            raise VideoDecodeError(f"{p}: empty file")
+        target = str(p)
+    try:
+        container = av.open(target, mode="r")
+    except Exception as exc:  # av.error.FFmpegError, OSError, ...
+        raise VideoDecodeError(f"{_describe(src)}: cannot open ({_one_line(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"{_describe(src)}: no video stream")
+    return container
+
+
+def _stream_fps(stream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return 0.0
+
+
+def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video file (path) or in-memory file (bytes) to (uint8 [T, H, W, 3] RGB frames, fps).
+
+    Raises :class:`VideoDecodeError` for missing, empty, truncated or garbage input, or a video with no
+    decodable frame.
+    """
+    container = _open(src)
+    frames: list[np.ndarray] = []
+    try:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        try:
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+        except Exception as exc:
+            if not frames:
+                raise VideoDecodeError(f"{_describe(src)}: cannot decode ({_one_line(exc)})") from None
+            # Frames decoded before a damaged tail are kept (a partially damaged stream is still usable).
+            log.warning(
+                "%s: decoding stopped after %d frames: %s", _describe(src), len(frames), _one_line(exc)
+            )
+    finally:
+        container.close()
+    if not frames:
+        raise VideoDecodeError(f"{_describe(src)}: no decodable video frames")
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise VideoDecodeError(f"{_describe(src)}: frame size changes mid-stream {sorted(shapes)}")
+    return np.stack(frames), fps
+
+
+def probe_video(src: str | os.PathLike | bytes) -> dict:
+    """Return ``{num_frames, fps, width, height}``; counts frames by demuxing when the header lacks it."""
+    container = _open(src)
+    try:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        num_frames = int(stream.frames or 0)
+        if num_frames <= 0:
+            try:
+                num_frames = sum(1 for p in container.demux(stream) if p.size > 0)
+            except Exception as exc:
+                raise VideoDecodeError(f"{_describe(src)}: cannot read packets ({_one_line(exc)})") from None
+    finally:
+        container.close()
+    if width <= 0 or height <= 0:
+        raise VideoDecodeError(f"{_describe(src)}: video stream has no frame size")
+    return {"num_frames": num_frames, "fps": fps, "width": width, "height": height}
+
+
+def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float) -> bool:
+    """Write an animated GIF (looping) with Pillow; returns False (and logs) when Pillow is missing."""
+    arr = _check_frames(frames)
+    try:
+        from PIL import Image
+    except ImportError:
+        log.warning("Pillow is not installed: skipping GIF %s", path)
+        return False
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in arr]
+    duration = max(20, int(round(1000.0 / max(float(fps), 1e-3))))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=duration,
+            loop=0,
+            optimize=False,
+        )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def frames_strip_png(frames: np.ndarray, n: int = 8) -> bytes:
+    """A horizontal strip of ``n`` evenly spaced frames (fewer if the video is shorter), PNG-encoded."""
+    import cv2
+
+    arr = _check_frames(frames)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    count = min(int(n), arr.shape[0])
+    idx = np.linspace(0, arr.shape[0] - 1, count).round().astype(int)
+    strip = np.concatenate(list(arr[idx]), axis=1)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(strip[..., ::-1]))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()

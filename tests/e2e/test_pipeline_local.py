@@ -1,0 +1,130 @@
+"""The whole pipeline under the KFP local runner on the tiny profile, for real: a real MLflow server, the
+bulk data in a real S3 API (SeaweedFS on loopback), torchrun with two processes for t2i.
+
+Asserts on what the run produced, not on how long it took."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import webdataset as wds
+
+from t2v import storage
+from t2v.config import STAGE_ORDER
+from t2v.video import read_video
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3]
+REPO = Path(__file__).resolve().parents[2]
+# Fewer steps than the demo: this checks the chain, the demo measures the model.
+FAST = [
+    "vae.train.steps=30",
+    "t2i.steps=60",
+    "t2i.warmup_steps=5",
+    "t2vi.steps=40",
+    "t2vi.warmup_steps=5",
+    "t2v.steps=40",
+    "t2v.warmup_steps=5",
+    "evaluate.num_prompts=4",
+    "evaluate.num_steps=6",
+    "evaluate.num_sample_videos=1",
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, mlflow_server, s3_server):
+    from t2v import storage as st
+
+    bucket = "t2v-e2e"
+    st.s3_client().create_bucket(Bucket=bucket)
+    work = tmp_path_factory.mktemp("e2e")
+    summary_file = work / "summary.json"
+    cmd = [
+        sys.executable, "-m", "t2v.cli", "run", "--local", "--profile", "tiny",
+        "--run-name", "e2e", "--root", f"s3://{bucket}/runs", "--tracking-uri", mlflow_server,
+        "--summary-json", str(summary_file),
+    ]
+    for item in FAST:
+        cmd += ["--set", item]
+    result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, (result.stdout[-6000:], result.stderr[-6000:])
+    return {"summary": json.loads(summary_file.read_text()), "stdout": result.stdout, "tracking_uri": mlflow_server, "cmd": cmd, "work": work}
+
+
+def test_prints_what_to_open(pipeline_run):
+    out = pipeline_run["stdout"]
+    assert "Open the MLflow UI" in out and pipeline_run["summary"]["parent_run_id"] in out
+    assert "checker score" in out
+
+
+def test_clip_shards_exist_and_webdataset_reads_them(pipeline_run):
+    root = pipeline_run["summary"]["run_root"]
+    manifest = storage.read_json(storage.join(root, "curate", "manifest.json"))
+    shard_uris = [e["uri"] for k, e in manifest["files"].items() if k.startswith("shards/")]
+    assert shard_uris and all(u.startswith("s3://") for u in shard_uris)
+    with storage.local_file_for(shard_uris[0]) as path:
+        sample = next(iter(wds.WebDataset(str(path), shardshuffle=False, empty_check=False)))
+    frames, fps = read_video(sample["mp4"])
+    meta = json.loads(sample["json"])
+    assert frames.ndim == 4 and frames.shape[-1] == 3 and fps == 25
+    assert meta["caption"].startswith("a ") and " moving " in meta["caption"]
+    # the planted corrupt file is recorded with its reason, the run went on
+    records = [json.loads(x) for x in storage.read_text(storage.join(root, "curate", "manifest.jsonl")).splitlines()]
+    corrupt = [r for r in records if "corrupt" in r["drop_reasons"]]
+    assert corrupt and all(r.get("error") for r in corrupt)
+    latents = storage.read_json(storage.join(root, "encode", "manifest.json"))
+    assert latents["summary"]["samples"] == manifest["summary"]["kept"]
+
+
+def test_mlflow_parent_has_one_finished_child_per_stage(pipeline_run):
+    mlflow.set_tracking_uri(pipeline_run["tracking_uri"])
+    client = mlflow.MlflowClient()
+    parent = client.get_run(pipeline_run["summary"]["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["t2v.pipeline_state"] in ("SUCCEEDED", "SUCCESS")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    names = sorted(r.info.run_name for r in children)
+    expected = sorted(
+        [s for s in STAGE_ORDER if s != "curate-shard"] + ["curate-shard-0", "curate-shard-1"]
+    )
+    assert names == expected
+    assert all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        for tag in ("t2v.git_sha", "t2v.pipeline_version", "t2v.config_hash"):
+            assert run.data.tags.get(tag), (run.info.run_name, tag)
+    by_name = {r.info.run_name: r for r in children}
+    assert "train/loss" in by_name["t2i"].data.metrics
+    assert by_name["t2i"].data.params["launch.world_size"] == "2"  # real torchrun, two processes
+    artifacts = [a.path for a in client.list_artifacts(by_name["evaluate"].info.run_id, "samples")]
+    assert any(p.endswith(".mp4") for p in artifacts) and any(p.endswith(".gif") for p in artifacts)
+
+
+def test_model_versions_with_lineage(pipeline_run):
+    mlflow.set_tracking_uri(pipeline_run["tracking_uri"])
+    client = mlflow.MlflowClient()
+    registered = pipeline_run["summary"]["registered"]
+    dit = client.get_model_version(registered["dit_model"], registered["dit_version"])
+    vae = client.get_model_version(registered["vae_model"], registered["vae_version"])
+    for version in (dit, vae):
+        assert version.tags["t2v.checkpoint_uri"].startswith("s3://")
+        assert version.source == version.tags["t2v.checkpoint_uri"]
+        assert version.tags["t2v.parent_run_id"] == pipeline_run["summary"]["parent_run_id"]
+        for tag in ("t2v.git_sha", "t2v.pipeline_version", "t2v.config_hash", "t2v.curate_manifest", "eval.score_total"):
+            assert version.tags.get(tag), tag
+    assert dit.tags["t2v.vae_model"] == f"{vae.name}/{vae.version}"
+    assert dit.tags["t2v.init_checkpoint_uri"].endswith("/t2vi/checkpoint")
+    gate_passed = pipeline_run["summary"]["evaluation"]["gate"] == "passed"
+    aliases = client.get_registered_model(registered["dit_model"]).aliases
+    assert ("challenger" in aliases) == gate_passed
+
+
+def test_rerun_with_same_name_skips_finished_stages(pipeline_run):
+    result = subprocess.run(pipeline_run["cmd"], cwd=pipeline_run["work"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count("up to date") >= 9

@@ -1,0 +1,76 @@
+"""The pipeline compiles to KFP IR that kfp itself loads back, stamped with its version, with the
+cluster placement of the profile and caching off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from kfp import components
+
+from pipelines.runner import compile_pipeline, pipeline_version
+from t2v.config import load_config
+
+EXPECTED_TASKS = {
+    "prepare-data",
+    "curate-shard",
+    "curate-merge",
+    "train-vae",
+    "encode",
+    "train-dit",
+    "train-dit-2",
+    "train-dit-3",
+    "evaluate",
+    "register",
+}
+
+
+def _all_tasks(spec: dict) -> dict:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_compile_30b_profile_loads_back_with_version(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    stamped = compile_pipeline(load_config("step-video-t2v-30b"), out)
+    assert stamped["pipeline_version"] == pipeline_version()
+    loaded = components.load_component_from_file(str(out))
+    assert loaded.name == "step-video-t2v-training"
+    assert f"version {stamped['pipeline_version']}" in loaded.description
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec = docs[0]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["pipeline_version"]["defaultValue"] == stamped["pipeline_version"]
+    assert set(params) >= {"config_json", "run_root", "tracking_uri", "parent_run_id", "run_name"}
+    tasks = _all_tasks(spec)
+    assert EXPECTED_TASKS <= set(tasks)
+    # caching is off for every task (KFP caches by default)
+    executors = spec["deploymentSpec"]["executors"]
+    assert all(task.get("cachingOptions", {}).get("enableCache") is not True for task in tasks.values())
+    # GPU stages ask for a GPU on the GPU pool; components run the project image
+    gpu = [e for e in executors.values() if e["container"].get("resources", {}).get("accelerator")]
+    assert len(gpu) >= 3
+    assert all(e["container"]["image"].startswith("ghcr.io/") for e in executors.values())
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    selectors = {k: v.get("nodeSelector", {}).get("labels", {}) for k, v in platform.items()}
+    assert {"t2v.dev/pool": "gpu"} in selectors.values() and {"t2v.dev/pool": "cpu"} in selectors.values()
+    # fan-out over curation shards and the exit handler are in the graph
+    assert "finish-tracking" in tasks or any("finish" in t for t in tasks)
+    assert any("iteratorPolicy" in t or "parameterIterator" in t for t in tasks.values())
+
+
+def test_cli_compile_writes_stamped_yaml(tmp_path):
+    out = tmp_path / "p.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "t2v.cli", "compile", "--profile", "tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pipeline version" in result.stdout
+    assert components.load_component_from_file(str(out)).description.count("profile tiny") == 1

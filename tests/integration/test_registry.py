@@ -1,0 +1,81 @@
+"""Promotion and rollback through the model registry of a real MLflow server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import mlflow
+import pytest
+
+from t2v.registry import PromotionError, promote, rollback
+
+
+def _version(client, name, run_id, gate, score):
+    return client.create_model_version(
+        name,
+        source=f"s3://bucket/{uuid.uuid4().hex}",
+        run_id=run_id,
+        tags={"eval.gate": gate, "eval.score_total": str(score)},
+    ).version
+
+
+@pytest.fixture
+def registry(mlflow_server, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    mlflow.set_tracking_uri(mlflow_server)
+    client = mlflow.MlflowClient()
+    name = f"dit-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(name)
+    experiment = client.create_experiment(f"reg-{uuid.uuid4().hex[:6]}")
+    run_id = client.create_run(experiment).info.run_id
+    return client, name, run_id, mlflow_server
+
+
+def test_promote_challenger_then_rollback(registry):
+    client, name, run_id, uri = registry
+    v1 = _version(client, name, run_id, "passed", 0.7)
+    client.set_registered_model_alias(name, "challenger", v1)
+    record = promote(name, tracking_uri=uri, actor="ci-bot")
+    assert record.version == v1 and record.previous_version is None
+    assert client.get_model_version_by_alias(name, "champion").version == v1
+
+    v2 = _version(client, name, run_id, "passed", 0.8)
+    client.set_registered_model_alias(name, "challenger", v2)
+    record = promote(name, tracking_uri=uri, actor="ci-bot")
+    assert record.previous_version == v1
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version == v2 and champion.tags["t2v.promoted_by"] == "ci-bot"
+    audit = [k for k in client.get_registered_model(name).tags if k.startswith("t2v.audit.")]
+    assert len(audit) >= 1
+
+    back = rollback(name, tracking_uri=uri)
+    assert back.version == v1
+    assert client.get_model_version_by_alias(name, "champion").version == v1
+
+
+def test_promotion_checks(registry):
+    client, name, run_id, uri = registry
+    failed = _version(client, name, run_id, "score 0.1 < gate_min_score 0.5", 0.1)
+    with pytest.raises(PromotionError, match="gate did not pass"):
+        promote(name, version=failed, tracking_uri=uri)
+    good = _version(client, name, run_id, "passed", 0.9)
+    promote(name, version=good, tracking_uri=uri)
+    worse = _version(client, name, run_id, "passed", 0.6)
+    with pytest.raises(PromotionError, match="below the champion"):
+        promote(name, version=worse, tracking_uri=uri)
+    with pytest.raises(PromotionError, match="no version holds the alias"):
+        promote(name, from_alias="nobody", tracking_uri=uri)
+
+
+def test_promote_refuses_outside_ci(registry, monkeypatch):
+    _, name, _, uri = registry
+    monkeypatch.setenv("CI", "")
+    result = subprocess.run(
+        [sys.executable, "-m", "t2v.cli", "promote", "--model", name, "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: promotion runs in CI")

@@ -1,0 +1,144 @@
+"""mp4 / GIF / PNG-strip I/O (t2v.video) with real PyAV encoding and decoding."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+
+from t2v.video import (
+    VideoDecodeError,
+    encode_mp4_bytes,
+    frames_strip_png,
+    probe_video,
+    read_video,
+    write_gif,
+    write_mp4,
+)
+
+
+def _smooth_video(t=12, h=48, w=64, seed=0) -> np.ndarray:
+    """A moving colour gradient with a square: compresses well, so decoded frames stay close."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.empty((t, h, w, 3), dtype=np.uint8)
+    base = rng.integers(40, 200, size=3)
+    for i in range(t):
+        frames[i, ..., 0] = (base[0] + 40 * np.sin((xx + 2 * i) / 9.0)).clip(0, 255)
+        frames[i, ..., 1] = (base[1] + 40 * np.cos(yy / 7.0)).clip(0, 255)
+        frames[i, ..., 2] = base[2]
+        frames[i, 10:22, 5 + 2 * i : 17 + 2 * i] = (250, 250, 20)
+    return frames
+
+
+def test_write_read_probe_roundtrip(tmp_path):
+    frames = _smooth_video()
+    path = tmp_path / "sub" / "v.mp4"
+    write_mp4(path, frames, fps=25)
+    assert path.is_file() and path.stat().st_size > 0
+    assert not list(path.parent.glob("*.tmp")), "temporary file left behind"
+    got, fps = read_video(path)
+    assert got.dtype == np.uint8 and got.shape == frames.shape
+    assert fps == pytest.approx(25.0)
+    assert np.abs(got.astype(int) - frames.astype(int)).mean() < 4.0
+    assert probe_video(path) == {"num_frames": 12, "fps": 25.0, "width": 64, "height": 48}
+    # max_frames stops early
+    assert read_video(str(path), max_frames=5)[0].shape[0] == 5
+
+
+def test_encode_bytes_is_deterministic_and_readable():
+    frames = _smooth_video(t=8, seed=3)
+    a = encode_mp4_bytes(frames, fps=10)
+    b = encode_mp4_bytes(frames, fps=10)
+    assert a == b
+    assert a[4:8] == b"ftyp"
+    got, fps = read_video(a)
+    assert got.shape == frames.shape and fps == pytest.approx(10.0)
+    assert probe_video(a)["num_frames"] == 8
+    # quality setting: lower crf means closer frames
+    hi = read_video(encode_mp4_bytes(frames, 10, crf=10))[0].astype(int)
+    lo = read_video(encode_mp4_bytes(frames, 10, crf=40))[0].astype(int)
+    assert np.abs(hi - frames).mean() < np.abs(lo - frames).mean()
+
+
+def test_odd_size_is_padded_to_even(tmp_path):
+    frames = _smooth_video(t=4, h=33, w=45)
+    write_mp4(tmp_path / "odd.mp4", frames, fps=5)
+    got, _ = read_video(tmp_path / "odd.mp4")
+    assert got.shape == (4, 34, 46, 3)
+    assert np.abs(got[:, :33, :45].astype(int) - frames.astype(int)).mean() < 6.0
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        np.zeros((4, 16, 16, 3), dtype=np.float32),
+        np.zeros((16, 16, 3), dtype=np.uint8),
+        np.zeros((0, 16, 16, 3), dtype=np.uint8),
+        np.zeros((2, 16, 16, 4), dtype=np.uint8),
+    ],
+)
+def test_bad_frames_rejected(frames):
+    with pytest.raises(ValueError):
+        encode_mp4_bytes(frames, fps=25)
+
+
+def test_bad_fps_rejected():
+    with pytest.raises(ValueError, match="fps"):
+        encode_mp4_bytes(np.zeros((2, 16, 16, 3), np.uint8), fps=0)
+
+
+def _assert_clean_error(exc: VideoDecodeError):
+    msg = str(exc)
+    assert msg and "\n" not in msg and "Traceback" not in msg
+    assert exc.__cause__ is None and (exc.__context__ is None or exc.__suppress_context__)
+
+
+def test_corrupt_inputs_raise_one_line_error(tmp_path):
+    data = encode_mp4_bytes(_smooth_video(t=10), fps=25)
+    cases = {
+        "truncated.mp4": data[: len(data) // 2],
+        "garbage.mp4": np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+        "empty.mp4": b"",
+        "text.mp4": b"this is not a video at all\n" * 20,
+    }
+    for name, content in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content)
+        for fn in (read_video, probe_video):
+            with pytest.raises(VideoDecodeError) as info:
+                fn(p)
+            _assert_clean_error(info.value)
+            assert name in str(info.value)
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        read_video(tmp_path / "missing.mp4")
+    with pytest.raises(VideoDecodeError):
+        read_video(data[:100])  # bytes input
+    with pytest.raises(VideoDecodeError, match="empty"):
+        read_video(b"")
+
+
+def test_write_gif(tmp_path):
+    from PIL import Image
+
+    frames = _smooth_video(t=6)
+    assert write_gif(tmp_path / "a.gif", frames, fps=12) is True
+    with Image.open(tmp_path / "a.gif") as im:
+        assert im.size == (64, 48)
+        assert im.n_frames == 6
+
+
+def test_frames_strip_png():
+    frames = _smooth_video(t=20)
+    png = frames_strip_png(frames, n=8)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    assert img.shape == (48, 8 * 64, 3)
+    assert np.array_equal(img[:, :64], frames[0])
+    assert np.array_equal(img[:, -64:], frames[-1])
+    # fewer frames than n: one tile per frame
+    img = cv2.imdecode(np.frombuffer(frames_strip_png(frames[:3], n=8), np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (48, 3 * 64, 3)
+    assert io.BytesIO(png).getbuffer().nbytes == len(png)
