@@ -135,7 +135,9 @@ def run_local(
         run = tracking._mlflow(tracking_uri).MlflowClient().get_run(parent_run_id)
         if run.info.status == "RUNNING":
             tracking.finish_run(tracking_uri, parent_run_id, "FAILED")
-        raise RuntimeError(_one_line(str(exc))) from None
+        causes = tracking.failed_stage_errors(tracking_uri, parent_run_id)
+        message = _one_line(str(exc)) + "".join(f"\n  {cause}" for cause in causes)
+        raise RuntimeError(message) from None
     result = LocalRun(run_name, run_root, tracking_uri, parent_run_id, version, time.monotonic() - start)
     for stage in ("prepare-data", "curate", "train-vae", "encode", "t2i", "t2vi", "t2v", "evaluate", "register"):
         uri = storage.join(run_root, stage, "manifest.json")

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.runtime import DEFAULT_INPUT_STAGE, PREVIOUS_DIT_STAGE, STAGES, configure_logging, stage_function
+from components.runtime import (
+    DEFAULT_INPUT_STAGE,
+    PREVIOUS_DIT_STAGE,
+    STAGES,
+    configure_logging,
+    stage_function,
+)
 from pipelines.runner import absolute_tracking_uri, pipeline_version
 from t2v import storage, tracking
 from t2v.config import ProjectConfig

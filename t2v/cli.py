@@ -92,6 +92,7 @@ def _run_summary(result) -> dict:
         "evaluation": {
             "score_total": evaluation.get("score_total"),
             "untrained_score_total": evaluation.get("untrained_score_total"),
+            "vae_ceiling_total": evaluation.get("vae_ceiling_total"),
             "scores": evaluation.get("scores"),
             "untrained_scores": evaluation.get("untrained_scores"),
             "gate": evaluation.get("gate_reason"),
@@ -111,8 +112,9 @@ def _print_summary(summary: dict) -> None:
         f"Pipeline run {summary['run_name']} finished in {summary['wall_seconds']:.0f} s (version {summary['pipeline_version']}).",
         f"  curated clips: {summary['curate'].get('kept')} kept of {summary['curate'].get('clips')} from {summary['curate'].get('videos')} videos",
         f"  VAE reconstruction PSNR: {fmt(summary['vae_eval_psnr'])} dB",
-        f"  final losses: " + ", ".join(f"{k} {fmt(v)}" for k, v in summary["losses"].items()),
-        f"  checker score (held-out prompts): trained {fmt(ev['score_total'])} vs untrained {fmt(ev['untrained_score_total'])}",
+        "  final losses: " + ", ".join(f"{k} {fmt(v)}" for k, v in summary["losses"].items()),
+        f"  checker score (held-out prompts): trained {fmt(ev['score_total'])} vs untrained {fmt(ev['untrained_score_total'])}"
+        f" (VAE round trip of the true videos: {fmt(ev['vae_ceiling_total'])})",
         f"  gate: {ev['gate']}",
         f"  registered: {reg.get('dit_model')} v{reg.get('dit_version')}, {reg.get('vae_model')} v{reg.get('vae_version')}"
         + (f" (aliases: {', '.join(reg.get('aliases') or [])})" if reg.get("aliases") else ""),
@@ -142,7 +144,7 @@ def compile_(profile, overrides, out) -> None:
 @profile_option
 @set_option
 @click.option("--host", envvar="KFP_HOST", required=True, help="KFP API endpoint")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", required=True)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="needed unless --upload-only")
 @click.option("--package", default="pipeline.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--run-name", default=None)
 @click.option("--upload-only", is_flag=True, help="only upload the pipeline version")
@@ -150,6 +152,8 @@ def submit(profile, overrides, host, tracking_uri, package, run_name, upload_onl
     """Upload a pipeline version to a KFP host and start a run (with its MLflow parent run)."""
     from pipelines.runner import submit as submit_
 
+    if not upload_only and not tracking_uri:
+        raise click.UsageError("--tracking-uri (or MLFLOW_TRACKING_URI) is needed to start a run")
     out = submit_(_config(profile, overrides), host, package, tracking_uri, run_name=run_name, upload_only=upload_only)
     click.echo(json.dumps(out, indent=2))
 

@@ -76,11 +76,15 @@ class VAETrainConfig(Strict):
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0, le=1.0)
     kl_weight: float = Field(1e-6, ge=0)
+    mse_weight: float = Field(0.0, ge=0, description="an MSE term beside L1 (weighs the large errors of small objects)")
     num_frames: int = Field(17, ge=1)
     resolution: tuple[int, int] = Field(description="(height, width) of training clips")
     seed: int = 0
     log_every: int = Field(10, ge=1)
     num_eval_clips: int = Field(8, ge=1)
+    sample_posterior: bool = Field(
+        True, description="decode posterior samples while training (False: the means, a plain autoencoder)"
+    )
     normalize_latents: bool = Field(
         True, description="set the VAE's shift/scaling factors so training latents have zero mean, unit variance"
     )

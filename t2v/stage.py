@@ -173,6 +173,10 @@ def publish_manifest(
         **(extra or {}),
     }
     storage.write_json(manifest_uri, manifest)
+    import mlflow
+
+    if mlflow.active_run() is not None:  # the stage's child run: the hand-off manifest is one of its artifacts
+        mlflow.log_dict(manifest, "manifest.json")
     return manifest
 
 

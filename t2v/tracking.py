@@ -109,6 +109,15 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None
     _mlflow(tracking_uri).MlflowClient().set_terminated(run_id, status=status)
 
 
+def failed_stage_errors(tracking_uri: str, parent_run_id: str) -> list[str]:
+    """``"<stage>: <one-line error>"`` for every failed child run of a pipeline run."""
+    return [
+        f"{run.info.run_name}: {run.data.tags.get('t2v.error', 'failed')}"
+        for run in child_runs(tracking_uri, parent_run_id)
+        if run.info.status == "FAILED"
+    ]
+
+
 def child_runs(tracking_uri: str, parent_run_id: str) -> list:
     mlflow = _mlflow(tracking_uri)
     client = mlflow.MlflowClient()
@@ -142,7 +151,9 @@ def stage_run(
         if params:
             mlflow.log_params(flatten(params))
         yield run
-    except BaseException:
+    except BaseException as exc:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:4000]
+        mlflow.set_tag("t2v.error", message)
         mlflow.end_run(status="FAILED")
         raise
     else:

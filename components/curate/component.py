@@ -1,6 +1,5 @@
 """KFP components: curation fan-out (one task per shard) and the merge after ``dsl.Collected``."""
 
-from typing import List
 
 from kfp import dsl
 
@@ -37,7 +36,7 @@ def curate_merge(
     git_sha: str,
     run_name: str,
     raw: dsl.Input[dsl.Dataset],
-    parts: dsl.Input[List[dsl.Dataset]],
+    parts: dsl.Input[list[dsl.Dataset]],
     clips: dsl.Output[dsl.Dataset],
 ):
     """Merge the shard manifests: cross-shard dedup, concept caps, the kept index and the report."""

@@ -1,6 +1,5 @@
 """KFP component: one DiT training stage (t2i, t2vi or t2v) — launches the distributed worker."""
 
-from typing import Optional
 
 from kfp import dsl
 
@@ -19,7 +18,7 @@ def train_dit(
     run_name: str,
     latents: dsl.Input[dsl.Dataset],
     dit: dsl.Output[dsl.Model],
-    init: Optional[dsl.Input[dsl.Model]] = None,
+    init: dsl.Input[dsl.Model] | None = None,
 ):
     """Train the DiT for one stage of the T2I -> T2VI -> T2V cascade, starting from ``init``."""
     arguments = dict(locals())

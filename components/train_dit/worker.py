@@ -119,8 +119,8 @@ def init_distributed() -> tuple[int, int]:
 
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
-    from model.dit import StepVideoDiT
     from components.encode.stage import load_negative
+    from model.dit import StepVideoDiT
 
     config = ProjectConfig.from_json(job["config_json"])
     stage = job["stage"]

@@ -16,7 +16,15 @@ import numpy as np
 
 from t2v import checkpoints, tracking
 from t2v.data import fit_clip, from_model_video, iter_clips, to_model_video
-from t2v.stage import Progress, StageContext, StageError, child_run, fingerprint, publish_manifest, stage_outputs
+from t2v.stage import (
+    Progress,
+    StageContext,
+    StageError,
+    child_run,
+    fingerprint,
+    publish_manifest,
+    stage_outputs,
+)
 
 log = logging.getLogger(__name__)
 STAGE = "train-vae"
@@ -59,7 +67,8 @@ def run(ctx: StageContext, clips: dict[str, Any]) -> dict[str, Any]:
             return done
         train = cfg.train
         torch.manual_seed(train.seed)
-        videos = np.stack([fit_clip(c.frames, train.num_frames, train.resolution) for c in iter_clips(clips)])
+        clip_list = list(iter_clips(clips))
+        videos = np.stack([fit_clip(c.frames, train.num_frames, train.resolution) for c in clip_list])
         if len(videos) < 2:
             raise StageError(f"train-vae needs at least 2 curated clips, got {len(videos)}")
         n_eval = min(train.num_eval_clips, max(1, len(videos) // 5))
@@ -78,9 +87,9 @@ def run(ctx: StageContext, clips: dict[str, Any]) -> dict[str, Any]:
             index = generator.choice(len(train_videos), size=min(train.batch_size, len(train_videos)), replace=False)
             batch = torch.stack([to_model_video(train_videos[i]) for i in index])
             mean, logvar = vae.encode_distribution(batch)
-            latents = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+            latents = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if train.sample_posterior else mean
             recon = vae.decode(latents)
-            loss, parts = vae_loss(recon, batch, mean, logvar, kl_weight=train.kl_weight)
+            loss, parts = vae_loss(recon, batch, mean, logvar, kl_weight=train.kl_weight, mse_weight=train.mse_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -110,6 +119,13 @@ def run(ctx: StageContext, clips: dict[str, Any]) -> dict[str, Any]:
             "train_seconds": round(time.monotonic() - start, 1),
         }
         mlflow.log_metrics({"eval/psnr": summary["eval_psnr"]})
+        specs = [c.meta.get("spec") for c in clip_list[:n_eval]]
+        if all(specs):  # synthetic data: does the reconstruction keep what the checker looks at?
+            from t2v.world import SceneSpec, score_batch
+
+            recon_scores = score_batch(recon_frames, [SceneSpec.from_dict(spec) for spec in specs])
+            summary["eval_recon_checker"] = {k: float(v) for k, v in recon_scores.items() if k != "n"}
+            mlflow.log_metrics({f"eval/recon_checker_{k}": v for k, v in summary["eval_recon_checker"].items()})
         for i in range(min(2, len(eval_videos))):
             side_by_side = np.concatenate([eval_videos[i], recon_frames[i]], axis=2)
             tracking.log_video_sample(side_by_side, f"reconstruction-{i}", artifact_path="reconstructions")

@@ -50,9 +50,12 @@ def inputs(cfg: DiTConfig, b=2, f=3, h=4, w=4, lc=5, n_llm=7, seed=0):
     return latents, t, llm, llm_mask, clip, clip_mask
 
 
-def test_tiny_yaml_is_a_valid_config():
+def test_tiny_yaml_matches_the_tiny_text_encoders_and_vae():
     cfg = tiny_cfg()
-    assert cfg.hidden_size == 64 and sum(cfg.rope_split) == cfg.attention_head_dim
+    text = yaml.safe_load((ROOT / "configs/tiny/text_encoders.yaml").read_text())
+    vae = yaml.safe_load((ROOT / "configs/tiny/vae_model.yaml").read_text())
+    assert (cfg.caption_channels, cfg.clip_channels) == (text["llm_dim"], text["clip_dim"])
+    assert cfg.in_channels == cfg.out_channels == vae["z_channels"]
 
 
 def test_config_rejects_bad_rope_split_naming_it():

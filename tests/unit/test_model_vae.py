@@ -25,9 +25,20 @@ def _one_thread():
 
 
 def tiny_cfg(**over) -> VAEConfig:
+    """The tiny profile's widths with the released level structure (one spatial-only downsample, two
+    causal 3D downsamples, the dual-path head): 16x spatial, 8x temporal."""
     base = yaml.safe_load((ROOT / "configs/tiny/vae_model.yaml").read_text())
+    base.update(encoder_channel_mult=[1, 1, 2, 4], decoder_channel_mult=[1, 1, 2, 4], num_spatial_only_downsamples=1)
     base.update(over)
     return VAEConfig(**base)
+
+
+def test_tiny_profile_vae_is_8x_spatial_8x_temporal():
+    cfg = VAEConfig(**yaml.safe_load((ROOT / "configs/tiny/vae_model.yaml").read_text()))
+    assert (cfg.spatial_compression, cfg.temporal_compression) == (8, 8)
+    with torch.no_grad():
+        mean, _ = CausalVideoVAE(cfg).eval().encode_distribution(video(17, size=32))
+    assert mean.shape == (1, 3, cfg.z_channels, 4, 4)
 
 
 @pytest.fixture(scope="module")
