@@ -162,13 +162,18 @@ def stage_run(
 
 def log_video_sample(frames, name: str, fps: int = 25, artifact_path: str = "samples") -> None:
     """Log a video to the active run as H.264 mp4 plus a GIF and a PNG frame strip (the UI's video
-    preview has regressed before; the GIF/PNG always show)."""
+    preview has regressed before; the GIF/PNG always show). Small videos are enlarged for viewing."""
     import tempfile
 
     import mlflow
 
+    import numpy as np
+
     from t2v.video import frames_strip_png, write_gif, write_mp4
 
+    factor = -(-128 // frames.shape[1])  # previews at least 128 px tall (nearest-neighbour, pixels stay honest)
+    if factor > 1:
+        frames = np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
     with tempfile.TemporaryDirectory(prefix="t2v-sample-") as tmp:
         base = Path(tmp) / name
         write_mp4(base.with_suffix(".mp4"), frames, fps=fps)

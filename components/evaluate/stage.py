@@ -93,7 +93,7 @@ def generate(dit, vae, text: dict[str, Any], negative: dict[str, Any], latent_sh
     return [from_model_video(v) for v in videos]
 
 
-def _embed(ctx: StageContext, latents: dict[str, Any], raw: dict[str, Any], prompts: list[str], stack):
+def _embed(ctx: StageContext, raw: dict[str, Any], prompts: list[str], stack):
     from components.encode.stage import embed, load_text_encoders
 
     encoders = load_text_encoders(ctx, raw, stack)
@@ -127,7 +127,7 @@ def run(
             specs = None
             pairs = step_video_eval_prompts()[: cfg.num_prompts]
             categories, prompts = [c for c, _ in pairs], [p for _, p in pairs]
-        text = _embed(ctx, latents, raw, prompts, stack)
+        text = _embed(ctx, raw, prompts, stack)
         negative = load_negative(latents)
         autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
         latent_shape = list(latents["summary"]["video_latent_shape"])
