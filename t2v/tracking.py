@@ -166,7 +166,6 @@ def log_video_sample(frames, name: str, fps: int = 25, artifact_path: str = "sam
     import tempfile
 
     import mlflow
-
     import numpy as np
 
     from t2v.video import frames_strip_png, write_gif, write_mp4
