@@ -1,6 +1,6 @@
 """The glue between a KFP component body and a stage function.
 
-Every component body is one call: ``invoke(stage, context, inputs, outputs)``. It rebuilds the
+Every component body is one call: ``invoke(stage, arguments, outputs)``. It rebuilds the
 :class:`~t2v.stage.StageContext` from the pipeline parameters, reads the input artifacts' manifests, runs
 the stage function (the same function ``t2v stage <name>`` calls), and writes the returned manifest into
 the output artifact. Errors a user can act on (bad config, unreadable URI, bad input) are printed as one
@@ -42,10 +42,11 @@ PREVIOUS_DIT_STAGE = {"t2vi": "t2i", "t2v": "t2vi"}
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from t2v.config import ConfigError
+    from t2v.launcher import LaunchError
     from t2v.stage import StageError
     from t2v.storage import StorageError
 
-    errors: list[type[BaseException]] = [ConfigError, StageError, StorageError]
+    errors: list[type[BaseException]] = [ConfigError, StageError, StorageError, LaunchError]
     try:
         from t2v.video import VideoDecodeError
 
@@ -88,7 +89,11 @@ CONTEXT_KEYS = ("config_json", "run_root", "tracking_uri", "parent_run_id", "pip
 
 
 def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run ``stage`` for a KFP component body: ``invoke("train-vae", locals(), outputs=("vae",))``.
+    """Run ``stage`` for a KFP component body::
+
+        arguments = dict(locals())          # first statement: the component's parameters only
+        from components.runtime import invoke
+        invoke("train-vae", arguments, outputs=("vae",))
 
     ``arguments`` are the component's parameters: the context keys, the input artifacts (objects with
     ``.path``, or lists of them from ``dsl.Collected``), the output artifacts named in ``outputs``, and
@@ -106,7 +111,7 @@ def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = 
         (inputs if is_artifact or value is None else options)[key] = value
     try:
         ctx = StageContext.from_params(**context)
-        manifests = {name: _read_input(artifact, read_manifest) for name, artifact in (inputs or {}).items()}
+        manifests = {name: _read_input(artifact, read_manifest) for name, artifact in inputs.items()}
         manifest = stage_function(stage)(ctx, **manifests, **options)
     except _user_errors() as exc:
         print(f"ERROR [{stage}] {exc}", file=sys.stderr, flush=True)
