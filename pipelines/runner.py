@@ -41,6 +41,19 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
+def parent_tags(cfg: ProjectConfig, run_name: str, sha: str, version: str, run_root: str, orchestrator: str) -> dict[str, str]:
+    """The lineage tags of a pipeline's MLflow parent run (its child runs carry the same first five)."""
+    return {
+        tracking.TAG_GIT_SHA: sha,
+        tracking.TAG_PIPELINE_VERSION: version,
+        tracking.TAG_CONFIG_HASH: cfg.config_hash(),
+        tracking.TAG_RUN_NAME: run_name,
+        tracking.TAG_PROFILE: cfg.profile,
+        "t2v.run_root": run_root,
+        "t2v.orchestrator": orchestrator,
+    }
+
+
 def compile_pipeline(cfg: ProjectConfig, out: str | Path) -> dict[str, Any]:
     """Write the pipeline IR YAML for ``cfg``'s cluster placement; returns what was stamped."""
     from kfp import compiler
@@ -97,20 +110,11 @@ def run_local(
     version = pipeline_version(sha)
     artifact_root = cfg.tracking.default_artifact_root
     artifact_location = None if tracking_uri.startswith("http") else storage.to_uri(artifact_root)
-    tags = {
-        tracking.TAG_GIT_SHA: sha,
-        tracking.TAG_PIPELINE_VERSION: version,
-        tracking.TAG_CONFIG_HASH: cfg.config_hash(),
-        tracking.TAG_RUN_NAME: run_name,
-        tracking.TAG_PROFILE: cfg.profile,
-        "t2v.run_root": run_root,
-        "t2v.orchestrator": "kfp.local",
-    }
     parent_run_id = tracking.start_parent_run(
         tracking_uri,
         cfg.tracking.experiment,
         run_name,
-        tags,
+        parent_tags(cfg, run_name, sha, version, run_root=run_root, orchestrator="kfp.local"),
         params=cfg.model_dump(mode="json"),
         artifact_location=artifact_location,
     )
@@ -184,14 +188,7 @@ def submit(
         tracking_uri,
         cfg.tracking.experiment,
         run_name,
-        {
-            tracking.TAG_GIT_SHA: stamped["git_sha"],
-            tracking.TAG_PIPELINE_VERSION: version_name,
-            tracking.TAG_CONFIG_HASH: cfg.config_hash(),
-            tracking.TAG_RUN_NAME: run_name,
-            tracking.TAG_PROFILE: cfg.profile,
-            "t2v.orchestrator": host,
-        },
+        parent_tags(cfg, run_name, stamped["git_sha"], version_name, run_root=run_root, orchestrator=host),
         params=cfg.model_dump(mode="json"),
     )
     run = client.run_pipeline(

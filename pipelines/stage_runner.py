@@ -15,7 +15,7 @@ from components.runtime import (
     configure_logging,
     stage_function,
 )
-from pipelines.runner import absolute_tracking_uri, pipeline_version
+from pipelines.runner import absolute_tracking_uri, parent_tags, pipeline_version
 from t2v import storage, tracking
 from t2v.config import ProjectConfig
 from t2v.stage import MANIFEST_NAME, StageContext, read_manifest
@@ -58,7 +58,7 @@ def run_stage(
             tracking_uri,
             cfg.tracking.experiment,
             f"{run_name}:{name}",
-            {tracking.TAG_RUN_NAME: run_name, tracking.TAG_GIT_SHA: sha, "t2v.orchestrator": "t2v stage"},
+            parent_tags(cfg, run_name, sha, version, run_root=run_root, orchestrator="t2v stage"),
             artifact_location=artifact_location,
         )
         own_parent = True
