@@ -235,7 +235,6 @@ class ProjectConfig(Strict):
         return getattr(self, name).model_dump(mode="json")
 
 
-DIT_STAGES = ("t2i", "t2vi", "t2v")
 STAGE_ORDER = (
     "prepare-data",
     "curate-shard",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -169,7 +168,3 @@ def load_latents(manifest: dict[str, Any]) -> list[LatentSample]:
                 )
             )
     return out
-
-
-def temp_dir(prefix: str = "t2v-") -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix=prefix)

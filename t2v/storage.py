@@ -325,21 +325,3 @@ def staged_output_dir(uri_prefix: str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def remove_prefix(uri_prefix: str) -> None:
-    if _is_s3(uri_prefix):
-        bucket, _ = _split_s3(uri_prefix)
-        uris = list_uris(uri_prefix)
-        with _s3_errors(uri_prefix):
-            for start in range(0, len(uris), 1000):
-                chunk = uris[start : start + 1000]
-                s3_client().delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": _split_s3(u)[1]} for u in chunk]}
-                )
-        return
-    path = local_path(uri_prefix)
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
