@@ -7,6 +7,7 @@
     t2v config show|validate [--profile P]                            the resolved, validated config
     t2v world generate --out DIR                                      the synthetic video world alone
     t2v promote --model M [--version V] | --rollback                  move the champion alias (CI)
+    t2v model summary --config P [--json]                             parameter names, shapes, counts
 """
 
 from __future__ import annotations
@@ -225,6 +226,28 @@ def world_generate(profile, overrides, out) -> None:
     cfg = _config(profile, overrides)
     records = generate_raw_videos(cfg.world, Path(out))
     click.echo(f"wrote {len(records)} raw videos and metadata.jsonl to {out}")
+
+
+@main.group()
+def model() -> None:
+    """Inspect the networks of a profile."""
+
+
+@model.command("summary")
+@click.option("--config", "profile", default="tiny", show_default=True, help="config profile")
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="print the full JSON (names and shapes)")
+def model_summary(profile, overrides, as_json) -> None:
+    """Parameter names, shapes and counts of the DiT and the VAE (meta device: no weights allocated)."""
+    from t2v.model_summary import model_summary as summarise
+
+    summary = summarise(_config(profile, overrides))
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    for net in ("dit", "vae"):
+        counts = summary["counts"][net]
+        click.echo(f"{net}: {counts['parameters']:,} parameters in {counts['tensors']} tensors")
 
 
 @main.command()
