@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -72,11 +73,15 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """Stop the server and every worker it started (its own session/process group)."""
     try:
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+    except ProcessLookupError:
+        return
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="session")
