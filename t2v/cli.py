@@ -8,6 +8,7 @@
     t2v world generate --out DIR                                      the synthetic video world alone
     t2v promote --model M [--version V] | --rollback                  move the champion alias (CI)
     t2v model summary --config P [--json]                             parameter names, shapes, counts
+    t2v generate "a red square moving left" --model models:/M@champion  text in, mp4 out
 """
 
 from __future__ import annotations
@@ -226,6 +227,58 @@ def world_generate(profile, overrides, out) -> None:
     cfg = _config(profile, overrides)
     records = generate_raw_videos(cfg.world, Path(out))
     click.echo(f"wrote {len(records)} raw videos and metadata.jsonl to {out}")
+
+
+@main.command()
+@click.argument("prompts", nargs=-1, required=True)
+@click.option("--model", "model_ref", required=True, help="DiT: models:/<name>@<alias>, models:/<name>/<version>, or a checkpoint URI")
+@click.option("--vae", default=None, help="VAE checkpoint URI (default: the one the registered DiT names)")
+@click.option("--text-encoders", default=None, metavar="CLIP_URI,LLM_URI", help="default: the ones the registered DiT names")
+@click.option("--out", default="video.mp4", show_default=True, help="mp4 path; several prompts give <stem>-<i>.mp4")
+@profile_option
+@set_option
+@click.option("--steps", type=int, default=None, help="default: evaluate.num_steps of the profile")
+@click.option("--guidance", type=float, default=None, help="default: evaluate.guidance_scale")
+@click.option("--shift", type=float, default=None, help="default: evaluate.shift")
+@click.option("--frames", type=int, default=None, help="default: evaluate.num_frames")
+@click.option("--seed", type=int, default=None, help="default: evaluate.seed")
+@click.option("--fps", type=int, default=25, show_default=True)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
+def generate(prompts, model_ref, vae, text_encoders, out, profile, overrides, steps, guidance, shift, frames, seed, fps, tracking_uri) -> None:
+    """Text in, mp4 out, from a registered or file/S3 checkpoint."""
+    from t2v.generate import generate as generate_
+    from t2v.generate import resolve
+    from t2v.video import write_mp4
+
+    cfg = _config(profile, overrides)
+    ev = cfg.evaluate
+    try:
+        resolved = resolve(model_ref, tracking_uri)
+        if vae:
+            resolved.vae_uri = vae
+        if text_encoders:
+            resolved.clip_uri, _, resolved.llm_uri = text_encoders.partition(",")
+        height, width = cfg.encode.resolution
+        videos = generate_(
+            list(prompts),
+            resolved,
+            cfg.text_encoders,
+            height,
+            width,
+            frames or ev.num_frames,
+            steps or ev.num_steps,
+            guidance or ev.guidance_scale,
+            shift or ev.shift,
+            ev.seed if seed is None else seed,
+            ev.negative_prompt,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
+    out = Path(out)
+    paths = [out] if len(videos) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(videos))]
+    for path, frames_ in zip(paths, videos):
+        write_mp4(path, frames_, fps=fps)
+        click.echo(f"wrote {path} ({frames_.shape[0]} frames, {frames_.shape[2]}x{frames_.shape[1]})")
 
 
 @main.group()

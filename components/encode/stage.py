@@ -21,6 +21,8 @@ import numpy as np
 
 from t2v import checkpoints, storage
 from t2v.data import fit_clip, iter_clips, npy_bytes, to_model_video, write_shards
+from t2v.generate import conditioning as embed
+from t2v.generate import open_text_encoders
 from t2v.stage import (
     Progress,
     StageContext,
@@ -38,28 +40,10 @@ STAGE = "encode"
 
 def load_text_encoders(ctx: StageContext, raw: dict[str, Any], stack):
     """Open the text encoders named in the prepare-data manifest (downloading S3 folders)."""
-    from t2v.text_encoders import TextEncoders
-
     uris = raw.get("text_encoders") or {}
     if not uris.get("clip") or not uris.get("llm"):
         raise StageError("the prepare-data manifest names no text encoders")
-    clip_dir = stack.enter_context(storage.local_dir_for(uris["clip"]))
-    llm_dir = stack.enter_context(storage.local_dir_for(uris["llm"]))
-    cfg = ctx.config.text_encoders.model_copy(update={"clip_path": str(clip_dir), "llm_path": str(llm_dir)})
-    return TextEncoders.from_pretrained(cfg)
-
-
-def embed(encoders, prompts: list[str]) -> dict[str, np.ndarray]:
-    import torch
-
-    with torch.no_grad():
-        out = encoders.encode(prompts)
-    return {
-        "clip_states": out.clip_states.float().cpu().numpy(),
-        "clip_mask": out.clip_mask.cpu().numpy().astype(np.int64),
-        "llm_states": out.llm_states.float().cpu().numpy(),
-        "llm_mask": out.llm_mask.cpu().numpy().astype(np.int64),
-    }
+    return open_text_encoders(ctx.config.text_encoders, uris["clip"], uris["llm"], stack)
 
 
 def run(ctx: StageContext, clips: dict[str, Any], vae: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:

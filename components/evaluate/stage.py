@@ -24,6 +24,7 @@ import numpy as np
 
 from t2v import checkpoints, storage, tracking
 from t2v.data import from_model_video
+from t2v.generate import sample_videos
 from t2v.stage import Progress, StageContext, child_run, fingerprint, publish_manifest, stage_outputs
 
 log = logging.getLogger(__name__)
@@ -52,45 +53,6 @@ def step_video_eval_prompts() -> list[tuple[str, str]]:
     if len(prompts) != len(categories):
         raise ValueError(f"{EVAL_PROMPTS}: expected {len(categories)} prompts, found {len(prompts)}")
     return list(zip(categories, prompts))
-
-
-def generate(dit, vae, text: dict[str, Any], negative: dict[str, Any], latent_shape, cfg, seed: int):
-    """Sample latents for every prompt (batched, fixed seed) and decode them to uint8 videos."""
-    import torch
-
-    from model import flow_matching as fm
-
-    count = text["llm_states"].shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn((count, *latent_shape), generator=generator)
-
-    def expand(name: str, source: dict[str, Any], n: int) -> torch.Tensor:
-        value = torch.as_tensor(np.asarray(source[name]))
-        return value.expand(n, *value.shape[1:]) if value.shape[0] == 1 else value
-
-    cond = {k: expand(k, text, count) for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
-    uncond = {k: expand(k, {k: np.asarray(negative[k])[None]}, count) for k in cond}
-    for mapping in (cond, uncond):
-        for key in ("llm_mask", "clip_mask"):
-            mapping[key] = mapping[key].bool()
-        for key in ("llm_states", "clip_states"):
-            mapping[key] = mapping[key].float()
-
-    def denoiser(latents, timestep, conditioning):
-        return dit(latents, timestep, **conditioning)
-
-    with torch.no_grad():
-        latents = fm.sample(
-            denoiser,
-            noise,
-            cond=cond,
-            uncond=uncond,
-            num_steps=cfg.num_steps,
-            guidance_scale=cfg.guidance_scale,
-            shift=cfg.shift,
-        )
-        videos = vae.decode(latents)
-    return [from_model_video(v) for v in videos]
 
 
 def _embed(ctx: StageContext, raw: dict[str, Any], prompts: list[str], stack):
@@ -140,7 +102,9 @@ def run(
         results: dict[str, dict[str, Any]] = {}
         progress = Progress(STAGE, len(models))
         for done_count, (name, net) in enumerate(models.items(), start=1):
-            videos = generate(net, autoencoder, text, negative, latent_shape, cfg, cfg.seed)
+            videos = sample_videos(
+                net, autoencoder, text, negative, latent_shape, cfg.num_steps, cfg.guidance_scale, cfg.shift, cfg.seed
+            )
             results[name] = {"videos": videos}
             if specs is not None:
                 from t2v.world import score_video
@@ -214,7 +178,10 @@ def run(
             summary=summary,
             inputs={"dit": dit, "vae": vae, "latents": latents, "raw": raw},
             mlflow_run_id=run_.info.run_id,
-            extra={"mirror": ["score_total", "untrained_score_total", "vae_ceiling_total", "gate_passed"]},
+            extra={
+                "text_encoders": latents.get("text_encoders"),
+                "mirror": ["score_total", "untrained_score_total", "vae_ceiling_total", "gate_passed"],
+            },
         )
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from t2v.generate import TAG_CHECKPOINT, TAG_CLIP, TAG_LLM
 from t2v.stage import StageContext, child_run, fingerprint, publish_manifest, stage_outputs
 
 log = logging.getLogger(__name__)
 STAGE = "register"
-TAG_CHECKPOINT = "t2v.checkpoint_uri"
 
 
 def _register(client, name: str, manifest: dict[str, Any], run_id: str, tags: dict[str, str]):
@@ -77,6 +77,9 @@ def run(
             "t2v.init_checkpoint_uri": str(dit.get("init_checkpoint_uri")),
             "t2v.vae_model": f"{cfg.vae_model_name}/{vae_version.version}",
         }
+        text_encoders = evaluation.get("text_encoders") or {}
+        if text_encoders.get("clip") and text_encoders.get("llm"):
+            dit_lineage.update({TAG_CLIP: text_encoders["clip"], TAG_LLM: text_encoders["llm"]})
         dit_version = _register(client, cfg.dit_model_name, dit, run_id, dit_lineage)
         aliases = []
         if eval_summary.get("gate_passed"):

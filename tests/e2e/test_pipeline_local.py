@@ -118,6 +118,7 @@ def test_model_versions_with_lineage(pipeline_run):
         for tag in ("t2v.git_sha", "t2v.pipeline_version", "t2v.config_hash", "t2v.curate_manifest", "eval.score_total"):
             assert version.tags.get(tag), tag
     assert dit.tags["t2v.vae_model"] == f"{vae.name}/{vae.version}"
+    assert dit.tags["t2v.text_encoders.clip"].startswith("s3://") and dit.tags["t2v.text_encoders.llm"].startswith("s3://")
     assert dit.tags["t2v.init_checkpoint_uri"].endswith("/t2vi/checkpoint")
     gate_passed = pipeline_run["summary"]["evaluation"]["gate"] == "passed"
     aliases = client.get_registered_model(registered["dit_model"]).aliases
@@ -128,3 +129,19 @@ def test_rerun_with_same_name_skips_finished_stages(pipeline_run):
     result = subprocess.run(pipeline_run["cmd"], cwd=pipeline_run["work"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count("up to date") >= 9
+
+
+def test_generate_from_the_registered_version(pipeline_run, tmp_path):
+    registered = pipeline_run["summary"]["registered"]
+    out = tmp_path / "sample.mp4"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "t2v.cli", "generate", "a red square moving left on a gray background",
+            "--model", f"models:/{registered['dit_model']}/{registered['dit_version']}",
+            "--tracking-uri", pipeline_run["tracking_uri"], "--steps", "4", "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames, _ = read_video(out)
+    assert frames.shape == (17, 32, 32, 3)

@@ -1,0 +1,167 @@
+"""Text in, video out: sample with a DiT checkpoint, decode with its VAE (``t2v generate`` and evaluate).
+
+A checkpoint is named by a storage URI (``file://``, ``s3://``, a path) or by the model registry:
+``models:/<name>@<alias>`` or ``models:/<name>/<version>``; a registered DiT version names its VAE and text
+encoders in its lineage tags, so ``t2v generate --model models:/step-video-t2v-dit@champion "..."`` is
+enough.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from t2v import checkpoints, storage
+from t2v.data import from_model_video
+from t2v.text_encoders import TextEncoderConfig
+
+TAG_CHECKPOINT = "t2v.checkpoint_uri"
+TAG_VAE_MODEL = "t2v.vae_model"
+TAG_CLIP = "t2v.text_encoders.clip"
+TAG_LLM = "t2v.text_encoders.llm"
+
+
+@dataclass
+class ResolvedModel:
+    dit_uri: str
+    vae_uri: str | None = None
+    clip_uri: str | None = None
+    llm_uri: str | None = None
+
+
+def _parse(ref: str) -> tuple[str, str | None, str | None]:
+    """``models:/name@alias`` -> (name, alias, None); ``models:/name/version`` -> (name, None, version)."""
+    body = ref[len("models:/") :]
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, alias, None
+    name, _, version = body.rpartition("/")
+    if not name or not version:
+        raise ValueError(f"{ref}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return name, None, version
+
+
+def _registry_version(client, ref: str):
+    name, alias, version = _parse(ref)
+    return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+
+
+def resolve(ref: str, tracking_uri: str | None = None) -> ResolvedModel:
+    """A DiT reference -> its checkpoint URI, plus the VAE and text encoders its registry tags name."""
+    if not ref.startswith("models:/"):
+        return ResolvedModel(dit_uri=ref)
+    _parse(ref)
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    version = _registry_version(client, ref)
+    tags = version.tags or {}
+    if TAG_CHECKPOINT not in tags:
+        raise ValueError(f"{ref}: the model version has no {TAG_CHECKPOINT} tag")
+    vae_uri = None
+    if tags.get(TAG_VAE_MODEL):
+        vae = _registry_version(client, f"models:/{tags[TAG_VAE_MODEL]}")
+        vae_uri = (vae.tags or {}).get(TAG_CHECKPOINT)
+    return ResolvedModel(tags[TAG_CHECKPOINT], vae_uri, tags.get(TAG_CLIP), tags.get(TAG_LLM))
+
+
+def conditioning(encoders, prompts: list[str]) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = encoders.encode(prompts)
+    return {
+        "clip_states": out.clip_states.float().cpu().numpy(),
+        "clip_mask": out.clip_mask.cpu().numpy().astype(np.int64),
+        "llm_states": out.llm_states.float().cpu().numpy(),
+        "llm_mask": out.llm_mask.cpu().numpy().astype(np.int64),
+    }
+
+
+def open_text_encoders(cfg: TextEncoderConfig, clip_uri: str, llm_uri: str, stack: ExitStack):
+    from t2v.text_encoders import TextEncoders
+
+    clip_dir = stack.enter_context(storage.local_dir_for(clip_uri))
+    llm_dir = stack.enter_context(storage.local_dir_for(llm_uri))
+    return TextEncoders.from_pretrained(cfg.model_copy(update={"clip_path": str(clip_dir), "llm_path": str(llm_dir)}))
+
+
+def sample_videos(
+    dit,
+    vae,
+    text: dict[str, Any],
+    negative: dict[str, Any],
+    latent_shape,
+    num_steps: int,
+    guidance_scale: float,
+    shift: float,
+    seed: int,
+) -> list[np.ndarray]:
+    """Sample latents for every prompt in ``text`` (one batch, fixed seed), contrast them with the
+    ``negative`` prompt (classifier-free guidance), decode them: uint8 videos [T, H, W, 3]."""
+    import torch
+
+    from model import flow_matching as fm
+
+    count = text["llm_states"].shape[0]
+    noise = torch.randn((count, *latent_shape), generator=torch.Generator().manual_seed(seed))
+
+    def batch(source: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key in ("llm_states", "llm_mask", "clip_states", "clip_mask"):
+            value = torch.as_tensor(np.asarray(source[key]))
+            value = value.expand(count, *value.shape[1:]) if value.shape[0] == 1 else value
+            out[key] = value.bool() if key.endswith("mask") else value.float()
+        return out
+
+    negative_batch = {k: np.asarray(v)[None] if np.asarray(v).ndim in (1, 2) else v for k, v in negative.items()}
+
+    def denoiser(latents, timestep, cond):
+        return dit(latents, timestep, **cond)
+
+    with torch.no_grad():
+        latents = fm.sample(
+            denoiser,
+            noise,
+            cond=batch(text),
+            uncond=batch(negative_batch),
+            num_steps=num_steps,
+            guidance_scale=guidance_scale,
+            shift=shift,
+        )
+        videos = vae.decode(latents)
+    return [from_model_video(v) for v in videos]
+
+
+def generate(
+    prompts: list[str],
+    model: ResolvedModel,
+    text_cfg: TextEncoderConfig,
+    height: int,
+    width: int,
+    num_frames: int,
+    num_steps: int,
+    guidance_scale: float,
+    shift: float,
+    seed: int,
+    negative_prompt: str = "",
+) -> list[np.ndarray]:
+    """Videos for ``prompts`` from the checkpoints ``model`` names (everything loaded here)."""
+    if not (model.vae_uri and model.clip_uri and model.llm_uri):
+        raise ValueError("need a VAE and both text encoders: pass them, or name a registered DiT version")
+    dit = checkpoints.load_dit(model.dit_uri)
+    vae = checkpoints.load_vae(model.vae_uri)
+    factor = vae.cfg.spatial_compression
+    if height % factor or width % factor:
+        raise ValueError(f"height and width must be multiples of the VAE's spatial compression ({factor})")
+    latent_shape = (vae.cfg.latent_frames(num_frames), vae.cfg.z_channels, height // factor, width // factor)
+    with ExitStack() as stack:
+        encoders = open_text_encoders(text_cfg, model.clip_uri, model.llm_uri, stack)
+        text = conditioning(encoders, prompts)
+        negative = {k: v[0] for k, v in conditioning(encoders, [negative_prompt]).items()}
+    return sample_videos(dit, vae, text, negative, latent_shape, num_steps, guidance_scale, shift, seed)
