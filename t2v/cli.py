@@ -246,12 +246,14 @@ def world_generate(profile, overrides, out) -> None:
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
 def generate(prompts, model_ref, vae, text_encoders, out, profile, overrides, steps, guidance, shift, frames, seed, fps, tracking_uri) -> None:
     """Text in, mp4 out, from a registered or file/S3 checkpoint."""
+    from pipelines.runner import absolute_tracking_uri
     from t2v.generate import generate as generate_
     from t2v.generate import resolve
     from t2v.video import write_mp4
 
     cfg = _config(profile, overrides)
     ev = cfg.evaluate
+    tracking_uri = tracking_uri or absolute_tracking_uri(cfg.tracking.default_tracking_uri)
     try:
         resolved = resolve(model_ref, tracking_uri)
         if vae:

@@ -152,8 +152,9 @@ def generate(
     negative_prompt: str = "",
 ) -> list[np.ndarray]:
     """Videos for ``prompts`` from the checkpoints ``model`` names (everything loaded here)."""
-    if not (model.vae_uri and model.clip_uri and model.llm_uri):
-        raise ValueError("need a VAE and both text encoders: pass them, or name a registered DiT version")
+    missing = [flag for flag, value in (("--vae", model.vae_uri), ("--text-encoders", model.clip_uri and model.llm_uri)) if not value]
+    if missing:
+        raise ValueError(f"{model.dit_uri}: no VAE or text encoders known for this DiT; pass {' and '.join(missing)}")
     dit = checkpoints.load_dit(model.dit_uri)
     vae = checkpoints.load_vae(model.vae_uri)
     factor = vae.cfg.spatial_compression

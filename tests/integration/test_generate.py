@@ -52,7 +52,7 @@ def test_generate_without_vae_is_a_clear_error(tiny_checkpoints, tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == "Error: need a VAE and both text encoders: pass them, or name a registered DiT version"
+    assert result.stderr.strip() == f"Error: {tiny_checkpoints['dit']}: no VAE or text encoders known for this DiT; pass --vae and --text-encoders"
 
 
 def test_plain_uri_resolves_to_itself():
