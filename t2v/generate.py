@@ -103,7 +103,8 @@ def sample_videos(
     seed: int,
 ) -> list[np.ndarray]:
     """Sample latents for every prompt in ``text`` (one batch, fixed seed), contrast them with the
-    ``negative`` prompt (classifier-free guidance), decode them: uint8 videos [T, H, W, 3]."""
+    ``negative`` prompt (classifier-free guidance; its arrays have a batch dimension of 1), decode them:
+    uint8 videos [T, H, W, 3]."""
     import torch
 
     from model import flow_matching as fm
@@ -119,8 +120,6 @@ def sample_videos(
             out[key] = value.bool() if key.endswith("mask") else value.float()
         return out
 
-    negative_batch = {k: np.asarray(v)[None] if np.asarray(v).ndim in (1, 2) else v for k, v in negative.items()}
-
     def denoiser(latents, timestep, cond):
         return dit(latents, timestep, **cond)
 
@@ -129,7 +128,7 @@ def sample_videos(
             denoiser,
             noise,
             cond=batch(text),
-            uncond=batch(negative_batch),
+            uncond=batch(negative),
             num_steps=num_steps,
             guidance_scale=guidance_scale,
             shift=shift,
@@ -164,5 +163,5 @@ def generate(
     with ExitStack() as stack:
         encoders = open_text_encoders(text_cfg, model.clip_uri, model.llm_uri, stack)
         text = conditioning(encoders, prompts)
-        negative = {k: v[0] for k, v in conditioning(encoders, [negative_prompt]).items()}
+        negative = conditioning(encoders, [negative_prompt])
     return sample_videos(dit, vae, text, negative, latent_shape, num_steps, guidance_scale, shift, seed)

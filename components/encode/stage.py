@@ -21,8 +21,7 @@ import numpy as np
 
 from t2v import checkpoints, storage
 from t2v.data import fit_clip, iter_clips, npy_bytes, to_model_video, write_shards
-from t2v.generate import conditioning as embed
-from t2v.generate import open_text_encoders
+from t2v.generate import conditioning, open_text_encoders
 from t2v.stage import (
     Progress,
     StageContext,
@@ -75,7 +74,7 @@ def run(ctx: StageContext, clips: dict[str, Any], vae: dict[str, Any], raw: dict
             with torch.no_grad():
                 video_latents = autoencoder.encode(video, sample=cfg.sample_posterior, generator=generator)
                 image_latents = autoencoder.encode(video[:, :1], sample=cfg.sample_posterior, generator=generator)
-            text = embed(encoders, [c.caption for c in chunk])
+            text = conditioning(encoders, [c.caption for c in chunk])
             for i, clip in enumerate(chunk):
                 meta = {
                     "clip_id": clip.clip_id,
@@ -94,7 +93,7 @@ def run(ctx: StageContext, clips: dict[str, Any], vae: dict[str, Any], raw: dict
                 )
             progress.update(begin + len(chunk))
         seconds = time.monotonic() - start
-        negative = embed(encoders, [ctx.config.evaluate.negative_prompt])
+        negative = conditioning(encoders, [ctx.config.evaluate.negative_prompt])
         out_uri = ctx.stage_uri(STAGE)
         files: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="t2v-encode-") as tmp_name:

@@ -24,7 +24,7 @@ import numpy as np
 
 from t2v import checkpoints, storage, tracking
 from t2v.data import from_model_video
-from t2v.generate import sample_videos
+from t2v.generate import conditioning, sample_videos
 from t2v.stage import Progress, StageContext, child_run, fingerprint, publish_manifest, stage_outputs
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,9 @@ def step_video_eval_prompts() -> list[tuple[str, str]]:
 
 
 def _embed(ctx: StageContext, raw: dict[str, Any], prompts: list[str], stack):
-    from components.encode.stage import embed, load_text_encoders
+    from components.encode.stage import load_text_encoders
 
-    encoders = load_text_encoders(ctx, raw, stack)
-    return embed(encoders, prompts)
+    return conditioning(load_text_encoders(ctx, raw, stack), prompts)
 
 
 def run(
@@ -90,7 +89,7 @@ def run(
             pairs = step_video_eval_prompts()[: cfg.num_prompts]
             categories, prompts = [c for c, _ in pairs], [p for _, p in pairs]
         text = _embed(ctx, raw, prompts, stack)
-        negative = load_negative(latents)
+        negative = {k: v[None] for k, v in load_negative(latents).items()}  # a batch of one prompt
         autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
         latent_shape = list(latents["summary"]["video_latent_shape"])
         latent_shape[0] = autoencoder.cfg.latent_frames(cfg.num_frames)
@@ -116,7 +115,7 @@ def run(
 
         summary: dict[str, Any] = {"prompts": len(prompts), "prompt_set": cfg.prompts}
         if specs is not None:
-            summary["vae_ceiling_scores"] = _vae_ceiling(ctx, autoencoder, specs, latents)
+            summary["vae_ceiling_scores"] = _vae_ceiling(ctx, autoencoder, specs)
             summary["vae_ceiling_total"] = summary["vae_ceiling_scores"]["total"]
         metrics: dict[str, float] = {}
         for name, result in results.items():
@@ -185,7 +184,7 @@ def run(
         )
 
 
-def _vae_ceiling(ctx: StageContext, autoencoder, specs, latents: dict[str, Any]) -> dict[str, float]:
+def _vae_ceiling(ctx: StageContext, autoencoder, specs) -> dict[str, float]:
     """The checker's score of the prompts' true videos after a VAE round trip: the best any DiT can do
     with this VAE, next to the untrained floor."""
     import torch
