@@ -9,12 +9,14 @@ PROFILE ?= tiny
 CONSTRAINTS := constraints/cpu.txt
 PYTEST_ARGS ?=
 
-.PHONY: help env demo test test-fast lint compile clean
+.PHONY: help env demo test test-fast test-release-parity lint compile clean
 
 help:
 	@echo "make demo      run the whole pipeline (profile $(PROFILE)) under kfp.local, tracked in MLflow"
 	@echo "make test      run the test suite"
 	@echo "make test-fast the suite without the slow end-to-end tests"
+	@echo "make test-release-parity STEPVIDEO_RELEASE_SRC=<checkout of stepfun-ai/Step-Video-T2V>"
+	@echo "              compare the DiT, VAE and sampler with the released code (fp32, 1e-5)"
 	@echo "make compile   write pipeline.yaml (KFP IR, stamped with the pipeline version)"
 	@echo "make lint      ruff"
 
@@ -34,6 +36,12 @@ test: env
 
 test-fast: env
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The release is not vendored; its networks import diffusers and einops, installed here on demand.
+test-release-parity: env
+	@test -n "$(STEPVIDEO_RELEASE_SRC)" || { echo "set STEPVIDEO_RELEASE_SRC to a checkout of stepfun-ai/Step-Video-T2V"; exit 2; }
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) diffusers einops
+	STEPVIDEO_RELEASE_SRC=$(STEPVIDEO_RELEASE_SRC) $(BIN)/python -m pytest tests/parity $(PYTEST_ARGS)
 
 lint: env
 	$(BIN)/ruff check .
