@@ -166,3 +166,101 @@ class VAEConfig(BaseModel):
         if self.logvar_min >= self.logvar_max:
             raise ValueError("logvar_min must be below logvar_max")
         return self
+
+
+# Keys of the released ``step_llm/config.json`` that set the network's shapes (the release's ``Step1Model``
+# reads them as attributes of a plain ``transformers.PretrainedConfig``). Its other keys (``seq_length``,
+# ``use_flash_attn``, dropouts, ``params_dtype``, ...) do not change the inference network.
+STEP_LLM_RELEASE_SHAPE_KEYS = (
+    "hidden_size",
+    "num_layers",
+    "num_attention_heads",
+    "num_attention_groups",
+    "ffn_hidden_size",
+    "padded_vocab_size",
+    "layernorm_epsilon",
+)
+
+# The release rounds the SwiGLU width up to a multiple of this (hard-coded, not a config key).
+STEP_LLM_FFN_MULTIPLE_OF = 256
+
+
+class StepLLMConfig(BaseModel):
+    """The Step-LLM text encoder (released: 48 layers, 6144 wide, 48 heads sharing 8 key/value groups).
+
+    Field names are the keys of the released ``step_llm/config.json`` (``from_release_config`` reads that
+    dict); ``alibi_sqrt`` and ``attention_backend`` are this project's. ``layernorm_epsilon`` defaults to
+    1e-5 (the Step1 family's value); the released file's own value wins when it is read.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int = Field(6144, ge=1, le=65536)
+    num_layers: int = Field(48, ge=1, le=512)
+    num_attention_heads: int = Field(48, ge=1, le=1024)
+    num_attention_groups: int = Field(
+        8, ge=1, le=1024, description="key/value heads (grouped-query attention)"
+    )
+    ffn_hidden_size: int = Field(
+        16896,
+        ge=1,
+        le=1_048_576,
+        description="SwiGLU inner width; rounded up to a multiple of 256 as released",
+    )
+    padded_vocab_size: int = Field(65536, ge=1, le=4_194_304)
+    layernorm_epsilon: float = Field(1e-5, gt=0.0, le=1e-2)
+    alibi_sqrt: bool = Field(
+        True,
+        description="True (StepFun's ALiBi variant): bias -slope*sqrt(i-j); False: classic -slope*(i-j)",
+    )
+    attention_backend: Literal["sdpa", "math"] = Field(
+        "sdpa", description="sdpa: torch SDPA with an additive float bias; math: explicit softmax (reference)"
+    )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def ffn_inner_size(self) -> int:
+        m = STEP_LLM_FFN_MULTIPLE_OF
+        return m * ((self.ffn_hidden_size + m - 1) // m)
+
+    @model_validator(mode="after")
+    def _check(self) -> StepLLMConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}"
+            )
+        if self.num_attention_heads % self.num_attention_groups:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must be a multiple of "
+                f"num_attention_groups={self.num_attention_groups}"
+            )
+        return self
+
+    @classmethod
+    def from_release_config(cls, release: dict, **overrides) -> StepLLMConfig:
+        """The released ``step_llm/config.json`` (as a dict) -> StepLLMConfig; other keys are ignored."""
+        missing = [k for k in STEP_LLM_RELEASE_SHAPE_KEYS if k not in release]
+        if missing:
+            raise ValueError(
+                f"Step-LLM config.json lacks the key(s) {missing} (needs {list(STEP_LLM_RELEASE_SHAPE_KEYS)})"
+            )
+        return cls(**{k: release[k] for k in STEP_LLM_RELEASE_SHAPE_KEYS}, **overrides)
+
+    def to_release_config(self, seq_length: int = 4096) -> dict:
+        """A ``config.json`` dict with every key the release's ``Step1Model`` reads (shapes from this config;
+        the runtime-only keys set for inference: flash attention on, no dropout, no fp32 embeddings)."""
+        out: dict = {"architectures": ["Step1Model"], "torch_dtype": "bfloat16"}
+        out.update({k: getattr(self, k) for k in STEP_LLM_RELEASE_SHAPE_KEYS})
+        out.update(
+            seq_length=seq_length,
+            use_flash_attn=True,
+            attention_dropout=0.0,
+            hidden_dropout=0.0,
+            params_dtype="bfloat16",
+            fp32_residual_connection=False,
+            embedding_weights_in_fp32=False,
+        )
+        return out

@@ -1,10 +1,24 @@
-"""Checkpoints in the object store: a folder with the weights as safetensors and the network config.
+"""Checkpoints in the object store, in the released Step-Video-T2V layout.
 
-Layout (close to the release's folders, so the model issue can make them loadable by its code):
+A DiT checkpoint folder is a diffusers model folder, as the release's ``transformer/`` is, so the released
+``StepVideoModel.from_pretrained(<folder>)`` serves a DiT trained here::
 
-    <uri>/config.json                         the network's config (DiTConfig / VAEConfig fields)
-    <uri>/<weights name>.safetensors          the state dict
-    <uri>/training_state.json                 step, stage, lineage (optional)
+    <uri>/config.json        the release's keys (``_class_name: StepVideoModel``, num_layers, caption_channels
+                             [llm, clip], ...) plus ``_t2v_config``: this project's full DiTConfig (diffusers
+                             ignores keys that start with ``_``)
+    <uri>/diffusion_pytorch_model.safetensors                        one file, or when larger than a shard:
+    <uri>/diffusion_pytorch_model-00001-of-0000N.safetensors ...     shards and
+    <uri>/diffusion_pytorch_model.safetensors.index.json             the index (``weight_map``: name -> file)
+    <uri>/training_state.json                                        step, stage, lineage (optional)
+
+A VAE checkpoint folder is the release's ``vae/`` folder: ``vae_v2.safetensors`` with the release's keys
+(the file names the decoder's last conv ``decoder.conv_out.*``), plus ``config.json`` with the project's
+VAEConfig (the release reads none; a folder without one gets the released configuration).
+
+Both loaders also take the released folders as they are (``transformer/`` or ``vae/``, or the model root
+holding them). Networks are built on the meta device and the checkpoint's tensors are assigned into them,
+so a 30B DiT is never initialised at random first; :func:`verify` checks a checkpoint's names, shapes and
+dtypes against a configuration from the safetensors headers alone, without reading any weights.
 
 Saving writes into a local staging folder and publishes it (the weights before the small files) so a
 reader never sees half a checkpoint.
@@ -13,29 +27,133 @@ reader never sees half a checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from t2v import storage
 from t2v.stage import file_entry
 
+log = logging.getLogger(__name__)
+
 DIT_WEIGHTS = "diffusion_pytorch_model.safetensors"
-VAE_WEIGHTS = "vae.safetensors"
+VAE_WEIGHTS = "vae_v2.safetensors"
+#: the file name project VAE checkpoints had before they took the release's (still read)
+LEGACY_VAE_WEIGHTS = "vae.safetensors"
+#: diffusers' default largest shard; a tiny checkpoint is one file, the 30B DiT about six
+MAX_SHARD_SIZE = "10GB"
+
+RELEASE_DIT_CLASS = "StepVideoModel"
+#: the diffusers version stamped into config.json (informational; the release was published against it)
+DIFFUSERS_VERSION = "0.31.0"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the network it is loaded into (names, shapes, files)."""
+
+
+def index_name(weights_name: str) -> str:
+    return f"{weights_name}.index.json"
+
+
+# --------------------------------------------------------------------------------------------------------
+# config.json in the release's keys
+
+
+def release_dit_config(cfg) -> dict[str, Any]:
+    """The diffusers ``config.json`` the release's ``StepVideoModel`` reads, with our DiTConfig beside it.
+
+    The release hard-codes what its constructor does not take (FFN x4, RoPE split 64/32/32 over 128-d
+    heads, block LayerNorm eps 1e-5, q/k RMSNorm eps 1e-6, timestep x1000); a DiT that differs there still
+    saves and loads here, but only the released shapes can be served by the released code.
+    """
+    return {
+        "_class_name": RELEASE_DIT_CLASS,
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "num_attention_heads": cfg.num_attention_heads,
+        "attention_head_dim": cfg.attention_head_dim,
+        "in_channels": cfg.in_channels,
+        "out_channels": cfg.out_channels,
+        "num_layers": cfg.num_layers,
+        "dropout": 0.0,
+        "patch_size": cfg.patch_size,
+        "norm_type": "ada_norm_single",
+        "norm_elementwise_affine": False,
+        "norm_eps": cfg.norm_eps,
+        "use_additional_conditions": False,
+        "caption_channels": [cfg.caption_channels, cfg.clip_channels],
+        "attention_type": "parallel",
+        "_t2v_config": cfg.model_dump(mode="json"),
+    }
+
+
+def dit_config_from_json(config: dict[str, Any]):
+    """DiTConfig from a checkpoint's config.json: ours (``_t2v_config``), the release's keys, or a project
+    checkpoint written before this layout (the DiTConfig fields at the top level)."""
+    from model.config import DiTConfig
+
+    if "_t2v_config" in config:
+        return DiTConfig.model_validate(config["_t2v_config"])
+    if config.get("_class_name") != RELEASE_DIT_CLASS:
+        return DiTConfig.model_validate(config)
+    if config.get("use_additional_conditions"):
+        raise CheckpointError(
+            "config.json: use_additional_conditions=true (size/fps embedders) is not supported"
+        )
+    channels = config.get("caption_channels", [6144, 1024])
+    if isinstance(channels, int) or len(channels) != 2:
+        raise CheckpointError(f"config.json: caption_channels={channels!r}; expected [llm width, clip width]")
+    out_channels = config.get("out_channels") or config.get("in_channels", 64)
+    return DiTConfig(
+        num_layers=config.get("num_layers", 48),
+        num_attention_heads=config.get("num_attention_heads", 48),
+        attention_head_dim=config.get("attention_head_dim", 128),
+        in_channels=config.get("in_channels", 64),
+        out_channels=out_channels,
+        patch_size=config.get("patch_size", 1),
+        caption_channels=channels[0],
+        clip_channels=channels[1],
+        norm_eps=config.get("norm_eps", 1e-6),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# saving
 
 
 def save(
-    model, config: dict[str, Any], uri: str, weights_name: str, state: dict[str, Any] | None = None
+    model,
+    config: dict[str, Any],
+    uri: str,
+    weights_name: str,
+    state: dict[str, Any] | None = None,
+    max_shard_size: int | str = MAX_SHARD_SIZE,
 ) -> dict[str, Any]:
-    """Save ``model`` (a torch module) to ``uri``; returns manifest file entries keyed by file name."""
-    from safetensors.torch import save_file
+    """Save ``model`` (a torch module) to ``uri``; returns manifest file entries keyed by file name.
+
+    ``config`` is written as ``config.json`` as given (use :func:`release_dit_config` for a DiT). Weights
+    larger than ``max_shard_size`` are split into numbered shards with an index, as diffusers does.
+    """
+    from huggingface_hub import save_torch_state_dict
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with tempfile.TemporaryDirectory(prefix="t2v-ckpt-") as tmp:
         tmp = Path(tmp)
-        save_file(tensors, str(tmp / weights_name), metadata={"format": "pt"})
+        stem = weights_name.removesuffix(".safetensors")
+        save_torch_state_dict(
+            tensors,
+            tmp,
+            filename_pattern=stem + "{suffix}.safetensors",
+            max_shard_size=max_shard_size,
+            metadata={"format": "pt"},
+        )
+        weight_files = sorted(p.name for p in tmp.iterdir())  # shards (+ index) before the small files
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        files = [weights_name, "config.json"]
+        files = [*weight_files, "config.json"]
         if state is not None:
             (tmp / "training_state.json").write_text(json.dumps(state, indent=2, sort_keys=True, default=str))
             files.append("training_state.json")
@@ -47,32 +165,237 @@ def save(
     return entries
 
 
+def save_dit(dit, uri: str, state: dict[str, Any] | None = None, **kwargs) -> dict[str, Any]:
+    return save(dit, release_dit_config(dit.cfg), uri, DIT_WEIGHTS, state=state, **kwargs)
+
+
+def save_vae(vae, uri: str, state: dict[str, Any] | None = None, **kwargs) -> dict[str, Any]:
+    return save(vae, vae.cfg.model_dump(mode="json"), uri, VAE_WEIGHTS, state=state, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------
+# reading
+
+
 def load_config(uri: str) -> dict[str, Any]:
     return storage.read_json(storage.join(uri, "config.json"))
 
 
-def load_state_dict(uri: str, weights_name: str) -> dict[str, Any]:
+def weight_files(folder: Path, weights_name: str) -> list[Path]:
+    """The safetensors files of ``weights_name`` in a local folder: the shards its index names, or the file."""
+    index = folder / index_name(weights_name)
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+        missing = [p.name for p in files if not p.is_file()]
+        if missing:
+            raise CheckpointError(f"{index}: names shards that are not there: {missing}")
+        return files
+    single = folder / weights_name
+    if single.is_file():
+        return [single]
+    raise CheckpointError(f"{folder}: neither {weights_name} nor {index.name}")
+
+
+DIT_CANDIDATES = [("", DIT_WEIGHTS), ("transformer", DIT_WEIGHTS)]
+VAE_CANDIDATES = [("", VAE_WEIGHTS), ("", LEGACY_VAE_WEIGHTS), ("vae", VAE_WEIGHTS)]
+
+
+@contextmanager
+def checkpoint_folder(uri: str, candidates: list[tuple[str, str]]) -> Iterator[tuple[Path, str]]:
+    """(local folder, weights name) of the first candidate (sub folder, weights name) under ``uri`` that
+    holds weights, one file or an index. On S3 only that sub folder is downloaded, for the duration."""
+    for sub, name in candidates:
+        base = storage.join(uri, sub) if sub else uri
+        if storage.exists(storage.join(base, name)) or storage.exists(storage.join(base, index_name(name))):
+            with storage.local_dir_for(base) as folder:
+                yield folder, name
+            return
+    looked = ", ".join(f"{sub + '/' if sub else ''}{name}" for sub, name in candidates)
+    raise CheckpointError(f"{uri}: no checkpoint weights (looked for {looked}, also as sharded indexes)")
+
+
+def read_weights_file(path: Path, device: str = "cpu") -> dict[str, Any]:
+    """The tensors of one weights file: safetensors (recognised by its header, whatever the file's name) or
+    a torch pickle read with ``weights_only`` (a ``{"state_dict": ...}`` wrapper is unwrapped)."""
+    import torch
     from safetensors.torch import load_file
 
-    with storage.local_file_for(storage.join(uri, weights_name)) as path:
-        return load_file(str(path))
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    try:
+        if len(head) == 9 and head[8:9] == b"{":  # 8-byte little-endian header length, then the JSON header
+            return load_file(str(path), device=device)
+        state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is "not a weights file"
+        raise CheckpointError(
+            f"{path}: not a safetensors or torch state dict ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    return state
 
 
-def load_dit(uri: str, device: str = "cpu"):
-    from model.config import DiTConfig
+def read_state_dict(files: list[Path], device: str = "cpu") -> dict[str, Any]:
+    """The tensors of several weights files (shards), merged."""
+    state: dict[str, Any] = {}
+    for path in files:
+        state.update(read_weights_file(path, device))
+    return state
+
+
+def load_state_dict(uri: str, weights_name: str) -> dict[str, Any]:
+    """All tensors of a checkpoint (one file or shards), on CPU, keyed by the release's names. For the DiT
+    and VAE weights names the released folders (``transformer/``, ``vae/``) are looked in too."""
+    candidates = {DIT_WEIGHTS: DIT_CANDIDATES, VAE_WEIGHTS: VAE_CANDIDATES}.get(
+        weights_name, [("", weights_name)]
+    )
+    with checkpoint_folder(uri, candidates) as (folder, name):
+        return read_state_dict(weight_files(folder, name))
+
+
+def assign_state(net, state: dict[str, Any], where: str, device="cpu", dtype=None):
+    """Load ``state`` into a meta-built ``net`` by assignment (no second copy, no random init), after
+    checking names and shapes (a :class:`CheckpointError` names what does not fit); then cast to ``dtype``
+    (None keeps the stored dtype) and move to ``device``."""
+    import torch
+
+    report = compare(_shapes_of(net), {k: (list(v.shape), _dtype_name(v.dtype)) for k, v in state.items()})
+    report.raise_if_bad(where)
+    net.load_state_dict(state, strict=True, assign=True)
+    leftovers = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if leftovers:
+        raise CheckpointError(f"{where}: still unset after loading: {leftovers[:5]}")
+    if dtype is not None:
+        net = net.to(dtype=dtype)
+    elif any(t.dtype != torch.float32 for t in state.values()):
+        log.info("%s: weights kept in their stored dtype (%s)", where, {str(t.dtype) for t in state.values()})
+    return net.to(device).eval()
+
+
+def load_dit(uri: str, device: str = "cpu", dtype=None):
+    """A :class:`~model.dit.StepVideoDiT` from a project checkpoint or a released ``transformer/`` folder
+    (or the released model root). ``dtype`` casts after loading (None keeps the stored dtype)."""
+    import torch
+
     from model.dit import StepVideoDiT
 
-    cfg = DiTConfig.model_validate(load_config(uri))
-    net = StepVideoDiT(cfg)
-    net.load_state_dict(load_state_dict(uri, DIT_WEIGHTS))
-    return net.to(device).eval()
+    with checkpoint_folder(uri, DIT_CANDIDATES) as (folder, name):
+        cfg = dit_config_from_json(json.loads((folder / "config.json").read_text()))
+        with torch.device("meta"):
+            net = StepVideoDiT(cfg)
+        return assign_state(net, read_state_dict(weight_files(folder, name)), f"{uri} (DiT)", device, dtype)
 
 
-def load_vae(uri: str, device: str = "cpu"):
+def vae_config_at(folder: Path):
     from model.config import VAEConfig
+
+    config = folder / "config.json"
+    return VAEConfig.model_validate(json.loads(config.read_text())) if config.is_file() else VAEConfig()
+
+
+def load_vae(uri: str, device: str = "cpu", dtype=None):
+    """A :class:`~model.vae.CausalVideoVAE` from a project checkpoint or the released ``vae/`` folder."""
+    import torch
+
     from model.vae import CausalVideoVAE
 
-    cfg = VAEConfig.model_validate(load_config(uri))
-    net = CausalVideoVAE(cfg)
-    net.load_state_dict(load_state_dict(uri, VAE_WEIGHTS))
-    return net.to(device).eval()
+    with checkpoint_folder(uri, VAE_CANDIDATES) as (folder, name):
+        with torch.device("meta"):
+            net = CausalVideoVAE(vae_config_at(folder))
+        return assign_state(net, read_state_dict(weight_files(folder, name)), f"{uri} (VAE)", device, dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# checking a checkpoint against a configuration without reading weights
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _shapes_of(net) -> dict[str, list[int]]:
+    return {name: list(t.shape) for name, t in net.state_dict().items()}
+
+
+def header_shapes(files: list[Path]) -> dict[str, tuple[list[int], str]]:
+    """{name: (shape, dtype)} from safetensors headers only (no tensor data is read)."""
+    from safetensors import safe_open
+
+    _names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+    found: dict[str, tuple[list[int], str]] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                tensor = f.get_slice(key)
+                dtype = tensor.get_dtype()
+                found[key] = (list(tensor.get_shape()), _names.get(dtype, dtype.lower()))
+    return found
+
+
+@dataclass
+class CheckpointReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: dict[str, tuple[list[int], list[int]]] = field(
+        default_factory=dict
+    )  # name: (expected, found)
+    dtypes: dict[str, int] = field(default_factory=dict)  # stored dtype: tensor count
+    tensors: int = 0
+    parameters: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self) -> list[str]:
+        out = [f"missing {len(self.missing)}: {self.missing[:5]}"] if self.missing else []
+        if self.unexpected:
+            out.append(f"unexpected {len(self.unexpected)}: {self.unexpected[:5]}")
+        for name, (want, got) in list(self.mismatched.items())[:5]:
+            out.append(f"{name}: shape {got} in the checkpoint, {want} in the configuration")
+        return out
+
+    def raise_if_bad(self, where: str) -> None:
+        if not self.ok:
+            raise CheckpointError(f"{where} does not fit the configuration: " + "; ".join(self.problems()))
+
+
+def compare(expected: dict[str, list[int]], found: dict[str, tuple[list[int], str]]) -> CheckpointReport:
+    import math
+
+    report = CheckpointReport(
+        missing=sorted(set(expected) - set(found)),
+        unexpected=sorted(set(found) - set(expected)),
+        tensors=len(found),
+        parameters=sum(math.prod(shape) for shape, _ in found.values()),
+    )
+    for name in sorted(set(expected) & set(found)):
+        if list(found[name][0]) != list(expected[name]):
+            report.mismatched[name] = (list(expected[name]), list(found[name][0]))
+    for _, dtype in found.values():
+        report.dtypes[dtype] = report.dtypes.get(dtype, 0) + 1
+    return report
+
+
+def verify(uri: str, network: str, cfg=None) -> CheckpointReport:
+    """Compare a checkpoint's tensor names/shapes with ``network`` ("dit" or "vae") built on the meta device
+    from ``cfg`` (default: the configuration the checkpoint states). Reads headers only."""
+    import torch
+
+    from model.dit import StepVideoDiT
+    from model.vae import CausalVideoVAE
+
+    if network not in ("dit", "vae"):
+        raise ValueError(f"network must be 'dit' or 'vae', got {network!r}")
+    with checkpoint_folder(uri, DIT_CANDIDATES if network == "dit" else VAE_CANDIDATES) as (folder, name):
+        if cfg is None:
+            if network == "dit":
+                cfg = dit_config_from_json(json.loads((folder / "config.json").read_text()))
+            else:
+                cfg = vae_config_at(folder)
+        with torch.device("meta"):
+            net = StepVideoDiT(cfg) if network == "dit" else CausalVideoVAE(cfg)
+        return compare(_shapes_of(net), header_shapes(weight_files(folder, name)))

@@ -88,6 +88,48 @@ class VAETrainConfig(Strict):
     normalize_latents: bool = Field(
         True, description="set the VAE's shift/scaling factors so training latents have zero mean, unit variance"
     )
+    # Video LPIPS (model.perceptual): off by default. The weights are never downloaded: give a local path or
+    # URI of a .pth / .safetensors state dict with lpips' names (the lin heads, and the VGG16 trunk unless
+    # perceptual_vgg_uri gives torchvision's VGG16 file).
+    perceptual_weight: float = Field(0.0, ge=0, description="weight of video LPIPS (mean over frames); 0: off")
+    perceptual_weights_uri: str | None = Field(
+        None,
+        description="LPIPS weights (lin0..lin4 heads, trunk features.* or net.slice*), a path or URI; required "
+        "when perceptual_weight > 0",
+    )
+    perceptual_vgg_uri: str | None = Field(
+        None, description="torchvision VGG16 state dict for the LPIPS trunk, when perceptual_weights_uri has only the heads"
+    )
+    # GAN term (model.discriminator, model.losses): off by default; the report adds it late in VAE training.
+    adversarial_weight: float = Field(
+        0.0, ge=0, description="weight of the generator's hinge-GAN term (times the adaptive weight); 0: off"
+    )
+    disc_start_step: int = Field(
+        0, ge=0, description="first training step (1-based) at which the discriminator trains and its term is added"
+    )
+    disc_lr: float | None = Field(
+        None, gt=0, le=1.0, description="AdamW learning rate of the discriminator (None: the VAE's lr, as VQGAN)"
+    )
+    disc_betas: tuple[float, float] = Field((0.5, 0.9), description="AdamW betas of the discriminator")
+    disc_channels: int = Field(64, ge=1, le=1024, description="width of the discriminator's first 3D conv")
+    disc_layers: int = Field(3, ge=1, le=6, description="stride-2 stages of the 3D PatchGAN discriminator")
+    adaptive_weight_max: float = Field(
+        1e4, gt=0, description="clamp of VQGAN's adaptive weight (reconstruction / GAN gradient norm at the decoder's last layer)"
+    )
+
+    @model_validator(mode="after")
+    def _gan_and_perceptual(self):
+        if self.perceptual_weight > 0 and not self.perceptual_weights_uri:
+            raise ValueError("perceptual_weights_uri is required when perceptual_weight > 0 (nothing is downloaded)")
+        if not all(0.0 <= b < 1.0 for b in self.disc_betas):
+            raise ValueError(f"disc_betas must lie in [0, 1), got {list(self.disc_betas)}")
+        smallest = 3 * 2**self.disc_layers
+        if self.adversarial_weight > 0 and min(self.resolution) < smallest:
+            raise ValueError(
+                f"disc_layers={self.disc_layers} needs a resolution of at least {smallest} pixels, "
+                f"got {list(self.resolution)}"
+            )
+        return self
 
 
 class VAEStageConfig(Strict):

@@ -2,18 +2,23 @@
 
 * CLIP stand-in ("HunyuanCLIP" in the release): a BERT text model (``BertModel`` + ``BertTokenizer``),
   padded to 77 tokens, last hidden state (1024-d released).
-* LLM ("Step-LLM" in the release, 6144-d, 320 tokens): any decoder that ``AutoModel`` loads from a local
-  directory, last hidden state.
+* LLM ("Step-LLM" in the release, 6144-d, 320 tokens), last hidden state, from either
+  - the released ``step_llm`` directory (recognised by ``step1_chat_tokenizer.model``): ``config.json``
+    with the release's keys, weights as ``model.safetensors`` or shards + ``model.safetensors.index.json``
+    (the release ships 9 shards + index; ``pytorch_model.bin`` [+ index] is read too), loaded into
+    ``model.step_llm.StepLLM`` (ALiBi in PyTorch) with ``load_state_dict(strict=True)``; prompts are
+    tokenized as the release's caption server does (``StepTokenizer``); or
+  - any other directory: a decoder that ``AutoModel`` / ``AutoTokenizer`` load (the tiny Llama stand-in).
 
 Directory layouts accepted for the CLIP model: the release's (``<dir>/tokenizer`` and
-``<dir>/clip_text_encoder``) or a flat directory holding both. The released Step-LLM checkpoint is a custom
-class (``Step1Model`` with a sentencepiece tokenizer and ALiBi in a CUDA kernel) that ``AutoModel`` cannot
-load; it needs a converter, which this module does not provide yet (a clear error says so).
+``<dir>/clip_text_encoder``) or a flat directory holding both.
 
 ``create_tiny_text_encoders`` builds small random encoders for the embedded default (no downloads): a
 BERT and a Llama-style decoder. Llama is chosen because its block is the Step-LLM block (pre-RMSNorm,
 grouped-query attention, SwiGLU); only the positions differ (RoPE instead of ALiBi). Bloom has ALiBi, but
 with LayerNorm, a GELU MLP and no key/value groups it differs from Step-LLM in more places.
+``create_tiny_step_llm`` writes a small random Step-LLM in the released directory layout (with a
+sentencepiece tokenizer trained on the words), loaded exactly like the real one.
 """
 
 from __future__ import annotations
@@ -26,10 +31,29 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.config import StepLLMConfig
+from model.step_llm import StepLLM
+
 log = logging.getLogger(__name__)
 
 SPECIAL_BERT_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SPECIAL_LLM_TOKENS = ["<pad>", "<unk>", "<s>", "</s>"]
+
+# The released Step-LLM directory: tokenizer file, and the ids its prompt wrapper hard-codes.
+STEP_TOKENIZER_FILE = "step1_chat_tokenizer.model"
+STEP_BOS, STEP_EOS, STEP_PAD = 1, 2, 2
+# Pieces the release's StepChatTokenizer requires (control symbols), and two it requires in the vocabulary.
+STEP_CONTROL_TOKENS = [
+    "<|BOT|>",
+    "<|EOT|>",
+    "<|CALL_START|>",
+    "<|CALL_END|>",
+    "<|THINK_START|>",
+    "<|THINK_END|>",
+]
+STEP_USER_TOKENS = ["<|MASK_1e69f|>", "<|UNMASK_1e69f|>"]
+# Weight files (each also as shards + ``<name>.index.json``), in the order transformers looks for them.
+STEP_WEIGHT_FILES = ["model.safetensors", "pytorch_model.bin"]
 
 
 class TextEncoderConfig(BaseModel):
@@ -42,6 +66,11 @@ class TextEncoderConfig(BaseModel):
     clip_dim: int = Field(1024, ge=1, le=65536)
     llm_dim: int = Field(6144, ge=1, le=65536)
     dtype: str = Field("float32", pattern="^(float32|bfloat16|float16)$")
+    step_llm_mask_padding: bool = Field(
+        False,
+        description="Step-LLM only: also hide padded keys inside the LLM. False (release): its kernel runs "
+        "causal attention over the whole padded row; real tokens' states are the same either way",
+    )
     # sizes used only by create_tiny_text_encoders
     tiny_clip_layers: int = Field(2, ge=1, le=48)
     tiny_clip_heads: int = Field(2, ge=1, le=64)
@@ -171,6 +200,99 @@ def create_tiny_text_encoders(
     return clip_dir, llm_dir
 
 
+def _train_tiny_sentencepiece(words: list[str]) -> bytes:
+    """A small BPE sentencepiece model over ``words`` with the release's special pieces; deterministic.
+
+    ids as in the release: 0 <unk>, 1 <s> (BOS), 2 </s> (EOS), no pad piece; the words become whole pieces,
+    other text falls back to characters (or <unk>).
+    """
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sorted(words)),
+        model_writer=buf,
+        model_type="bpe",
+        vocab_size=64 + 16 * len(words),  # an upper bound (hard_vocab_limit=False): every word gets a piece
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        control_symbols=STEP_CONTROL_TOKENS,
+        user_defined_symbols=STEP_USER_TOKENS,
+        num_threads=1,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
+    return buf.getvalue()
+
+
+def create_tiny_step_llm(
+    out_dir: Path,
+    vocabulary: list[str],
+    cfg: TextEncoderConfig,
+    *,
+    max_shard_size: int | str | None = None,
+    weights_format: str = "safetensors",
+) -> Path:
+    """Write a random Step-LLM in the released ``step_llm`` layout; returns that directory.
+
+    ``config.json`` with the release's keys, the weights under the release's parameter names, and
+    ``step1_chat_tokenizer.model``: a sentencepiece model trained on the words. The weights are sharded with
+    an index as released (``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``):
+    ``max_shard_size`` None cuts them in about two; ``weights_format="bin"`` writes ``pytorch_model*.bin``.
+    Sizes: ``llm_dim`` and the ``tiny_llm_*`` fields. The same words, sizes and seed give the same files.
+    """
+    from huggingface_hub import save_torch_state_dict
+
+    if weights_format not in ("safetensors", "bin"):
+        raise ValueError(f"weights_format must be 'safetensors' or 'bin', got {weights_format!r}")
+    out_dir = Path(out_dir)
+    words = _words(vocabulary)
+    if not words:
+        raise ValueError("create_tiny_step_llm needs a non-empty vocabulary")
+    llm_dir = out_dir / "step_llm"
+    llm_dir.mkdir(parents=True, exist_ok=True)
+    sp_bytes = _train_tiny_sentencepiece(words)
+    (llm_dir / STEP_TOKENIZER_FILE).write_bytes(sp_bytes)
+
+    import sentencepiece as spm
+
+    pieces = spm.SentencePieceProcessor(model_proto=sp_bytes).get_piece_size()
+    step_cfg = StepLLMConfig(
+        hidden_size=cfg.llm_dim,
+        num_layers=cfg.tiny_llm_layers,
+        num_attention_heads=cfg.tiny_llm_heads,
+        num_attention_groups=cfg.tiny_llm_kv_heads,
+        ffn_hidden_size=cfg.tiny_llm_intermediate,
+        padded_vocab_size=64 * -(-pieces // 64),
+    )
+    release_cfg = step_cfg.to_release_config(seq_length=max(cfg.llm_max_length, 8))
+    release_cfg["torch_dtype"] = release_cfg["params_dtype"] = "float32"
+    (llm_dir / "config.json").write_text(json.dumps(release_cfg, indent=2) + "\n", encoding="utf-8")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 2)
+        state = StepLLM(step_cfg).state_dict()
+    if max_shard_size is None:
+        max_shard_size = sum(t.numel() * t.element_size() for t in state.values()) // 2 + 1
+    save_torch_state_dict(
+        state,
+        llm_dir,
+        filename_pattern=(
+            "model{suffix}.safetensors" if weights_format == "safetensors" else "pytorch_model{suffix}.bin"
+        ),
+        max_shard_size=max_shard_size,
+        safe_serialization=weights_format == "safetensors",
+        metadata={"format": "pt"},
+    )
+    log.info("wrote a tiny Step-LLM (%d pieces, %d-d) to %s", pieces, cfg.llm_dim, llm_dir)
+    return llm_dir
+
+
 # --------------------------------------------------------------------------------------------------------
 # loading and encoding
 
@@ -187,6 +309,65 @@ def _local_dir(path: str, what: str) -> Path:
     if not p.is_dir():
         raise FileNotFoundError(f"TextEncoderConfig.{what}: {p} is not a directory")
     return p
+
+
+class StepTokenizer:
+    """Prompts -> Step-LLM ids and mask, as the release's caption server builds them.
+
+    Each prompt: sentencepiece ids (no normalisation beyond the model's own), cut to ``max_length - 2``,
+    then ``[BOS] ids [EOS]`` padded on the right with PAD to ``max_length``; the mask is 1 on BOS, the ids
+    and EOS. BOS=1, EOS=PAD=2 are fixed, as in the release.
+    """
+
+    def __init__(self, model_file: str | Path):
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        if (self.sp.bos_id(), self.sp.eos_id()) != (STEP_BOS, STEP_EOS):
+            log.warning(
+                "%s: bos/eos ids are %d/%d; the release always uses %d/%d",
+                model_file,
+                self.sp.bos_id(),
+                self.sp.eos_id(),
+                STEP_BOS,
+                STEP_EOS,
+            )
+
+    def __call__(self, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if max_length < 2:
+            raise ValueError(f"Step-LLM prompts need max_length >= 2 (BOS and EOS), got {max_length}")
+        ids, mask = [], []
+        for prompt in prompts:
+            row = [STEP_BOS] + self.sp.encode_as_ids(prompt)[: max_length - 2] + [STEP_EOS]
+            n = len(row)
+            ids.append(row + [STEP_PAD] * (max_length - n))
+            mask.append([1] * n + [0] * (max_length - n))
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+
+def read_step_llm_config(llm_dir: str | Path, **overrides) -> StepLLMConfig:
+    """The released ``step_llm/config.json`` -> StepLLMConfig."""
+    path = Path(llm_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (the Step-LLM directory needs its config.json)")
+    return StepLLMConfig.from_release_config(json.loads(path.read_text(encoding="utf-8")), **overrides)
+
+
+def load_step_llm(
+    llm_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> StepLLM:
+    """Build StepLLM from the directory's config.json on the meta device and assign its weights (one file
+    or shards + index, safetensors or ``.bin``); a :class:`~t2v.checkpoints.CheckpointError` names any
+    tensor that does not fit."""
+    from t2v import checkpoints
+
+    cfg = read_step_llm_config(llm_dir)
+    with torch.device("meta"):
+        model = StepLLM(cfg)
+    candidates = [("", name) for name in STEP_WEIGHT_FILES]
+    with checkpoints.checkpoint_folder(str(llm_dir), candidates) as (folder, name):
+        state = checkpoints.read_state_dict(checkpoints.weight_files(folder, name), device=str(device))
+    return checkpoints.assign_state(model, state, f"{llm_dir} (Step-LLM)", device=device, dtype=dtype)
 
 
 class TextEncoders:
@@ -208,23 +389,21 @@ class TextEncoders:
         clip_model = BertModel.from_pretrained(str(enc_dir), dtype=dtype).to(device).eval()
 
         llm_root = _local_dir(cfg.llm_path, "llm_path")
-        if (llm_root / "step1_chat_tokenizer.model").exists():
-            raise ValueError(
-                f"{llm_root} holds the released Step-LLM (custom Step1Model + sentencepiece), which "
-                "transformers' AutoModel cannot load; convert it first"
-            )
-        llm_tokenizer = AutoTokenizer.from_pretrained(str(llm_root))
-        llm_tokenizer.padding_side = "right"
-        llm_model = AutoModel.from_pretrained(str(llm_root), dtype=dtype).to(device).eval()
+        if (llm_root / STEP_TOKENIZER_FILE).exists():  # the released Step-LLM layout
+            llm_tokenizer = StepTokenizer(llm_root / STEP_TOKENIZER_FILE)
+            llm_model = load_step_llm(llm_root, dtype=dtype, device=device)
+        else:
+            llm_tokenizer = AutoTokenizer.from_pretrained(str(llm_root))
+            llm_tokenizer.padding_side = "right"
+            llm_model = AutoModel.from_pretrained(str(llm_root), dtype=dtype).to(device).eval()
 
         for name, width, model in (
             ("clip_dim", cfg.clip_dim, clip_model),
             ("llm_dim", cfg.llm_dim, llm_model),
         ):
-            if model.config.hidden_size != width:
-                raise ValueError(
-                    f"TextEncoderConfig.{name}={width} but the model at that path is {model.config.hidden_size}-d"
-                )
+            hidden = model.cfg.hidden_size if isinstance(model, StepLLM) else model.config.hidden_size
+            if hidden != width:
+                raise ValueError(f"TextEncoderConfig.{name}={width} but the model at that path is {hidden}-d")
         return cls(cfg, clip_tokenizer, clip_model, llm_tokenizer, llm_model, device)
 
     @torch.no_grad()
@@ -241,6 +420,16 @@ class TextEncoders:
             return_tensors="pt",
         ).to(self.device)
         clip_out = self.clip_model(input_ids=clip_in["input_ids"], attention_mask=clip_in["attention_mask"])
+        if isinstance(self.llm_tokenizer, StepTokenizer):
+            ids, mask = self.llm_tokenizer(list(prompts), self.cfg.llm_max_length)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            states = self.llm_model(ids, attention_mask=mask if self.cfg.step_llm_mask_padding else None)
+            return TextEmbeddings(
+                clip_states=clip_out.last_hidden_state,
+                clip_mask=clip_in["attention_mask"].bool(),
+                llm_states=states,
+                llm_mask=mask.bool(),
+            )
         llm_in = self.llm_tokenizer(
             list(prompts),
             padding="max_length",

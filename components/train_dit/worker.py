@@ -205,11 +205,9 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
     }
     if rank == 0:
-        entries = checkpoints.save(
+        entries = checkpoints.save_dit(
             dit,
-            config.dit.model_dump(mode="json"),
             job["checkpoint_uri"],
-            checkpoints.DIT_WEIGHTS,
             state={"stage": stage, "step": stage_cfg.steps, "init": job.get("init_checkpoint_uri")},
         )
         result["files"] = {f"checkpoint/{k}": v for k, v in entries.items()}

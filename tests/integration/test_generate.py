@@ -23,8 +23,8 @@ def tiny_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     cfg = load_config("tiny")
     torch.manual_seed(0)
-    checkpoints.save(StepVideoDiT(cfg.dit), cfg.dit.model_dump(mode="json"), storage.to_uri(root / "dit"), checkpoints.DIT_WEIGHTS)
-    checkpoints.save(CausalVideoVAE(cfg.vae.model), cfg.vae.model.model_dump(mode="json"), storage.to_uri(root / "vae"), checkpoints.VAE_WEIGHTS)
+    checkpoints.save_dit(StepVideoDiT(cfg.dit), storage.to_uri(root / "dit"))
+    checkpoints.save_vae(CausalVideoVAE(cfg.vae.model), storage.to_uri(root / "vae"))
     clip, llm = create_tiny_text_encoders(root / "text", vocabulary(cfg.world), cfg.text_encoders)
     return {"dit": storage.to_uri(root / "dit"), "vae": storage.to_uri(root / "vae"), "clip": storage.to_uri(clip), "llm": storage.to_uri(llm)}
 

@@ -13,6 +13,9 @@ the released classes with ``strict=True``, so names and shapes match too):
 * VAE: ``AutoencoderKL(version=2)`` vs :class:`model.vae.CausalVideoVAE` at the released widths (17-frame
   chunks, dual-path head): posterior mean/log-variance, the sampled latents for one seed, and ``decode``
   of two chunks with the 0.6 / 0.4 boundary blend.
+* Checkpoints: a DiT saved by :func:`t2v.checkpoints.save_dit` (sharded) is read by the release's
+  ``StepVideoModel.from_pretrained``, a VAE saved by :func:`t2v.checkpoints.save_vae` by its
+  ``AutoencoderKL(model_path=...)``, and both give our outputs: the released inference code serves them.
 * Sampler: ``FlowMatchDiscreteScheduler`` timesteps and Euler steps, and a whole CFG denoising loop driven
   the way the release's ``StepVideoPipeline.__call__`` drives it, against :func:`model.flow_matching.sample`.
 
@@ -36,6 +39,7 @@ from model.config import DiTConfig, VAEConfig
 from model.dit import StepVideoDiT
 from model.flow_matching import dit_denoiser, sample, sampling_timesteps
 from model.vae import CausalVideoVAE
+from t2v import checkpoints, storage
 
 RELEASE_SRC = os.environ.get("STEPVIDEO_RELEASE_SRC", "")
 
@@ -205,6 +209,32 @@ def test_dit_cfg_sampling_loop_matches_release(release):
     assert_parity(got, latents)
 
 
+def test_released_code_serves_a_dit_checkpoint_saved_here(release, tmp_path):
+    """``StepVideoModel.from_pretrained`` (diffusers) reads our checkpoint folder, sharded, as it is."""
+    ours, _ = _dit_pair(release, patch_size=1)
+    checkpoints.save_dit(ours, storage.to_uri(tmp_path / "transformer"), max_shard_size=2_000_000)
+    assert len(list((tmp_path / "transformer").glob("diffusion_pytorch_model-*-of-*.safetensors"))) > 1
+    served = release.dit.StepVideoModel.from_pretrained(
+        str(tmp_path / "transformer"), attention_type="torch"
+    ).eval()
+
+    cfg = ours.cfg
+    latents = torch.randn(2, 2, cfg.in_channels, 4, 4, generator=torch.Generator().manual_seed(9))
+    timestep = torch.tensor([0.1, 0.6])
+    llm, llm_mask, clip, release_mask = _text_batch(cfg, llm_lengths=[9, 12])
+    expected = served(
+        hidden_states=latents,
+        encoder_hidden_states=llm,
+        encoder_hidden_states_2=clip,
+        timestep=timestep,
+        encoder_attention_mask=release_mask,
+        return_dict=False,
+    )
+    with torch.no_grad():
+        got = ours(latents, timestep, llm, llm_mask, clip)
+    assert_parity(got, expected)
+
+
 # --------------------------------------------------------------------------------------------------------
 # VAE
 
@@ -252,6 +282,23 @@ def test_vae_sampled_latents_match_release(vae_pair, two_chunk_video):
     expected = theirs.encode(two_chunk_video)
     with torch.no_grad():
         got = ours.encode(two_chunk_video, sample=True, generator=torch.Generator().manual_seed(7))
+    assert_parity(got, expected)
+
+
+def test_released_code_serves_a_vae_checkpoint_saved_here(release, vae_pair, tmp_path):
+    """The release's server builds ``AutoencoderKL(model_path=<vae dir>/vae_v2.safetensors, version=2)``."""
+    ours, _ = vae_pair
+    checkpoints.save_vae(ours, storage.to_uri(tmp_path / "vae"))
+    served = release.vae.AutoencoderKL(
+        z_channels=ours.cfg.z_channels,
+        num_res_blocks=ours.cfg.num_res_blocks,
+        model_path=str(tmp_path / "vae" / checkpoints.VAE_WEIGHTS),
+        version=2,
+    ).eval()
+    latents = torch.randn(1, 3, ours.cfg.z_channels, 2, 2, generator=torch.Generator().manual_seed(10))
+    expected = served.decode(latents.clone())
+    with torch.no_grad():
+        got = ours.decode(latents)
     assert_parity(got, expected)
 
 
