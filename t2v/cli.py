@@ -1,14 +1,15 @@
 """``t2v``: the one command line for humans, CI and the pipeline's components.
 
-    t2v run --local [--profile tiny] [--set section.field=value ...]   the whole pipeline under kfp.local
-    t2v compile [--profile P] [--out pipeline.yaml]                   KFP IR YAML stamped with its version
-    t2v submit --host URL --tracking-uri URI [--upload-only]          upload a pipeline version, start a run
-    t2v stage <name> [--run-name R]                                   one stage outside KFP (debugging)
-    t2v config show|validate [--profile P]                            the resolved, validated config
-    t2v world generate --out DIR                                      the synthetic video world alone
-    t2v promote --model M [--version V] | --rollback                  move the champion alias (CI)
-    t2v model summary --config P [--json]                             parameter names, shapes, counts
-    t2v generate "a red square moving left" --model models:/M@champion  text in, mp4 out
+t2v run --local [--profile tiny] [--set section.field=value ...]   the whole pipeline under kfp.local
+t2v compile [--profile P] [--out pipeline.yaml]                   KFP IR YAML stamped with its version
+t2v submit --host URL --tracking-uri URI [--upload-only]          upload a pipeline version, start a run
+t2v stage <name> [--run-name R]                                   one stage outside KFP (debugging)
+t2v config show|validate [--profile P]                            the resolved, validated config
+t2v world generate --out DIR                                      the synthetic video world alone
+t2v promote --model M [--version V] | --rollback                  move the champion alias (CI)
+t2v model summary --config P [--json]                             parameter names, shapes, counts
+t2v model verify URI --network dit|vae [--config P]               a checkpoint against a config (headers)
+t2v generate "a red square moving left" --model models:/M@champion  text in, mp4 out
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ def _config(profile: str, overrides: tuple[str, ...]) -> ProjectConfig:
 
 
 profile_option = click.option(
-    "--profile", default="tiny", show_default=True, help=f"config profile under configs/ ({', '.join(available_profiles())})"
+    "--profile",
+    default="tiny",
+    show_default=True,
+    help=f"config profile under configs/ ({', '.join(available_profiles())})",
 )
-set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE", help="override a config value")
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE", help="override a config value"
+)
 
 
 @click.group(help=__doc__.split("\n\n")[0])
@@ -53,13 +59,21 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--local", "local_", is_flag=True, required=True, help="run with the KFP local runner (the only mode of `run`)")
+@click.option(
+    "--local",
+    "local_",
+    is_flag=True,
+    required=True,
+    help="run with the KFP local runner (the only mode of `run`)",
+)
 @profile_option
 @set_option
 @click.option("--run-name", default=None, help="reuse a name to resume: finished stages are skipped")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="MLflow tracking URI")
 @click.option("--root", default=None, help="storage root URI (default: storage.root of the profile)")
-@click.option("--summary-json", type=click.Path(dir_okay=False), default=None, help="also write the summary here")
+@click.option(
+    "--summary-json", type=click.Path(dir_okay=False), default=None, help="also write the summary here"
+)
 def run(local_, profile, overrides, run_name, tracking_uri, root, summary_json) -> None:
     """Run the whole pipeline locally (kfp.local, subprocess runner) and print what to open."""
     from pipelines.runner import run_local
@@ -89,7 +103,8 @@ def _run_summary(result) -> dict:
         "curate": {k: curate.get(k) for k in ("videos", "clips", "kept")},
         "vae_eval_psnr": result.manifests.get("train-vae", {}).get("summary", {}).get("eval_psnr"),
         "losses": {
-            s: result.manifests.get(s, {}).get("summary", {}).get("final_loss") for s in ("t2i", "t2vi", "t2v")
+            s: result.manifests.get(s, {}).get("summary", {}).get("final_loss")
+            for s in ("t2i", "t2vi", "t2v")
         },
         "evaluation": {
             "score_total": evaluation.get("score_total"),
@@ -139,14 +154,18 @@ def compile_(profile, overrides, out) -> None:
     from pipelines.runner import compile_pipeline
 
     stamped = compile_pipeline(_config(profile, overrides), out)
-    click.echo(f"wrote {stamped['path']} (pipeline version {stamped['pipeline_version']}, profile {stamped['profile']})")
+    click.echo(
+        f"wrote {stamped['path']} (pipeline version {stamped['pipeline_version']}, profile {stamped['profile']})"
+    )
 
 
 @main.command()
 @profile_option
 @set_option
 @click.option("--host", envvar="KFP_HOST", required=True, help="KFP API endpoint")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="needed unless --upload-only")
+@click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="needed unless --upload-only"
+)
 @click.option("--package", default="pipeline.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--run-name", default=None)
 @click.option("--upload-only", is_flag=True, help="only upload the pipeline version")
@@ -156,7 +175,9 @@ def submit(profile, overrides, host, tracking_uri, package, run_name, upload_onl
 
     if not upload_only and not tracking_uri:
         raise click.UsageError("--tracking-uri (or MLFLOW_TRACKING_URI) is needed to start a run")
-    out = submit_(_config(profile, overrides), host, package, tracking_uri, run_name=run_name, upload_only=upload_only)
+    out = submit_(
+        _config(profile, overrides), host, package, tracking_uri, run_name=run_name, upload_only=upload_only
+    )
     click.echo(json.dumps(out, indent=2))
 
 
@@ -164,11 +185,15 @@ def submit(profile, overrides, host, tracking_uri, package, run_name, upload_onl
 @click.argument("name")
 @profile_option
 @set_option
-@click.option("--run-name", default="debug", show_default=True, help="the run whose earlier stages feed this one")
+@click.option(
+    "--run-name", default="debug", show_default=True, help="the run whose earlier stages feed this one"
+)
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
 @click.option("--root", default=None)
 @click.option("--parent-run-id", default=None, help="MLflow parent run (default: a new one)")
-@click.option("--input", "inputs", multiple=True, metavar="NAME=MANIFEST_URI", help="override an input manifest")
+@click.option(
+    "--input", "inputs", multiple=True, metavar="NAME=MANIFEST_URI", help="override an input manifest"
+)
 @click.option("--shard-index", type=int, default=0, show_default=True, help="for curate-shard")
 def stage(name, profile, overrides, run_name, tracking_uri, root, parent_run_id, inputs, shard_index) -> None:
     """Run one stage outside KFP, reading the earlier stages' manifests of RUN_NAME."""
@@ -179,10 +204,23 @@ def stage(name, profile, overrides, run_name, tracking_uri, root, parent_run_id,
         raise click.ClickException(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
     cfg = _config(profile, overrides)
     try:
-        manifest = run_stage(cfg, name, run_name, tracking_uri, root, parent_run_id, dict(i.split("=", 1) for i in inputs), shard_index)
+        manifest = run_stage(
+            cfg,
+            name,
+            run_name,
+            tracking_uri,
+            root,
+            parent_run_id,
+            dict(i.split("=", 1) for i in inputs),
+            shard_index,
+        )
     except (ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"manifest_uri": manifest["manifest_uri"], "summary": manifest["summary"]}, indent=2, default=str))
+    click.echo(
+        json.dumps(
+            {"manifest_uri": manifest["manifest_uri"], "summary": manifest["summary"]}, indent=2, default=str
+        )
+    )
 
 
 @main.group()
@@ -231,10 +269,22 @@ def world_generate(profile, overrides, out) -> None:
 
 @main.command()
 @click.argument("prompts", nargs=-1, required=True)
-@click.option("--model", "model_ref", required=True, help="DiT: models:/<name>@<alias>, models:/<name>/<version>, or a checkpoint URI")
+@click.option(
+    "--model",
+    "model_ref",
+    required=True,
+    help="DiT: models:/<name>@<alias>, models:/<name>/<version>, or a checkpoint URI",
+)
 @click.option("--vae", default=None, help="VAE checkpoint URI (default: the one the registered DiT names)")
-@click.option("--text-encoders", default=None, metavar="CLIP_URI,LLM_URI", help="default: the ones the registered DiT names")
-@click.option("--out", default="video.mp4", show_default=True, help="mp4 path; several prompts give <stem>-<i>.mp4")
+@click.option(
+    "--text-encoders",
+    default=None,
+    metavar="CLIP_URI,LLM_URI",
+    help="default: the ones the registered DiT names",
+)
+@click.option(
+    "--out", default="video.mp4", show_default=True, help="mp4 path; several prompts give <stem>-<i>.mp4"
+)
 @profile_option
 @set_option
 @click.option("--steps", type=int, default=None, help="default: evaluate.num_steps of the profile")
@@ -244,7 +294,22 @@ def world_generate(profile, overrides, out) -> None:
 @click.option("--seed", type=int, default=None, help="default: evaluate.seed")
 @click.option("--fps", type=int, default=25, show_default=True)
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
-def generate(prompts, model_ref, vae, text_encoders, out, profile, overrides, steps, guidance, shift, frames, seed, fps, tracking_uri) -> None:
+def generate(
+    prompts,
+    model_ref,
+    vae,
+    text_encoders,
+    out,
+    profile,
+    overrides,
+    steps,
+    guidance,
+    shift,
+    frames,
+    seed,
+    fps,
+    tracking_uri,
+) -> None:
     """Text in, mp4 out, from a registered or file/S3 checkpoint."""
     from pipelines.runner import absolute_tracking_uri
     from t2v.generate import generate as generate_
@@ -277,7 +342,11 @@ def generate(prompts, model_ref, vae, text_encoders, out, profile, overrides, st
     except (ValueError, RuntimeError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     out = Path(out)
-    paths = [out] if len(videos) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(videos))]
+    paths = (
+        [out]
+        if len(videos) == 1
+        else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(videos))]
+    )
     for path, frames_ in zip(paths, videos):
         write_mp4(path, frames_, fps=fps)
         click.echo(f"wrote {path} ({frames_.shape[0]} frames, {frames_.shape[2]}x{frames_.shape[1]})")
@@ -305,6 +374,39 @@ def model_summary(profile, overrides, as_json) -> None:
         click.echo(f"{net}: {counts['parameters']:,} parameters in {counts['tensors']} tensors")
 
 
+@model.command("verify")
+@click.argument("uri")
+@click.option(
+    "--network", type=click.Choice(["dit", "vae"]), required=True, help="which network the checkpoint holds"
+)
+@click.option(
+    "--config",
+    "profile",
+    default=None,
+    help="check against this profile (default: the checkpoint's own config)",
+)
+@set_option
+def model_verify(uri, network, profile, overrides) -> None:
+    """Check a checkpoint's tensor names and shapes against a configuration, reading only the safetensors
+    headers (a released transformer/ or vae/ folder, its model root, or a checkpoint of this project)."""
+    from t2v import checkpoints, storage
+
+    cfg = None
+    if profile:
+        project = _config(profile, overrides)
+        cfg = project.dit if network == "dit" else project.vae.model
+    try:
+        report = checkpoints.verify(uri, network, cfg)
+    except (checkpoints.CheckpointError, storage.StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    dtypes = ", ".join(f"{name}: {count}" for name, count in sorted(report.dtypes.items()))
+    against = f"profile {profile}" if profile else "its own config"
+    click.echo(f"{network} {uri}: {report.tensors} tensors, {report.parameters:,} parameters ({dtypes})")
+    if not report.ok:
+        raise click.ClickException(f"does not fit {against}: " + "; ".join(report.problems()))
+    click.echo(f"fits {against}")
+
+
 @main.command()
 @click.option("--model", "model_name", required=True, help="registered model name")
 @click.option("--version", default=None, help="version to promote (default: the one holding --from-alias)")
@@ -314,7 +416,9 @@ def model_summary(profile, overrides, as_json) -> None:
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
 @click.option("--allow-local", is_flag=True, help="allow outside CI (for a local registry)")
 @click.option("--allow-worse", is_flag=True, help="skip the no-regression check against the champion")
-def promote(model_name, version, from_alias, to_alias, rollback, tracking_uri, allow_local, allow_worse) -> None:
+def promote(
+    model_name, version, from_alias, to_alias, rollback, tracking_uri, allow_local, allow_worse
+) -> None:
     """Move the champion alias to a checked challenger (CI only), or roll it back."""
     from dataclasses import asdict
 
@@ -327,7 +431,13 @@ def promote(model_name, version, from_alias, to_alias, rollback, tracking_uri, a
             record = rollback_(model_name, to_alias, tracking_uri, require_ci=not allow_local)
         else:
             record = promote_(
-                model_name, version, from_alias, to_alias, tracking_uri, require_ci=not allow_local, allow_worse=allow_worse
+                model_name,
+                version,
+                from_alias,
+                to_alias,
+                tracking_uri,
+                require_ci=not allow_local,
+                allow_worse=allow_worse,
             )
     except PromotionError as exc:
         raise click.ClickException(str(exc)) from None

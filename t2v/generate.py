@@ -8,6 +8,7 @@ enough.
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,27 @@ def _parse(ref: str) -> tuple[str, str | None, str | None]:
 
 def _registry_version(client, ref: str):
     name, alias, version = _parse(ref)
-    return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    return (
+        client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    )
+
+
+#: the released model folder: sub folder -> a file that marks it present
+RELEASED_PARTS = {
+    "vae": "vae/vae_v2.safetensors",
+    "clip": "hunyuan_clip/clip_text_encoder/config.json",
+    "llm": "step_llm/config.json",
+}
+
+
+def with_released_parts(model: ResolvedModel) -> ResolvedModel:
+    """Fill what ``model`` lacks from the DiT URI's sub folders when it is the released model folder
+    (``transformer/`` beside ``vae/``, ``hunyuan_clip/`` and ``step_llm/``)."""
+    found = {}
+    for part, marker in RELEASED_PARTS.items():
+        if getattr(model, f"{part}_uri") is None and storage.exists(storage.join(model.dit_uri, marker)):
+            found[f"{part}_uri"] = storage.join(model.dit_uri, marker.split("/")[0])
+    return dataclasses.replace(model, **found)
 
 
 def resolve(ref: str, tracking_uri: str | None = None) -> ResolvedModel:
@@ -88,7 +109,9 @@ def open_text_encoders(cfg: TextEncoderConfig, clip_uri: str, llm_uri: str, stac
 
     clip_dir = stack.enter_context(storage.local_dir_for(clip_uri))
     llm_dir = stack.enter_context(storage.local_dir_for(llm_uri))
-    return TextEncoders.from_pretrained(cfg.model_copy(update={"clip_path": str(clip_dir), "llm_path": str(llm_dir)}))
+    return TextEncoders.from_pretrained(
+        cfg.model_copy(update={"clip_path": str(clip_dir), "llm_path": str(llm_dir)})
+    )
 
 
 def sample_videos(
@@ -150,10 +173,18 @@ def generate(
     seed: int,
     negative_prompt: str = "",
 ) -> list[np.ndarray]:
-    """Videos for ``prompts`` from the checkpoints ``model`` names (everything loaded here)."""
-    missing = [flag for flag, value in (("--vae", model.vae_uri), ("--text-encoders", model.clip_uri and model.llm_uri)) if not value]
+    """Videos for ``prompts`` from the checkpoints ``model`` names (everything loaded here); a released
+    model folder as the DiT brings its own VAE and text encoders."""
+    model = with_released_parts(model)
+    missing = [
+        flag
+        for flag, value in (("--vae", model.vae_uri), ("--text-encoders", model.clip_uri and model.llm_uri))
+        if not value
+    ]
     if missing:
-        raise ValueError(f"{model.dit_uri}: no VAE or text encoders known for this DiT; pass {' and '.join(missing)}")
+        raise ValueError(
+            f"{model.dit_uri}: no VAE or text encoders known for this DiT; pass {' and '.join(missing)}"
+        )
     dit = checkpoints.load_dit(model.dit_uri)
     vae = checkpoints.load_vae(model.vae_uri)
     factor = vae.cfg.spatial_compression

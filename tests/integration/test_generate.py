@@ -59,3 +59,29 @@ def test_plain_uri_resolves_to_itself():
     assert resolve("s3://bucket/run/t2v/checkpoint").dit_uri == "s3://bucket/run/t2v/checkpoint"
     with pytest.raises(ValueError, match="expected models:/"):
         resolve("models:/no-version-or-alias")
+
+
+def test_generate_from_a_released_model_folder_needs_nothing_else(tmp_path):
+    """The release's folder (transformer/, vae/, hunyuan_clip/, step_llm/) as --model: its VAE and text
+    encoders (a Step-LLM with its sentencepiece tokenizer) come with it."""
+    import shutil
+
+    from t2v.text_encoders import create_tiny_step_llm
+
+    cfg = load_config("tiny")
+    root = tmp_path / "stepvideo"
+    torch.manual_seed(0)
+    checkpoints.save_dit(StepVideoDiT(cfg.dit), storage.to_uri(root / "transformer"))
+    checkpoints.save_vae(CausalVideoVAE(cfg.vae.model), storage.to_uri(root / "vae"))
+    clip, _ = create_tiny_text_encoders(tmp_path / "text", vocabulary(cfg.world), cfg.text_encoders)
+    shutil.copytree(clip, root / "hunyuan_clip")
+    create_tiny_step_llm(root, vocabulary(cfg.world), cfg.text_encoders)
+    out = tmp_path / "out.mp4"
+    result = subprocess.run(
+        [sys.executable, "-m", "t2v.cli", "generate", "a red square moving left on a gray background",
+         "--model", str(root), "--steps", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames, _ = read_video(out)
+    assert frames.shape == (17, 32, 32, 3)

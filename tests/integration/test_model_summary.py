@@ -36,3 +36,31 @@ def test_tiny_summary_matches_a_materialised_model():
     assert summary["dit"] == {k: list(v.shape) for k, v in real.state_dict().items()}
     vae = CausalVideoVAE(cfg.vae.model)
     assert summary["vae"] == {k: list(v.shape) for k, v in vae.state_dict().items()}
+
+
+def test_verify_cli_checks_a_released_layout_against_a_profile(tmp_path):
+    """`t2v model verify` reads the full-size released folder's headers only and names what does not fit."""
+    from release_layout import fake_release_dit_folder
+
+    from model.config import DiTConfig
+
+    fake_release_dit_folder(tmp_path / "stepvideo" / "transformer", DiTConfig())
+    ok = subprocess.run(
+        [sys.executable, "-m", "t2v.cli", "model", "verify", str(tmp_path / "stepvideo"), "--network", "dit",
+         "--config", "step-video-t2v-30b"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines() == [
+        f"dit {tmp_path / 'stepvideo'}: 785 tensors, 29,342,478,400 parameters (bfloat16: 785)",
+        "fits profile step-video-t2v-30b",
+    ]
+    bad = subprocess.run(
+        [sys.executable, "-m", "t2v.cli", "model", "verify", str(tmp_path / "stepvideo"), "--network", "dit",
+         "--config", "tiny"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    tiny_tensors = model_summary(load_config("tiny"))["counts"]["dit"]["tensors"]  # 3 of the 48 blocks, smaller
+    assert f"Error: does not fit profile tiny: unexpected {785 - tiny_tensors}: " in bad.stderr
+    assert "adaln_single.linear.bias: shape [36864] in the checkpoint, [768] in the configuration" in bad.stderr

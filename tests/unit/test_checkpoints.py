@@ -4,10 +4,10 @@ VAE, read back into the project's networks; the full-size layout checked on the 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
+from release_layout import fake_release_dit_folder, write_header_only
 
 from model.config import DiTConfig, VAEConfig
 from model.dit import StepVideoDiT
@@ -22,9 +22,6 @@ SMALL_VAE = VAEConfig(
     z_channels=4, encoder_base_channels=8, encoder_channel_mult=(1, 2, 4), decoder_base_channels=8,
     decoder_channel_mult=(1, 2, 4), num_res_blocks=1, norm_groups=4, num_spatial_only_downsamples=0,
 )  # fmt: skip
-
-_BYTES = {torch.bfloat16: 2, torch.float32: 4}
-_SAFETENSORS_DTYPE = {torch.bfloat16: "BF16", torch.float32: "F32"}
 
 
 def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -144,48 +141,6 @@ def test_missing_weights_are_a_clear_error(tmp_path):
 
 # --------------------------------------------------------------------------------------------------------
 # the full-size released layout, from headers only
-
-
-def write_header_only(path, tensors: dict[str, torch.Tensor]) -> None:
-    """A safetensors file whose header describes ``tensors`` (meta tensors) and whose data region is a hole:
-    the file has its full length but occupies no disk blocks and is never read."""
-    header: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, t in tensors.items():
-        size = math.prod(t.shape) * _BYTES[t.dtype]
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPE[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        f.truncate(8 + len(blob) + offset)
-
-
-def fake_release_dit_folder(folder, cfg: DiTConfig) -> None:
-    """The released transformer/ folder for ``cfg``: diffusers config.json, bf16 shards of at most 10GB and
-    their index, as ``StepVideoModel.save_pretrained`` writes them."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-
-    with torch.device("meta"):
-        state = StepVideoDiT(cfg).to(torch.bfloat16).state_dict()
-    split = split_torch_state_dict_into_shards(
-        state, filename_pattern="diffusion_pytorch_model{suffix}.safetensors", max_shard_size="10GB"
-    )
-    folder.mkdir(parents=True)
-    for filename, names in split.filename_to_tensors.items():
-        write_header_only(folder / filename, {n: state[n] for n in names})
-    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(
-        json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename})
-    )
-    keys = checkpoints.release_dit_config(cfg)
-    keys.pop("_t2v_config")
-    (folder / "config.json").write_text(json.dumps(keys))
 
 
 def test_full_size_released_dit_layout_matches_the_configuration_on_meta(tmp_path):

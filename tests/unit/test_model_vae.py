@@ -58,12 +58,13 @@ def test_tiny_compression_is_the_released_one():
     assert cfg.frames_for_latents(36) == 204
 
 
-@pytest.mark.parametrize("frames,latent_frames", [(17, 3), (34, 6)])
-def test_shapes_round_trip(vae, frames, latent_frames):
-    x = video(frames, b=2)
+@pytest.mark.parametrize("frames,latent_frames,b", [(17, 3, 2), (34, 6, 2), (204, 36, 1)])
+def test_shapes_round_trip(vae, frames, latent_frames, b):
+    """16x spatial, 8x temporal with a causal first frame: 17 -> 3, 34 -> 6, 204 -> 36 latent frames."""
+    x = video(frames, b=b)
     with torch.no_grad():
         mean, logvar = vae.encode_distribution(x)
-        assert mean.shape == logvar.shape == (2, latent_frames, 8, 4, 4)
+        assert mean.shape == logvar.shape == (b, latent_frames, 8, 4, 4)
         z = vae.encode(x, sample=True, generator=torch.Generator().manual_seed(0))
         assert z.shape == mean.shape and not torch.allclose(z, mean)
         assert torch.equal(vae.encode(x, sample=False), mean)
