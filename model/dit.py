@@ -37,23 +37,10 @@ from torch.utils.checkpoint import checkpoint
 
 from model.attention import attention
 from model.config import DiTConfig
+from model.norms import RMSNorm
 
 # --------------------------------------------------------------------------------------------------------
 # small pieces
-
-
-class RMSNorm(nn.Module):
-    """RMS normalisation over the last dim, computed in fp32, with a learnable per-channel gain."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
 
 
 def timestep_sinusoid(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import StepLLMConfig
+from model.norms import RMSNorm
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:
@@ -104,20 +105,6 @@ def attend(
     else:
         raise ValueError(f"unknown attention backend {backend!r} (sdpa or math)")
     return out.to(dtype)
-
-
-class RMSNorm(nn.Module):
-    """x / rms(x) computed in float32, cast back to x's dtype, then scaled by ``weight``."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
 
 
 class TokenEmbedding(nn.Module):

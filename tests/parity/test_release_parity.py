@@ -152,26 +152,35 @@ def _text_batch(cfg: DiTConfig, llm_lengths: list[int], max_llm: int = 12, clip_
     return llm, llm_mask, clip, release_mask
 
 
+def _release_forward(theirs, latents, timestep, llm, clip, release_mask):
+    """The released ``StepVideoModel.forward`` called as its pipeline calls it."""
+    return theirs(
+        hidden_states=latents,
+        timestep=timestep,
+        encoder_hidden_states=llm,
+        encoder_attention_mask=release_mask,
+        encoder_hidden_states_2=clip,
+        return_dict=False,
+    )
+
+
+def assert_same_forward(ours, theirs, frames: int, width: int, timestep: list[float], llm_lengths: list[int]):
+    cfg = ours.cfg
+    latents = torch.randn(
+        len(llm_lengths), frames, cfg.in_channels, 4, width, generator=torch.Generator().manual_seed(2)
+    )
+    t = torch.tensor(timestep)
+    llm, llm_mask, clip, release_mask = _text_batch(cfg, llm_lengths=llm_lengths)
+    expected = _release_forward(theirs, latents, t, llm, clip, release_mask)
+    with torch.no_grad():
+        got = ours(latents, t, llm, llm_mask, clip)
+    assert_parity(got, expected)
+
+
 @pytest.mark.parametrize("patch_size", [1, 2])
 def test_dit_forward_matches_release(release, patch_size):
     ours, theirs = _dit_pair(release, patch_size)
-    cfg = ours.cfg
-    g = torch.Generator().manual_seed(2)
-    latents = torch.randn(2, 3, cfg.in_channels, 4, 6, generator=g)
-    timestep = torch.tensor([0.3, 0.85])
-    llm, llm_mask, clip, release_mask = _text_batch(cfg, llm_lengths=[12, 7])
-
-    expected = theirs(
-        hidden_states=latents,
-        encoder_hidden_states=llm,
-        encoder_hidden_states_2=clip,
-        timestep=timestep,
-        encoder_attention_mask=release_mask,
-        return_dict=False,
-    )
-    with torch.no_grad():
-        got = ours(latents, timestep, llm, llm_mask, clip)
-    assert_parity(got, expected)
+    assert_same_forward(ours, theirs, frames=3, width=6, timestep=[0.3, 0.85], llm_lengths=[12, 7])
 
 
 def test_dit_cfg_sampling_loop_matches_release(release):
@@ -187,14 +196,7 @@ def test_dit_cfg_sampling_loop_matches_release(release):
     latents = noise.clone()
     for t in scheduler.timesteps:
         model_input = torch.cat([latents] * 2)
-        pred = theirs(
-            hidden_states=model_input,
-            timestep=t.expand(model_input.shape[0]),
-            encoder_hidden_states=llm,
-            encoder_attention_mask=release_mask,
-            encoder_hidden_states_2=clip,
-            return_dict=False,
-        )
+        pred = _release_forward(theirs, model_input, t.expand(model_input.shape[0]), llm, clip, release_mask)
         pred_text, pred_uncond = pred.chunk(2)
         latents = scheduler.step(
             model_output=pred_uncond + guidance * (pred_text - pred_uncond), timestep=t, sample=latents
@@ -218,21 +220,7 @@ def test_released_code_serves_a_dit_checkpoint_saved_here(release, tmp_path):
         str(tmp_path / "transformer"), attention_type="torch"
     ).eval()
 
-    cfg = ours.cfg
-    latents = torch.randn(2, 2, cfg.in_channels, 4, 4, generator=torch.Generator().manual_seed(9))
-    timestep = torch.tensor([0.1, 0.6])
-    llm, llm_mask, clip, release_mask = _text_batch(cfg, llm_lengths=[9, 12])
-    expected = served(
-        hidden_states=latents,
-        encoder_hidden_states=llm,
-        encoder_hidden_states_2=clip,
-        timestep=timestep,
-        encoder_attention_mask=release_mask,
-        return_dict=False,
-    )
-    with torch.no_grad():
-        got = ours(latents, timestep, llm, llm_mask, clip)
-    assert_parity(got, expected)
+    assert_same_forward(ours, served, frames=2, width=4, timestep=[0.1, 0.6], llm_lengths=[9, 12])
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -29,15 +29,6 @@ from model.flow_matching import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU is shared with other jobs: two intra-op threads on a busy 2-core machine run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_shifted_sigmas_formula():
     s = 13.0
     sig = shifted_sigmas(4, s)

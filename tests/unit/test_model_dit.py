@@ -22,15 +22,6 @@ from model.flow_matching import flow_matching_loss, noisy_latents, velocity_targ
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU is shared with other jobs: two intra-op threads on a busy 2-core machine run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(**over) -> DiTConfig:
     base = yaml.safe_load((ROOT / "configs/tiny/dit.yaml").read_text())
     base.update(over)

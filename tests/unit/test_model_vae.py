@@ -15,15 +15,6 @@ from model.vae import CausalVideoVAE, pixel_shuffle_3d, pixel_unshuffle_3d
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU is shared with other jobs: two intra-op threads on a busy 2-core machine run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(**over) -> VAEConfig:
     """The tiny profile's widths with the released level structure (one spatial-only downsample, two
     causal 3D downsamples, the dual-path head): 16x spatial, 8x temporal."""

@@ -35,15 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WORDS = ["a", "red", "green", "blue", "square", "circle", "moving", "left", "right", "on", "background"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU is shared with other jobs: two intra-op threads on a busy 2-core machine run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(**kw) -> StepLLMConfig:
     # 6 heads in 3 groups: a non-power-of-two head count and 2 query heads per key/value group
     base = dict(

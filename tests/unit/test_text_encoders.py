@@ -14,15 +14,6 @@ from t2v.text_encoders import TextEncoderConfig, TextEncoders, create_tiny_text_
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The CPU is shared with other jobs: two intra-op threads on a busy 2-core machine run ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 WORDS = ["a", "red", "green", "blue", "square", "circle", "moving", "left", "right", "on", "background"]
 
 

@@ -22,14 +22,6 @@ from t2v.config import ConfigError, VAETrainConfig, load_config
 TORCHVISION_VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def lpips_net() -> LPIPS:
     torch.manual_seed(0)
