@@ -14,11 +14,10 @@ Directory layouts accepted for the CLIP model: the release's (``<dir>/tokenizer`
 ``<dir>/clip_text_encoder``) or a flat directory holding both.
 
 ``create_tiny_text_encoders`` builds small random encoders for the embedded default (no downloads): a
-BERT and a Llama-style decoder. Llama is chosen because its block is the Step-LLM block (pre-RMSNorm,
-grouped-query attention, SwiGLU); only the positions differ (RoPE instead of ALiBi). Bloom has ALiBi, but
-with LayerNorm, a GELU MLP and no key/value groups it differs from Step-LLM in more places.
-``create_tiny_step_llm`` writes a small random Step-LLM in the released directory layout (with a
-sentencepiece tokenizer trained on the words), loaded exactly like the real one.
+BERT and, by default, a small random Step-LLM in the released directory layout (``create_tiny_step_llm``,
+with a sentencepiece tokenizer trained on the words), so the demo loads its LLM exactly as a user's
+released ``step_llm/`` is loaded. ``tiny_llm_architecture: llama`` writes a transformers Llama decoder
+instead (the AutoModel path, for other decoders).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,7 +71,12 @@ class TextEncoderConfig(BaseModel):
         description="Step-LLM only: also hide padded keys inside the LLM. False (release): its kernel runs "
         "causal attention over the whole padded row; real tokens' states are the same either way",
     )
-    # sizes used only by create_tiny_text_encoders
+    # used only by create_tiny_text_encoders
+    tiny_llm_architecture: Literal["step_llm", "llama"] = Field(
+        "step_llm",
+        description="step_llm: the released Step-LLM layout (ALiBi, sentencepiece), loaded like the real one; "
+        "llama: a transformers Llama decoder, loaded through AutoModel",
+    )
     tiny_clip_layers: int = Field(2, ge=1, le=48)
     tiny_clip_heads: int = Field(2, ge=1, le=64)
     tiny_clip_intermediate: int = Field(64, ge=1, le=65536)
@@ -122,9 +127,9 @@ def _words(vocabulary: list[str]) -> list[str]:
 def create_tiny_text_encoders(
     out_dir: Path, vocabulary: list[str], cfg: TextEncoderConfig
 ) -> tuple[Path, Path]:
-    """Write a random BERT (+ BertTokenizer) and a random Llama-style decoder (+ word-level tokenizer).
-
-    Returns (clip_dir, llm_dir). The same words, sizes and seed always give the same weights.
+    """Write a random BERT (+ BertTokenizer) and a random LLM: a Step-LLM in the released layout
+    (:func:`create_tiny_step_llm`) or, with ``tiny_llm_architecture: llama``, a Llama-style decoder with a
+    word-level tokenizer. Returns (clip_dir, llm_dir). The same words, sizes and seed give the same weights.
     """
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import (
@@ -165,6 +170,11 @@ def create_tiny_text_encoders(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         BertModel(bert_cfg).save_pretrained(str(enc_dir))
+
+    if cfg.tiny_llm_architecture == "step_llm":
+        llm_dir = create_tiny_step_llm(out_dir, words, cfg)
+        log.info("wrote tiny text encoders (%d words) to %s", len(words), out_dir)
+        return clip_dir, llm_dir
 
     # --- LLM stand-in: Llama-style decoder with a word-level tokenizer (BOS prepended, right padding)
     llm_dir = out_dir / "llm"

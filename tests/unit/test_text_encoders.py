@@ -1,4 +1,6 @@
-"""Tiny text encoders: created offline in tmp_path, loaded back through transformers, shapes and masks."""
+"""Tiny text encoders: created offline in tmp_path, loaded back through transformers, shapes and masks.
+
+The LLM here is the Llama stand-in (the AutoModel path); the default tiny Step-LLM is in test_step_llm.py."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ WORDS = ["a", "red", "green", "blue", "square", "circle", "moving", "left", "rig
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     cfg = TextEncoderConfig(**yaml.safe_load((ROOT / "configs/tiny/text_encoders.yaml").read_text()))
+    cfg = cfg.model_copy(update={"tiny_llm_architecture": "llama"})
     out = tmp_path_factory.mktemp("te")
     clip_dir, llm_dir = create_tiny_text_encoders(out, WORDS, cfg)
     cfg = cfg.model_copy(update={"clip_path": str(clip_dir), "llm_path": str(llm_dir)})
