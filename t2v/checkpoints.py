@@ -177,10 +177,6 @@ def save_vae(vae, uri: str, state: dict[str, Any] | None = None, **kwargs) -> di
 # reading
 
 
-def load_config(uri: str) -> dict[str, Any]:
-    return storage.read_json(storage.join(uri, "config.json"))
-
-
 def weight_files(folder: Path, weights_name: str) -> list[Path]:
     """The safetensors files of ``weights_name`` in a local folder: the shards its index names, or the file."""
     index = folder / index_name(weights_name)
@@ -249,9 +245,8 @@ def read_state_dict(files: list[Path], device: str = "cpu") -> dict[str, Any]:
 def load_state_dict(uri: str, weights_name: str) -> dict[str, Any]:
     """All tensors of a checkpoint (one file or shards), on CPU, keyed by the release's names. For the DiT
     and VAE weights names the released folders (``transformer/``, ``vae/``) are looked in too."""
-    candidates = {DIT_WEIGHTS: DIT_CANDIDATES, VAE_WEIGHTS: VAE_CANDIDATES}.get(
-        weights_name, [("", weights_name)]
-    )
+    by_name = {DIT_WEIGHTS: DIT_CANDIDATES, VAE_WEIGHTS: VAE_CANDIDATES}
+    candidates = by_name.get(weights_name, [("", weights_name)])
     with checkpoint_folder(uri, candidates) as (folder, name):
         return read_state_dict(weight_files(folder, name))
 
@@ -275,37 +270,53 @@ def assign_state(net, state: dict[str, Any], where: str, device="cpu", dtype=Non
     return net.to(device).eval()
 
 
-def load_dit(uri: str, device: str = "cpu", dtype=None):
-    """A :class:`~model.dit.StepVideoDiT` from a project checkpoint or a released ``transformer/`` folder
-    (or the released model root). ``dtype`` casts after loading (None keeps the stored dtype)."""
-    import torch
-
-    from model.dit import StepVideoDiT
-
-    with checkpoint_folder(uri, DIT_CANDIDATES) as (folder, name):
-        cfg = dit_config_from_json(json.loads((folder / "config.json").read_text()))
-        with torch.device("meta"):
-            net = StepVideoDiT(cfg)
-        return assign_state(net, read_state_dict(weight_files(folder, name)), f"{uri} (DiT)", device, dtype)
-
-
 def vae_config_at(folder: Path):
+    """The VAEConfig a folder states; the released ``vae/`` folder has no config.json: the released one."""
     from model.config import VAEConfig
 
     config = folder / "config.json"
     return VAEConfig.model_validate(json.loads(config.read_text())) if config.is_file() else VAEConfig()
 
 
-def load_vae(uri: str, device: str = "cpu", dtype=None):
-    """A :class:`~model.vae.CausalVideoVAE` from a project checkpoint or the released ``vae/`` folder."""
+CANDIDATES = {"dit": DIT_CANDIDATES, "vae": VAE_CANDIDATES}
+
+
+def meta_network(network: str, folder: Path, cfg=None):
+    """The ``network`` ("dit" or "vae") built on the meta device from ``cfg`` (default: the configuration the
+    checkpoint folder states), so nothing is allocated until weights are assigned."""
     import torch
 
+    from model.dit import StepVideoDiT
     from model.vae import CausalVideoVAE
 
-    with checkpoint_folder(uri, VAE_CANDIDATES) as (folder, name):
-        with torch.device("meta"):
-            net = CausalVideoVAE(vae_config_at(folder))
-        return assign_state(net, read_state_dict(weight_files(folder, name)), f"{uri} (VAE)", device, dtype)
+    if network not in CANDIDATES:
+        raise ValueError(f"network must be 'dit' or 'vae', got {network!r}")
+    if cfg is None:
+        if network == "dit":
+            cfg = dit_config_from_json(json.loads((folder / "config.json").read_text()))
+        else:
+            cfg = vae_config_at(folder)
+    with torch.device("meta"):
+        return StepVideoDiT(cfg) if network == "dit" else CausalVideoVAE(cfg)
+
+
+def _load(uri: str, network: str, device, dtype):
+    with checkpoint_folder(uri, CANDIDATES[network]) as (folder, name):
+        net = meta_network(network, folder)
+        return assign_state(
+            net, read_state_dict(weight_files(folder, name)), f"{uri} ({network})", device, dtype
+        )
+
+
+def load_dit(uri: str, device: str = "cpu", dtype=None):
+    """A :class:`~model.dit.StepVideoDiT` from a project checkpoint or a released ``transformer/`` folder
+    (or the released model root). ``dtype`` casts after loading (None keeps the stored dtype)."""
+    return _load(uri, "dit", device, dtype)
+
+
+def load_vae(uri: str, device: str = "cpu", dtype=None):
+    """A :class:`~model.vae.CausalVideoVAE` from a project checkpoint or the released ``vae/`` folder."""
+    return _load(uri, "vae", device, dtype)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -383,19 +394,8 @@ def compare(expected: dict[str, list[int]], found: dict[str, tuple[list[int], st
 def verify(uri: str, network: str, cfg=None) -> CheckpointReport:
     """Compare a checkpoint's tensor names/shapes with ``network`` ("dit" or "vae") built on the meta device
     from ``cfg`` (default: the configuration the checkpoint states). Reads headers only."""
-    import torch
-
-    from model.dit import StepVideoDiT
-    from model.vae import CausalVideoVAE
-
-    if network not in ("dit", "vae"):
+    if network not in CANDIDATES:
         raise ValueError(f"network must be 'dit' or 'vae', got {network!r}")
-    with checkpoint_folder(uri, DIT_CANDIDATES if network == "dit" else VAE_CANDIDATES) as (folder, name):
-        if cfg is None:
-            if network == "dit":
-                cfg = dit_config_from_json(json.loads((folder / "config.json").read_text()))
-            else:
-                cfg = vae_config_at(folder)
-        with torch.device("meta"):
-            net = StepVideoDiT(cfg) if network == "dit" else CausalVideoVAE(cfg)
+    with checkpoint_folder(uri, CANDIDATES[network]) as (folder, name):
+        net = meta_network(network, folder, cfg)
         return compare(_shapes_of(net), header_shapes(weight_files(folder, name)))
