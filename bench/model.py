@@ -42,9 +42,9 @@ def measure(size: str, backend: str, checkpointing: bool, steps: int, device: st
 
     cfg = load_config("tiny")
     overrides, frames, height, width, batch = SIZES[size]
-    dit_cfg = cfg.dit.model_copy(update={**overrides, "attention_backend": backend, "activation_checkpointing": checkpointing})
+    dit_cfg = cfg.dit.model_copy(update=overrides)
     torch.manual_seed(0)
-    dit = StepVideoDiT(dit_cfg).to(device)
+    dit = StepVideoDiT(dit_cfg, attention_backend=backend, activation_checkpointing=checkpointing).to(device)
     te = cfg.text_encoders
     latents = torch.randn(batch, frames, dit_cfg.in_channels, height, width, device=device)
     inputs = dict(

@@ -44,8 +44,6 @@ class DiTConfig(BaseModel):
         False,
         description="False (release): every CLIP position is a key, padding included; True: honour clip_mask",
     )
-    attention_backend: AttentionBackend = "auto"
-    activation_checkpointing: bool = False
 
     @property
     def hidden_size(self) -> int:

@@ -114,7 +114,7 @@ class SelfAttention(nn.Module):
         dim, self.head_dim = cfg.hidden_size, cfg.attention_head_dim
         self.n_heads = cfg.num_attention_heads
         self.rope_split = tuple(cfg.rope_split)
-        self.backend = cfg.attention_backend
+        self.backend = "auto"  # a runtime choice, set by StepVideoDiT.set_attention_backend
         self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
         self.q_norm = RMSNorm(self.head_dim, cfg.qk_norm_eps)
@@ -137,7 +137,7 @@ class CrossAttention(nn.Module):
         super().__init__()
         dim, self.head_dim = cfg.hidden_size, cfg.attention_head_dim
         self.n_heads = cfg.num_attention_heads
-        self.backend = cfg.attention_backend
+        self.backend = "auto"  # a runtime choice, set by StepVideoDiT.set_attention_backend
         self.wq = nn.Linear(dim, dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
@@ -260,7 +260,11 @@ class CaptionProjection(nn.Module):
 
 
 class StepVideoDiT(nn.Module):
-    def __init__(self, cfg: DiTConfig):
+    """The network of ``cfg`` (architecture only). How it runs is chosen per use, not saved with it:
+    ``attention_backend`` (auto, sdpa, flash or math) and ``activation_checkpointing`` (recompute each
+    block in the backward pass) are arguments here and can be changed later with the setters."""
+
+    def __init__(self, cfg: DiTConfig, attention_backend: str = "auto", activation_checkpointing: bool = False):
         super().__init__()
         self.cfg = cfg
         dim = cfg.hidden_size
@@ -279,12 +283,16 @@ class StepVideoDiT(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
         self.proj_out = nn.Linear(dim, cfg.patch_size**2 * cfg.out_channels)
 
-        self.activation_checkpointing = cfg.activation_checkpointing
+        self.activation_checkpointing = activation_checkpointing
+        self.set_attention_backend(attention_backend)
 
     def set_attention_backend(self, backend: str) -> None:
         for module in self.modules():
             if isinstance(module, (SelfAttention, CrossAttention)):
                 module.backend = backend
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        self.activation_checkpointing = enabled
 
     def text_tokens(self, llm_states, llm_mask, clip_states, clip_mask):
         """Project both text streams and join them, CLIP first. Returns keys [B, Lc+L, D] and mask [B, Lc+L]."""

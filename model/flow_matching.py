@@ -14,8 +14,8 @@ pipeline):
 * Classifier-free guidance: ``v = v_uncond + g * (v_cond - v_uncond)`` where the unconditional branch is the
   negative ("magic") prompt, not an empty one; the release skips it when ``g <= 1``.
 
-The names ``sample_training_sigmas`` / ``noisy_latents(data, noise, sigma)`` are kept for the project's
-interface; their ``sigma`` argument is this ``t`` (the DiT timestep), not the noise level.
+Training functions take and return ``t`` (the DiT timestep); only the sampler's schedule speaks of noise
+levels ``sigma``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def time_shift(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigma / (1.0 + (shift - 1.0) * sigma)
 
 
-def sample_training_sigmas(
+def sample_training_timesteps(
     batch: int,
     generator: torch.Generator | None = None,
     distribution: str = "logit_normal",
@@ -77,13 +77,10 @@ def sample_training_sigmas(
     return t.clamp(eps, 1.0 - eps).to(device)
 
 
-sample_training_timesteps = sample_training_sigmas
-
-
-def model_timestep(sigma: torch.Tensor) -> torch.Tensor:
+def model_timestep(t: torch.Tensor) -> torch.Tensor:
     """The value to pass to ``StepVideoDiT`` as ``timestep`` for a training draw: ``t`` itself (the DiT
     applies the release's x1000 inside). Kept as a function so callers state the conversion explicitly."""
-    return sigma
+    return t
 
 
 def _expand(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -91,9 +88,9 @@ def _expand(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape + (1,) * (like.ndim - t.ndim)) if t.ndim else t
 
 
-def noisy_latents(data: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """x_t = (1 - t) * noise + t * data, with ``sigma`` = t per sample ([B]) or a scalar."""
-    t = _expand(sigma, data)
+def noisy_latents(data: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 - t) * noise + t * data, with ``t`` per sample ([B]) or a scalar."""
+    t = _expand(t, data)
     return ((1.0 - t) * noise.float() + t * data.float()).to(data.dtype)
 
 
@@ -228,7 +225,6 @@ __all__ = [
     "model_timestep",
     "noisy_latents",
     "sample",
-    "sample_training_sigmas",
     "sample_training_timesteps",
     "sampling_timesteps",
     "shifted_sigmas",

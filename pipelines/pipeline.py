@@ -4,7 +4,8 @@
                  -> t2i -> t2vi -> t2v -> evaluate -> register
     exit handler: finish-tracking closes the MLflow parent run whatever happened.
 
-Every task gets the same run context (resolved config JSON, storage root, MLflow parent run ...) as
+The stages and their order are the catalog's (:mod:`components.framework.catalog`); a test checks that
+the compiled DAG's tasks are exactly those. Every task gets the same run context (resolved config JSON, storage root, MLflow parent run ...) as
 pipeline parameters; stages hand each other small JSON manifests, the bulk data stays in the object store.
 Caching is off for every task: stages are idempotent on their own (they skip work whose outputs exist with
 the same fingerprint), and KFP's cache would silently skip training, evaluation and registration.
@@ -17,6 +18,7 @@ from kfp import dsl, kubernetes
 from components.curate.component import curate_merge, curate_shard
 from components.encode.component import encode
 from components.evaluate.component import evaluate
+from components.framework import catalog
 from components.prepare_data.component import prepare_data
 from components.register.component import register
 from components.tracking.component import finish_tracking
@@ -28,8 +30,8 @@ PIPELINE_NAME = "step-video-t2v-training"
 
 
 def _place(task: dsl.PipelineTask, resources: TaskResources, cluster: ClusterConfig, retries: int = 0):
+    """Resources, node pool, caching and retries of one task (no-ops under the local runner)."""
     retries = retries if cluster.task_retries else 0
-    """Resources, node pool and caching of one task (no-ops under the local runner)."""
     task.set_caching_options(enable_caching=False)
     task.set_cpu_request(resources.cpu).set_cpu_limit(resources.cpu)
     task.set_memory_request(resources.memory).set_memory_limit(resources.memory)
@@ -82,7 +84,7 @@ def build_pipeline(cluster: ClusterConfig):
             latents = encode(clips=clips.outputs["clips"], vae=vae.outputs["vae"], raw=raw.outputs["raw"], **ctx)
             _place(latents.set_display_name("encode"), res.gpu_single, cluster, retries=1)
             previous = None
-            for stage in ("t2i", "t2vi", "t2v"):
+            for stage in catalog.producing("dit"):  # the training cascade: t2i -> t2vi -> t2v
                 kwargs = {"init": previous.outputs["dit"]} if previous is not None else {}
                 task = train_dit(stage=stage, latents=latents.outputs["latents"], **kwargs, **ctx)
                 previous = _place(task.set_display_name(stage), res.trainer_launcher, cluster)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.framework import catalog
+from components.framework.manifests import MANIFEST_NAME
 from t2v import __version__, storage, tracking
 from t2v.config import ProjectConfig
 
@@ -44,11 +46,7 @@ def absolute_tracking_uri(uri: str) -> str:
 def parent_tags(cfg: ProjectConfig, run_name: str, sha: str, version: str, run_root: str, orchestrator: str) -> dict[str, str]:
     """The lineage tags of a pipeline's MLflow parent run (its child runs carry the same first five)."""
     return {
-        tracking.TAG_GIT_SHA: sha,
-        tracking.TAG_PIPELINE_VERSION: version,
-        tracking.TAG_CONFIG_HASH: cfg.config_hash(),
-        tracking.TAG_RUN_NAME: run_name,
-        tracking.TAG_PROFILE: cfg.profile,
+        **tracking.lineage_tags(cfg, run_name, sha, version),
         "t2v.run_root": run_root,
         "t2v.orchestrator": orchestrator,
     }
@@ -143,10 +141,12 @@ def run_local(
         message = _one_line(str(exc)) + "".join(f"\n  {cause}" for cause in causes)
         raise RuntimeError(message) from None
     result = LocalRun(run_name, run_root, tracking_uri, parent_run_id, version, time.monotonic() - start)
-    for stage in ("prepare-data", "curate", "train-vae", "encode", "t2i", "t2vi", "t2v", "evaluate", "register"):
-        uri = storage.join(run_root, stage, "manifest.json")
+    for stage in catalog.stages().values():
+        if stage.fan_out_root is not None:  # a fan-out task's manifest is not the stage's
+            continue
+        uri = storage.join(run_root, stage.name, MANIFEST_NAME)
         if storage.exists(uri):
-            result.manifests[stage] = storage.read_json(uri)
+            result.manifests[stage.name] = storage.read_json(uri)
     return result
 
 

@@ -1,6 +1,7 @@
-"""``t2v stage <name>``: run one stage outside KFP, with the same function the component calls.
+"""``t2v stage <name>``: run one stage outside KFP, the same stage the component runs.
 
-Inputs default to the manifests the earlier stages of the same run wrote under ``<root>/<run name>/``;
+Inputs default to the manifests the earlier stages of the same run wrote under ``<root>/<run name>/``
+(each input is fed by the nearest earlier stage of the catalog producing its kind);
 ``--input name=<manifest uri>`` points an input elsewhere.
 """
 
@@ -8,31 +9,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.runtime import (
-    DEFAULT_INPUT_STAGE,
-    PREVIOUS_DIT_STAGE,
-    STAGES,
-    configure_logging,
-    stage_function,
-)
+from components.framework import catalog
+from components.framework.context import StageContext
+from components.framework.manifests import MANIFEST_NAME, read_manifest
+from components.runtime import configure_logging
 from pipelines.runner import absolute_tracking_uri, parent_tags, pipeline_version
 from t2v import storage, tracking
 from t2v.config import ProjectConfig
-from t2v.stage import MANIFEST_NAME, StageContext, read_manifest
+from t2v.errors import StageError
 
 
-def _input_manifest(run_root: str, stage: str, name: str, overrides: dict[str, str]) -> Any:
+def _input_manifest(ctx: StageContext, stage: str, name: str, overrides: dict[str, str]) -> Any:
     if name in overrides:
         return read_manifest(overrides[name])
-    if name == "parts":
-        uris = [u for u in storage.list_uris(storage.join(run_root, "curate", "parts")) if u.endswith(MANIFEST_NAME)]
+    source = catalog.feeding(stage, name)
+    if source.fan_out_root is not None:  # every task's manifest of a fan-out stage (curate-shard)
+        root = source.fan_out_root(ctx)
+        uris = [u for u in storage.list_uris(root) if u.endswith(MANIFEST_NAME)]
         if not uris:
-            raise ValueError(f"no curation parts under {run_root}/curate/parts: run curate-shard first")
+            raise StageError(f"input {name!r}: no manifests under {root}; run stage {source.name!r} first")
         return [read_manifest(u) for u in uris]
-    source = PREVIOUS_DIT_STAGE.get(stage) if name == "init" else DEFAULT_INPUT_STAGE[name]
-    uri = storage.join(run_root, source, MANIFEST_NAME)
+    uri = storage.join(ctx.stage_uri(source.name), MANIFEST_NAME)
     if not storage.exists(uri):
-        raise ValueError(f"input {name!r}: {uri} does not exist; run stage {source!r} first or pass --input {name}=URI")
+        raise StageError(
+            f"input {name!r}: {uri} does not exist; run stage {source.name!r} first or pass --input {name}=URI"
+        )
     return read_manifest(uri)
 
 
@@ -44,33 +45,31 @@ def run_stage(
     root: str | None,
     parent_run_id: str | None,
     overrides: dict[str, str],
-    shard_index: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     configure_logging()
+    stage = catalog.get(name)
     tracking_uri = absolute_tracking_uri(tracking_uri or cfg.tracking.default_tracking_uri)
     run_root = storage.join(storage.to_uri(root or cfg.storage.root), run_name)
     sha = tracking.git_sha()
     version = pipeline_version(sha)
-    inputs = {input_name: _input_manifest(run_root, name, input_name, overrides) for input_name in STAGES[name][2]}
-    if parent_run_id is None:
+    own_parent = parent_run_id is None
+    ctx = StageContext(cfg, run_root, tracking_uri, parent_run_id or "", version, sha, run_name)
+    inputs = {input_name: _input_manifest(ctx, name, input_name, overrides) for input_name in stage.inputs}
+    if own_parent:
         artifact_location = None if tracking_uri.startswith("http") else storage.to_uri(cfg.tracking.default_artifact_root)
-        parent_run_id = tracking.start_parent_run(
+        ctx.parent_run_id = tracking.start_parent_run(
             tracking_uri,
             cfg.tracking.experiment,
             f"{run_name}:{name}",
             parent_tags(cfg, run_name, sha, version, run_root=run_root, orchestrator="t2v stage"),
             artifact_location=artifact_location,
         )
-        own_parent = True
-    else:
-        own_parent = False
-    ctx = StageContext(cfg, run_root, tracking_uri, parent_run_id, version, sha, run_name)
-    options = {"shard_index": shard_index} if name == "curate-shard" else {}
     status = "FAILED"
     try:
-        manifest = stage_function(name)(ctx, **inputs, **options)
+        manifest = stage(ctx, **inputs, **(options or {}))
         status = "FINISHED"
         return manifest
     finally:
         if own_parent:
-            tracking.finish_run(tracking_uri, parent_run_id, status)
+            tracking.finish_run(tracking_uri, ctx.parent_run_id, status)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from t2v import storage
-from t2v.stage import file_entry
+from t2v.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ RELEASE_DIT_CLASS = "StepVideoModel"
 DIFFUSERS_VERSION = "0.31.0"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that does not fit the network it is loaded into (names, shapes, files)."""
 
 
@@ -91,15 +91,24 @@ def release_dit_config(cfg) -> dict[str, Any]:
     }
 
 
+#: how a DiT ran, which checkpoints written before the network config held the architecture alone carry
+#: in their config; dropped when read (they are training or inference settings now)
+LEGACY_RUNTIME_KEYS = ("attention_backend", "activation_checkpointing")
+
+
+def _architecture(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k not in LEGACY_RUNTIME_KEYS}
+
+
 def dit_config_from_json(config: dict[str, Any]):
     """DiTConfig from a checkpoint's config.json: ours (``_t2v_config``), the release's keys, or a project
     checkpoint written before this layout (the DiTConfig fields at the top level)."""
     from model.config import DiTConfig
 
     if "_t2v_config" in config:
-        return DiTConfig.model_validate(config["_t2v_config"])
+        return DiTConfig.model_validate(_architecture(config["_t2v_config"]))
     if config.get("_class_name") != RELEASE_DIT_CLASS:
-        return DiTConfig.model_validate(config)
+        return DiTConfig.model_validate(_architecture(config))
     if config.get("use_additional_conditions"):
         raise CheckpointError(
             "config.json: use_additional_conditions=true (size/fps embedders) is not supported"
@@ -157,12 +166,7 @@ def save(
         if state is not None:
             (tmp / "training_state.json").write_text(json.dumps(state, indent=2, sort_keys=True, default=str))
             files.append("training_state.json")
-        entries = {}
-        for name in files:
-            target = storage.join(uri, name)
-            storage.upload_file(tmp / name, target)
-            entries[name] = file_entry(tmp / name, target)
-    return entries
+        return storage.upload_files(tmp, files, uri)
 
 
 def save_dit(dit, uri: str, state: dict[str, Any] | None = None, **kwargs) -> dict[str, Any]:

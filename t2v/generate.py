@@ -16,13 +16,10 @@ from typing import Any
 import numpy as np
 
 from t2v import checkpoints, storage
-from t2v.data import from_model_video
-from t2v.text_encoders import TextEncoderConfig
-
-TAG_CHECKPOINT = "t2v.checkpoint_uri"
-TAG_VAE_MODEL = "t2v.vae_model"
-TAG_CLIP = "t2v.text_encoders.clip"
-TAG_LLM = "t2v.text_encoders.llm"
+from t2v.config import TextEncoderConfig
+from t2v.errors import StageError
+from t2v.registry import TAG_CHECKPOINT, TAG_CLIP, TAG_LLM, TAG_VAE_MODEL
+from t2v.shards import from_model_video
 
 
 @dataclass
@@ -114,6 +111,15 @@ def open_text_encoders(cfg: TextEncoderConfig, clip_uri: str, llm_uri: str, stac
     )
 
 
+def text_encoders_of(manifest: dict[str, Any], cfg: TextEncoderConfig, stack: ExitStack):
+    """Open the text encoders a stage manifest names (``text_encoders``: the prepare-data manifest and those
+    after it carry them), downloading S3 folders for as long as ``stack`` is open."""
+    uris = manifest.get("text_encoders") or {}
+    if not uris.get("clip") or not uris.get("llm"):
+        raise StageError(f"{manifest.get('manifest_uri', 'the manifest')} names no text encoders")
+    return open_text_encoders(cfg, uris["clip"], uris["llm"], stack)
+
+
 def sample_videos(
     dit,
     vae,
@@ -172,6 +178,7 @@ def generate(
     shift: float,
     seed: int,
     negative_prompt: str = "",
+    attention_backend: str = "auto",
 ) -> list[np.ndarray]:
     """Videos for ``prompts`` from the checkpoints ``model`` names (everything loaded here); a released
     model folder as the DiT brings its own VAE and text encoders."""
@@ -186,6 +193,7 @@ def generate(
             f"{model.dit_uri}: no VAE or text encoders known for this DiT; pass {' and '.join(missing)}"
         )
     dit = checkpoints.load_dit(model.dit_uri)
+    dit.set_attention_backend(attention_backend)
     vae = checkpoints.load_vae(model.vae_uri)
     factor = vae.cfg.spatial_compression
     if height % factor or width % factor:

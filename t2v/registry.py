@@ -15,6 +15,12 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+# Tags of a registered model version: where its weights are and what it was trained with.
+TAG_CHECKPOINT = "t2v.checkpoint_uri"
+TAG_VAE_MODEL = "t2v.vae_model"
+TAG_CLIP = "t2v.text_encoders.clip"
+TAG_LLM = "t2v.text_encoders.llm"
+
 
 class PromotionError(RuntimeError):
     """A promotion check failed; the message says which."""
@@ -41,12 +47,23 @@ def _client(tracking_uri: str | None):
 
 
 def _alias_version(client, model: str, alias: str):
+    """The version of ``model`` holding ``alias``; None when there is no such registered model or no such
+    alias. Every other failure (the server, permissions) raises its ``MlflowException``."""
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(model, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        missing_model = exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+        missing_alias = exc.error_code == "INVALID_PARAMETER_VALUE" and "alias" in exc.message and "not found" in exc.message
+        if missing_model or missing_alias:
+            return None
+        raise
+
+
+def version_by_alias(tracking_uri: str | None, model: str, alias: str):
+    """The version of ``model`` holding ``alias``, or None when there is none (see :func:`_alias_version`)."""
+    return _alias_version(_client(tracking_uri), model, alias)
 
 
 def _score(version) -> float | None:

@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
+from t2v.errors import UserError
 
-class StorageError(RuntimeError):
+
+class StorageError(UserError, RuntimeError):
     """A storage operation failed; the message names the URI and the reason in one line."""
 
 
@@ -137,18 +141,29 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"{uri}: {exc.strerror or exc}") from None
 
 
-def _atomic_local_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+@contextlib.contextmanager
+def _renamed_into_place(final: Path) -> Iterator[Path]:
+    """A hidden temporary sibling of ``final`` to write; renamed onto ``final`` when the block ends
+    cleanly (replacing what was there), removed when it raises. Readers see the old or the whole new."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield tmp
+        if tmp.is_dir() and final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     finally:
-        if tmp.exists():
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
             tmp.unlink()
+
+
+def _atomic_local_write(path: Path, data: bytes) -> None:
+    with _renamed_into_place(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -194,16 +209,36 @@ def upload_file(local: str | Path, uri: str) -> None:
     dest = local_path(uri)
     if dest.resolve() == local.resolve():
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, dest)
+        with _renamed_into_place(dest) as tmp:
+            shutil.copyfile(local, tmp)
     except OSError as exc:
         raise StorageError(f"{uri}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(local: Path, uri: str) -> dict[str, Any]:
+    """What a stage manifest records of one file it published: URI, sha256 and size."""
+    return {"uri": uri, "sha256": sha256_file(local), "size": local.stat().st_size}
+
+
+def upload_files(local_dir: str | Path, names: Iterable[str], uri_prefix: str) -> dict[str, dict[str, Any]]:
+    """Upload ``local_dir/<name>`` to ``<uri_prefix>/<name>`` for each name, in the order given (bulk
+    files first, small files last); returns the manifest entries (:func:`file_entry`) keyed by name."""
+    local_dir = Path(local_dir)
+    entries = {}
+    for name in names:
+        uri = join(uri_prefix, name)
+        upload_file(local_dir / name, uri)
+        entries[name] = file_entry(local_dir / name, uri)
+    return entries
 
 
 def download_file(uri: str, local: str | Path) -> Path:
@@ -211,10 +246,8 @@ def download_file(uri: str, local: str | Path) -> Path:
     local.parent.mkdir(parents=True, exist_ok=True)
     if _is_s3(uri):
         bucket, key = _split_s3(uri)
-        tmp = local.with_name(f".{local.name}.tmp-{uuid.uuid4().hex[:8]}")
-        with _s3_errors(uri):
+        with _s3_errors(uri), _renamed_into_place(local) as tmp:
             s3_client().download_file(bucket, key, str(tmp))
-        os.replace(tmp, local)
         return local
     src = local_path(uri)
     if not src.exists():
@@ -313,15 +346,6 @@ def staged_output_dir(uri_prefix: str) -> Iterator[Path]:
             yield Path(tmp)
             upload_dir(tmp, uri_prefix)
         return
-    final = local_path(uri_prefix)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with _renamed_into_place(local_path(uri_prefix)) as tmp:
+        tmp.mkdir()
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

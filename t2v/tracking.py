@@ -54,6 +54,18 @@ def git_sha(default: str = "unknown") -> str:
     return default
 
 
+def lineage_tags(config, run_name: str, sha: str, version: str) -> dict[str, str]:
+    """The tags that tie an MLflow run to its code, configuration and pipeline run (a parent run and
+    each of its stages' child runs carry them)."""
+    return {
+        TAG_GIT_SHA: sha,
+        TAG_PIPELINE_VERSION: version,
+        TAG_CONFIG_HASH: config.config_hash(),
+        TAG_RUN_NAME: run_name,
+        TAG_PROFILE: config.profile,
+    }
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config -> ``{"a.b.c": "value"}`` with values cut to MLflow's 6000-character limit."""
     out: dict[str, str] = {}

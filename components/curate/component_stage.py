@@ -1,6 +1,7 @@
 """The curate stage as the pipeline runs it: one ``curate-shard`` task per shard (``ParallelFor``), then
 one ``curate`` merge (``dsl.Collected``). Moves data between the object store and the local folders the
-curation logic (:mod:`components.curate.stage`) works in, logs to MLflow and publishes the manifests.
+curation logic (:mod:`components.curate.stage`) works in, logs to MLflow and returns what the manifests
+record.
 
 Layout under ``<run>/curate/``: ``shards/clips-SSS-NNNN.tar`` (immutable once written),
 ``manifest-SSS.jsonl`` / ``done-SSS.json`` per shard, ``parts/shard-SSS/manifest.json`` (the shard task's
@@ -15,8 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from components.framework.skeleton import Stage, StageOutput, StageRun
 from t2v import storage
-from t2v.stage import StageContext, child_run, file_entry, fingerprint, publish_manifest, stage_outputs
+from t2v.errors import StageError
 
 log = logging.getLogger(__name__)
 MERGE_OUTPUTS = ("manifest.jsonl", "manifest.parquet", "kept.jsonl", "report.html", "summary.json")
@@ -35,77 +37,86 @@ def _metrics(summary: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_shard(ctx: StageContext, raw: dict[str, Any], shard_index: int = 0) -> dict[str, Any]:
+# ------------------------------------------------------------------------------------------ curate-shard
+def _parts_root(ctx) -> str:
+    return storage.join(ctx.stage_uri("curate"), "parts")
+
+
+def _shard_instance(ctx, shard_index: int = 0) -> tuple[str, str]:
+    num_shards = ctx.config.curate.num_shards
+    if not 0 <= shard_index < num_shards:
+        raise StageError(f"shard_index {shard_index} outside 0..{num_shards - 1}")
+    return f"curate-shard-{shard_index}", storage.join(_parts_root(ctx), f"shard-{shard_index:03d}")
+
+
+def _shard_settings(ctx, raw, shard_index: int = 0) -> dict[str, Any]:
+    stage_cfg = ctx.config.curate
+    return {"filters": stage_cfg.filters.model_dump(mode="json"), "shard": [shard_index, stage_cfg.num_shards]}
+
+
+def _curate_shard(run: StageRun, raw: dict[str, Any], shard_index: int = 0) -> StageOutput:
     import mlflow
 
     from components.curate.stage import curate_shard
 
-    stage_cfg = ctx.config.curate
-    if not 0 <= shard_index < stage_cfg.num_shards:
-        raise ValueError(f"shard_index {shard_index} outside 0..{stage_cfg.num_shards - 1}")
-    curate_uri = ctx.stage_uri("curate")
-    where = storage.join(curate_uri, "parts", f"shard-{shard_index:03d}")
-    settings = {"filters": stage_cfg.filters.model_dump(mode="json"), "shard": [shard_index, stage_cfg.num_shards]}
-    fp = fingerprint("curate-shard", settings, {"raw": raw})
-    name = f"curate-shard-{shard_index}"
-    with stage_outputs(ctx, name, fp, where=where) as done, child_run(ctx, name, params=settings) as run_:
-        if done is not None:
-            mlflow.set_tag("t2v.skipped", "up-to-date")
-            return done
-        with storage.local_dir_for(raw["raw_uri"]) as raw_dir, tempfile.TemporaryDirectory(prefix="t2v-curate-") as tmp:
-            summary = curate_shard(Path(raw_dir), Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards)
-            summary.pop("raw_dir", None)
-            files = {}
-            for path in sorted(p for p in Path(tmp).rglob("*") if p.is_file() and not p.name.startswith(".")):
-                rel = str(path.relative_to(tmp))
-                uri = storage.join(curate_uri, rel)
-                storage.upload_file(path, uri)
-                files[rel] = file_entry(path, uri)
-        mlflow.log_metrics(_metrics(summary))
-        return publish_manifest(
-            ctx, name, fp, files=files, summary=summary, inputs={"raw": raw}, mlflow_run_id=run_.info.run_id, where=where
+    stage_cfg = run.ctx.config.curate
+    curate_uri = run.ctx.stage_uri("curate")
+    with storage.local_dir_for(raw["raw_uri"]) as raw_dir, tempfile.TemporaryDirectory(prefix="t2v-curate-") as tmp:
+        summary = curate_shard(Path(raw_dir), Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards)
+        summary.pop("raw_dir", None)
+        names = sorted(
+            str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file() and not p.name.startswith(".")
         )
+        files = storage.upload_files(tmp, names, curate_uri)
+    mlflow.log_metrics(_metrics(summary))
+    return StageOutput(files=files, summary=summary)
 
 
-def run_merge(ctx: StageContext, raw: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+# ------------------------------------------------------------------------------------------------ curate
+def _merge_settings(ctx, raw, parts) -> dict[str, Any]:
+    return {"num_shards": ctx.config.curate.num_shards}
+
+
+def _merge(run: StageRun, raw: dict[str, Any], parts: list[dict[str, Any]]) -> StageOutput:
     import mlflow
 
     from components.curate.stage import merge_manifests
 
-    stage_cfg = ctx.config.curate
-    curate_uri = ctx.stage_uri("curate")
-    fp = fingerprint("curate", {"num_shards": stage_cfg.num_shards}, {f"part{i}": p for i, p in enumerate(parts)})
-    with stage_outputs(ctx, "curate", fp) as done, child_run(ctx, "curate", params={"num_shards": len(parts)}) as run_:
-        if done is not None:
-            mlflow.set_tag("t2v.skipped", "up-to-date")
-            return done
-        with tempfile.TemporaryDirectory(prefix="t2v-merge-") as tmp:
-            tmp = Path(tmp)
-            for uri in storage.list_uris(curate_uri):
-                rel = uri[len(curate_uri) + 1 :]
-                if "/" not in rel and not rel.endswith(".tar"):  # the shards' manifests and markers
-                    storage.download_file(uri, tmp / rel)
-            raw_dir = tmp / ".raw"
-            storage.download_file(storage.join(raw["raw_uri"], "metadata.jsonl"), raw_dir / "metadata.jsonl")
-            summary = merge_manifests(tmp, [p["summary"] for p in parts], stage_cfg.filters, raw_dir)
-            files = {}
-            for name in MERGE_OUTPUTS:
-                uri = storage.join(curate_uri, name)
-                storage.upload_file(tmp / name, uri)
-                files[name] = file_entry(tmp / name, uri)
-            mlflow.log_artifact(str(tmp / "report.html"), "curation")
-            mlflow.log_artifact(str(tmp / "manifest.parquet"), "curation")
-        for part in parts:
-            files.update({k: v for k, v in part["files"].items() if k.startswith("shards/")})
-        mlflow.log_metrics(_metrics(summary))
-        log.info("curate: %s of %s clips kept", summary.get("kept"), summary.get("clips"))
-        return publish_manifest(
-            ctx,
-            "curate",
-            fp,
-            files=files,
-            summary=summary,
-            inputs={"raw": raw},
-            mlflow_run_id=run_.info.run_id,
-            extra={"kept_index_uri": storage.join(curate_uri, "kept.jsonl"), "mirror": ["kept", "clips"]},
-        )
+    stage_cfg = run.ctx.config.curate
+    curate_uri = run.uri
+    with tempfile.TemporaryDirectory(prefix="t2v-merge-") as tmp:
+        tmp = Path(tmp)
+        for uri in storage.list_uris(curate_uri):
+            rel = uri[len(curate_uri) + 1 :]
+            if "/" not in rel and not rel.endswith(".tar"):  # the shards' manifests and markers
+                storage.download_file(uri, tmp / rel)
+        raw_dir = tmp / ".raw"
+        storage.download_file(storage.join(raw["raw_uri"], "metadata.jsonl"), raw_dir / "metadata.jsonl")
+        summary = merge_manifests(tmp, [p["summary"] for p in parts], stage_cfg.filters, raw_dir)
+        files = storage.upload_files(tmp, MERGE_OUTPUTS, curate_uri)
+        mlflow.log_artifact(str(tmp / "report.html"), "curation")
+        mlflow.log_artifact(str(tmp / "manifest.parquet"), "curation")
+    for part in parts:
+        files.update({k: v for k, v in part["files"].items() if k.startswith("shards/")})
+    mlflow.log_metrics(_metrics(summary))
+    log.info("curate: %s of %s clips kept", summary.get("kept"), summary.get("clips"))
+    return StageOutput(
+        files=files,
+        summary=summary,
+        extra={"kept_index_uri": storage.join(curate_uri, "kept.jsonl")},
+        mirror=("kept", "clips"),
+    )
+
+
+STAGES = (
+    Stage(
+        "curate-shard",
+        output="part",
+        inputs={"raw": "raw"},
+        settings=_shard_settings,
+        body=_curate_shard,
+        instance=_shard_instance,
+        fan_out_root=_parts_root,
+    ),
+    Stage("curate", output="clips", inputs={"raw": "raw", "parts": "part"}, settings=_merge_settings, body=_merge),
+)

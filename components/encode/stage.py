@@ -14,54 +14,38 @@ import json
 import logging
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from components.framework.skeleton import Stage, StageOutput, StageRun
 from t2v import checkpoints, storage
-from t2v.data import fit_clip, iter_clips, npy_bytes, to_model_video, write_shards
-from t2v.generate import conditioning, open_text_encoders
-from t2v.stage import (
-    Progress,
-    StageContext,
-    StageError,
-    child_run,
-    file_entry,
-    fingerprint,
-    publish_manifest,
-    stage_outputs,
-)
+from t2v.errors import StageError
+from t2v.generate import conditioning, text_encoders_of
+from t2v.progress import Progress
+from t2v.shards import fit_clip, iter_clips, npy_bytes, to_model_video, write_shards
 
 log = logging.getLogger(__name__)
 STAGE = "encode"
 
 
-def load_text_encoders(ctx: StageContext, raw: dict[str, Any], stack):
-    """Open the text encoders named in the prepare-data manifest (downloading S3 folders)."""
-    uris = raw.get("text_encoders") or {}
-    if not uris.get("clip") or not uris.get("llm"):
-        raise StageError("the prepare-data manifest names no text encoders")
-    return open_text_encoders(ctx.config.text_encoders, uris["clip"], uris["llm"], stack)
+def _settings(ctx, **_inputs) -> dict[str, Any]:
+    return {"encode": ctx.config.section("encode"), "text_encoders": ctx.config.section("text_encoders")}
 
 
-def run(ctx: StageContext, clips: dict[str, Any], vae: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
-    from contextlib import ExitStack
-
+def _encode(run: StageRun, clips: dict[str, Any], vae: dict[str, Any], raw: dict[str, Any]) -> StageOutput:
     import mlflow
     import torch
 
+    ctx = run.ctx
     cfg = ctx.config.encode
-    settings = {"encode": ctx.config.section("encode"), "text_encoders": ctx.config.section("text_encoders")}
-    fp = fingerprint(STAGE, settings, {"clips": clips, "vae": vae, "raw": raw})
-    with stage_outputs(ctx, STAGE, fp) as done, child_run(ctx, STAGE, params=settings) as run_, ExitStack() as stack:
-        if done is not None:
-            mlflow.set_tag("t2v.skipped", "up-to-date")
-            return done
-        torch.manual_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    with ExitStack() as stack:
         autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
-        encoders = load_text_encoders(ctx, raw, stack)
+        encoders = text_encoders_of(raw, ctx.config.text_encoders, stack)
         clip_list = list(iter_clips(clips))
         if not clip_list:
             raise StageError("encode: the curated set has no kept clips")
@@ -94,46 +78,41 @@ def run(ctx: StageContext, clips: dict[str, Any], vae: dict[str, Any], raw: dict
             progress.update(begin + len(chunk))
         seconds = time.monotonic() - start
         negative = conditioning(encoders, [ctx.config.evaluate.negative_prompt])
-        out_uri = ctx.stage_uri(STAGE)
-        files: dict[str, Any] = {}
-        with tempfile.TemporaryDirectory(prefix="t2v-encode-") as tmp_name:
-            tmp = Path(tmp_name)
-            shard_paths = write_shards(samples, tmp / "shards", "latents", cfg.shard_size)
-            buffer = io.BytesIO()
-            np.savez(buffer, **{k: v[0] for k, v in negative.items()})
-            (tmp / "negative.npz").write_bytes(buffer.getvalue())
-            for path in [*shard_paths, tmp / "negative.npz"]:
-                rel = str(path.relative_to(tmp))
-                uri = storage.join(out_uri, rel)
-                storage.upload_file(path, uri)
-                files[rel] = file_entry(path, uri)
-        summary = {
-            "samples": len(samples),
-            "shards": len(shard_paths),
-            "clips_per_s": len(samples) / seconds if seconds > 0 else 0.0,
-            "video_latent_shape": list(video_latents.shape[1:]),
-            "image_latent_shape": list(image_latents.shape[1:]),
-        }
-        mlflow.log_metrics({"encode/samples": len(samples), "encode/clips_per_s": summary["clips_per_s"]})
-        log.info("encode: %d samples in %.1fs, video latents %s", len(samples), seconds, summary["video_latent_shape"])
-        return publish_manifest(
-            ctx,
-            STAGE,
-            fp,
-            files=files,
-            summary=summary,
-            inputs={"clips": clips, "vae": vae, "raw": raw},
-            mlflow_run_id=run_.info.run_id,
-            extra={
-                "negative_uri": storage.join(out_uri, "negative.npz"),
-                "text_encoders": raw.get("text_encoders"),
-                "vae_checkpoint_uri": vae["checkpoint_uri"],
-                "mirror": ["samples"],
-            },
-        )
+    with tempfile.TemporaryDirectory(prefix="t2v-encode-") as tmp_name:
+        tmp = Path(tmp_name)
+        shard_paths = write_shards(samples, tmp / "shards", "latents", cfg.shard_size)
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: v[0] for k, v in negative.items()})
+        (tmp / "negative.npz").write_bytes(buffer.getvalue())
+        names = [str(p.relative_to(tmp)) for p in shard_paths] + ["negative.npz"]
+        files = storage.upload_files(tmp, names, run.uri)
+    summary = {
+        "samples": len(samples),
+        "shards": len(shard_paths),
+        "clips_per_s": len(samples) / seconds if seconds > 0 else 0.0,
+        "video_latent_shape": list(video_latents.shape[1:]),
+        "image_latent_shape": list(image_latents.shape[1:]),
+    }
+    mlflow.log_metrics({"encode/samples": len(samples), "encode/clips_per_s": summary["clips_per_s"]})
+    log.info("encode: %d samples in %.1fs, video latents %s", len(samples), seconds, summary["video_latent_shape"])
+    return StageOutput(
+        files=files,
+        summary=summary,
+        extra={
+            "negative_uri": storage.join(run.uri, "negative.npz"),
+            "text_encoders": raw.get("text_encoders"),
+            "vae_checkpoint_uri": vae["checkpoint_uri"],
+        },
+        mirror=("samples",),
+    )
 
 
-def load_negative(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    with storage.local_file_for(manifest["negative_uri"]) as path:
-        data = np.load(path)
-        return {k: data[k] for k in data.files}
+STAGES = (
+    Stage(
+        STAGE,
+        output="latents",
+        inputs={"clips": "clips", "vae": "vae", "raw": "raw"},
+        settings=_settings,
+        body=_encode,
+    ),
+)

@@ -17,19 +17,22 @@ import json
 import logging
 import time
 from contextlib import ExitStack
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from t2v import checkpoints, storage, tracking
-from t2v.data import from_model_video
-from t2v.generate import conditioning, sample_videos
-from t2v.stage import Progress, StageContext, child_run, fingerprint, publish_manifest, stage_outputs
+from components.framework.skeleton import Stage, StageOutput, StageRun
+from t2v import checkpoints, registry, storage, tracking
+from t2v.errors import StageError
+from t2v.generate import conditioning, sample_videos, text_encoders_of
+from t2v.progress import Progress
+from t2v.shards import from_model_video, load_negative
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
-EVAL_PROMPTS = Path(__file__).resolve().parents[2] / "configs" / "eval" / "step-video-t2v-eval-prompts.txt"
+#: package data (the ``configs`` package), so the installed project finds it wherever it is installed
+EVAL_PROMPTS = ("configs", "eval/step-video-t2v-eval-prompts.txt")
 # Table 7 of the report: the prompts stand in contiguous blocks in this order and count.
 EVAL_CATEGORIES = (
     ("Sports", 12),
@@ -48,35 +51,30 @@ EVAL_CATEGORIES = (
 
 def step_video_eval_prompts() -> list[tuple[str, str]]:
     """(category, prompt) for the 128 Step-Video-T2V-Eval prompts."""
-    prompts = [line.strip() for line in EVAL_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    package, name = EVAL_PROMPTS
+    text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     categories = [name for name, count in EVAL_CATEGORIES for _ in range(count)]
     if len(prompts) != len(categories):
-        raise ValueError(f"{EVAL_PROMPTS}: expected {len(categories)} prompts, found {len(prompts)}")
+        raise ValueError(f"{package}/{name}: expected {len(categories)} prompts, found {len(prompts)}")
     return list(zip(categories, prompts))
 
 
-def _embed(ctx: StageContext, raw: dict[str, Any], prompts: list[str], stack):
-    from components.encode.stage import load_text_encoders
-
-    return conditioning(load_text_encoders(ctx, raw, stack), prompts)
+def _settings(ctx, **_inputs) -> dict[str, Any]:
+    return ctx.config.section("evaluate")
 
 
-def run(
-    ctx: StageContext, dit: dict[str, Any], vae: dict[str, Any], latents: dict[str, Any], raw: dict[str, Any]
-) -> dict[str, Any]:
+def _evaluate(
+    run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[str, Any], raw: dict[str, Any]
+) -> StageOutput:
     import mlflow
     import torch
 
-    from components.encode.stage import load_negative
     from model.dit import StepVideoDiT
 
+    ctx = run.ctx
     cfg = ctx.config.evaluate
-    settings = ctx.config.section("evaluate")
-    fp = fingerprint(STAGE, settings, {"dit": dit, "vae": vae, "latents": latents, "raw": raw})
-    with stage_outputs(ctx, STAGE, fp) as done, child_run(ctx, STAGE, params=settings) as run_, ExitStack() as stack:
-        if done is not None:
-            mlflow.set_tag("t2v.skipped", "up-to-date")
-            return done
+    with ExitStack() as stack:
         start = time.monotonic()
         if cfg.prompts == "heldout":
             from t2v.world import heldout_prompts
@@ -88,16 +86,17 @@ def run(
             specs = None
             pairs = step_video_eval_prompts()[: cfg.num_prompts]
             categories, prompts = [c for c, _ in pairs], [p for _, p in pairs]
-        text = _embed(ctx, raw, prompts, stack)
+        text = conditioning(text_encoders_of(raw, ctx.config.text_encoders, stack), prompts)
         negative = {k: v[None] for k, v in load_negative(latents).items()}  # a batch of one prompt
         autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
         latent_shape = list(latents["summary"]["video_latent_shape"])
         latent_shape[0] = autoencoder.cfg.latent_frames(cfg.num_frames)
 
         models = {"trained": checkpoints.load_dit(dit["checkpoint_uri"])}
+        models["trained"].set_attention_backend(cfg.attention_backend)
         if cfg.compare_untrained and specs is not None:
             torch.manual_seed(cfg.seed)
-            models["untrained"] = StepVideoDiT(ctx.config.dit).eval()
+            models["untrained"] = StepVideoDiT(ctx.config.dit, attention_backend=cfg.attention_backend).eval()
         results: dict[str, dict[str, Any]] = {}
         progress = Progress(STAGE, len(models))
         for done_count, (name, net) in enumerate(models.items(), start=1):
@@ -143,7 +142,6 @@ def run(
                 reasons.append("does not beat the untrained model")
             summary["gate_passed"] = not reasons
             summary["gate_reason"] = "; ".join(reasons) or "passed"
-        summary["beats_champion"] = champion is None or (summary["score_total"] or 0) >= champion
         mlflow.log_metric("gate_passed", float(summary["gate_passed"]))
         mlflow.set_tag("t2v.gate", summary["gate_reason"])
 
@@ -159,9 +157,8 @@ def run(
             tracking.log_video_sample(results["trained"]["videos"][i], f"sample-{i:02d}", artifact_path="samples")
         report = _report_html(prompts, categories, results, summary)
         mlflow.log_text(report, "eval/report.html")
-        out_uri = ctx.stage_uri(STAGE)
-        storage.write_text(storage.join(out_uri, "report.html"), report)
-        storage.write_json(storage.join(out_uri, "per_prompt.json"), rows)
+        storage.write_text(storage.join(run.uri, "report.html"), report)
+        storage.write_json(storage.join(run.uri, "per_prompt.json"), rows)
         summary["seconds"] = round(time.monotonic() - start, 1)
         log.info(
             "evaluate: trained %.3f vs untrained %s; gate %s",
@@ -169,27 +166,20 @@ def run(
             summary.get("untrained_score_total"),
             summary["gate_reason"],
         )
-        return publish_manifest(
-            ctx,
-            STAGE,
-            fp,
-            files={"report.html": {"uri": storage.join(out_uri, "report.html")}},
+        return StageOutput(
+            files={"report.html": {"uri": storage.join(run.uri, "report.html")}},
             summary=summary,
-            inputs={"dit": dit, "vae": vae, "latents": latents, "raw": raw},
-            mlflow_run_id=run_.info.run_id,
-            extra={
-                "text_encoders": latents.get("text_encoders"),
-                "mirror": ["score_total", "untrained_score_total", "vae_ceiling_total", "gate_passed"],
-            },
+            extra={"text_encoders": latents.get("text_encoders")},
+            mirror=("score_total", "untrained_score_total", "vae_ceiling_total", "gate_passed"),
         )
 
 
-def _vae_ceiling(ctx: StageContext, autoencoder, specs) -> dict[str, float]:
+def _vae_ceiling(ctx, autoencoder, specs) -> dict[str, float]:
     """The checker's score of the prompts' true videos after a VAE round trip: the best any DiT can do
     with this VAE, next to the untrained floor."""
     import torch
 
-    from t2v.data import fit_clip, to_model_video
+    from t2v.shards import fit_clip, to_model_video
     from t2v.world import render_scene, score_batch
 
     world, cfg = ctx.config.world, ctx.config.evaluate
@@ -206,19 +196,21 @@ def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [r.get(k) for r in rows] for k in keys}
 
 
-def _champion_score(ctx: StageContext) -> float | None:
-    """The champion DiT's evaluation score from its model-version tags, if a champion exists."""
-    try:
-        import mlflow
+def _champion_score(ctx) -> float | None:
+    """The champion DiT's evaluation score from its model-version tags; None when there is no champion
+    yet (no such registered model, or no such alias). Any other failure (the tracking server is down,
+    permissions) fails the stage with its reason rather than pass for "no champion"."""
+    from mlflow.exceptions import MlflowException
 
-        mlflow.set_tracking_uri(ctx.tracking_uri)
-        version = mlflow.MlflowClient().get_model_version_by_alias(
-            ctx.config.registry.dit_model_name, ctx.config.registry.champion_alias
-        )
-        value = version.tags.get("eval.score_total")
-        return float(value) if value not in (None, "", "None") else None
-    except Exception:  # noqa: BLE001 - no registered model or no champion yet
+    reg = ctx.config.registry
+    try:
+        version = registry.version_by_alias(ctx.tracking_uri, reg.dit_model_name, reg.champion_alias)
+    except MlflowException as exc:
+        raise StageError(f"looking up {reg.dit_model_name}@{reg.champion_alias}: {exc.message}") from None
+    if version is None:
         return None
+    value = version.tags.get("eval.score_total")
+    return float(value) if value not in (None, "", "None") else None
 
 
 def _report_html(prompts, categories, results, summary) -> str:
@@ -235,3 +227,14 @@ def _report_html(prompts, categories, results, summary) -> str:
         f"<h1>Evaluation</h1><pre>{html.escape(json.dumps(summary, indent=2, default=str))}</pre>"
         f"<table><tr><th>#</th><th>category</th><th>prompt</th>{head}</tr>{''.join(body)}</table></body></html>"
     )
+
+
+STAGES = (
+    Stage(
+        STAGE,
+        output="evaluation",
+        inputs={"dit": "dit", "vae": "vae", "latents": "latents", "raw": "raw"},
+        settings=_settings,
+        body=_evaluate,
+    ),
+)

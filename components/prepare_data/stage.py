@@ -14,53 +14,45 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from components.framework.skeleton import Stage, StageOutput, StageRun
 from t2v import storage
-from t2v.stage import StageContext, StageError, child_run, fingerprint, publish_manifest, stage_outputs
+from t2v.errors import StageError
 
 log = logging.getLogger(__name__)
-STAGE = "prepare-data"
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def _settings(ctx) -> dict[str, Any]:
     cfg = ctx.config
-    settings = {
+    return {
         "source": cfg.section("source"),
         "world": cfg.section("world") if cfg.source.kind == "synthetic" else None,
         "text_encoders": cfg.section("text_encoders"),
     }
-    fp = fingerprint(STAGE, settings, {})
-    with stage_outputs(ctx, STAGE, fp) as done, child_run(ctx, STAGE, params=settings) as run_:
-        if done is not None:
-            import mlflow
 
-            mlflow.set_tag("t2v.skipped", "up-to-date")
-            return done
-        out_uri = ctx.stage_uri(STAGE)
-        summary: dict[str, Any] = {}
-        files: dict[str, Any] = {}
-        if cfg.source.kind == "synthetic":
-            raw_uri = storage.join(out_uri, "raw")
-            summary.update(_generate_world(cfg, raw_uri))
-        else:
-            raw_uri = cfg.source.raw_uri
-            if not storage.exists(storage.join(raw_uri, "metadata.jsonl")):
-                raise StageError(f"{raw_uri}: no metadata.jsonl under the raw video prefix")
-            summary["raw_videos"] = len(storage.read_text(storage.join(raw_uri, "metadata.jsonl")).splitlines())
-        clip_uri, llm_uri = _text_encoders(cfg, storage.join(out_uri, "text_encoders"))
-        files["raw_metadata"] = {"uri": storage.join(raw_uri, "metadata.jsonl")}
-        import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
-        return publish_manifest(
-            ctx,
-            STAGE,
-            fp,
-            files=files,
-            summary=summary,
-            inputs={},
-            mlflow_run_id=run_.info.run_id,
-            extra={"raw_uri": raw_uri, "text_encoders": {"clip": clip_uri, "llm": llm_uri}},
-        )
+def _prepare(run: StageRun) -> StageOutput:
+    import mlflow
+
+    cfg = run.ctx.config
+    summary: dict[str, Any] = {}
+    if cfg.source.kind == "synthetic":
+        raw_uri = storage.join(run.uri, "raw")
+        summary.update(_generate_world(cfg, raw_uri))
+    else:
+        raw_uri = cfg.source.raw_uri
+        if not storage.exists(storage.join(raw_uri, "metadata.jsonl")):
+            raise StageError(f"{raw_uri}: no metadata.jsonl under the raw video prefix")
+        summary["raw_videos"] = len(storage.read_text(storage.join(raw_uri, "metadata.jsonl")).splitlines())
+    clip_uri, llm_uri = _text_encoders(cfg, storage.join(run.uri, "text_encoders"))
+    mlflow.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+    return StageOutput(
+        files={"raw_metadata": {"uri": storage.join(raw_uri, "metadata.jsonl")}},
+        summary=summary,
+        extra={"raw_uri": raw_uri, "text_encoders": {"clip": clip_uri, "llm": llm_uri}},
+    )
+
+
+STAGES = (Stage("prepare-data", output="raw", inputs={}, settings=_settings, body=_prepare),)
 
 
 def _generate_world(cfg, raw_uri: str) -> dict[str, Any]:
@@ -79,8 +71,8 @@ def _text_encoders(cfg, out_uri: str) -> tuple[str, str]:
     te = cfg.text_encoders
     if te.clip_path and te.llm_path:
         return te.clip_path, te.llm_path
-    from t2v.text_encoders import create_tiny_text_encoders
     from t2v.world import vocabulary
+    from t2v.world.text_encoders import create_tiny_text_encoders
 
     words = vocabulary(cfg.world) + cfg.evaluate.negative_prompt.split()
     with tempfile.TemporaryDirectory(prefix="t2v-text-") as tmp:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from t2v.generate import TAG_CHECKPOINT, TAG_CLIP, TAG_LLM
-from t2v.stage import StageContext, child_run, fingerprint, publish_manifest, stage_outputs
+from components.framework.skeleton import Stage, StageOutput, StageRun
+from t2v.registry import TAG_CHECKPOINT, TAG_CLIP, TAG_LLM
 
 log = logging.getLogger(__name__)
 STAGE = "register"
@@ -40,72 +40,75 @@ def _register(client, name: str, manifest: dict[str, Any], run_id: str, tags: di
     return version
 
 
-def run(
-    ctx: StageContext,
+def _settings(ctx, **_inputs) -> dict[str, Any]:
+    return ctx.config.section("registry")
+
+
+def _register_models(
+    run: StageRun,
     dit: dict[str, Any],
     vae: dict[str, Any],
     evaluation: dict[str, Any],
     clips: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> StageOutput:
     import mlflow
 
+    ctx = run.ctx
     cfg = ctx.config.registry
-    fp = fingerprint(STAGE, ctx.config.section("registry"), {"dit": dit, "vae": vae, "evaluation": evaluation})
-    with stage_outputs(ctx, STAGE, fp) as done, child_run(ctx, STAGE, params=ctx.config.section("registry")) as run_:
-        if done is not None:
-            mlflow.set_tag("t2v.skipped", "up-to-date")
-            return done
-        client = mlflow.MlflowClient()
-        run_id = run_.info.run_id
-        eval_summary = evaluation.get("summary", {})
-        lineage = {
-            **ctx.tags,
-            "t2v.parent_run_id": ctx.parent_run_id,
-            "t2v.eval_manifest": evaluation["manifest_uri"],
-            "eval.score_total": str(eval_summary.get("score_total")),
-            "eval.untrained_score_total": str(eval_summary.get("untrained_score_total")),
-            "eval.gate": str(eval_summary.get("gate_reason")),
-        }
-        if clips is not None:
-            lineage["t2v.curate_manifest"] = clips["manifest_uri"]
-        vae_version = _register(
-            client, cfg.vae_model_name, vae, run_id, {**lineage, "t2v.stage_manifest": vae["manifest_uri"]}
-        )
-        dit_lineage = {
-            **lineage,
-            "t2v.stage_manifest": dit["manifest_uri"],
-            "t2v.init_checkpoint_uri": str(dit.get("init_checkpoint_uri")),
-            "t2v.vae_model": f"{cfg.vae_model_name}/{vae_version.version}",
-        }
-        text_encoders = evaluation.get("text_encoders") or {}
-        if text_encoders.get("clip") and text_encoders.get("llm"):
-            dit_lineage.update({TAG_CLIP: text_encoders["clip"], TAG_LLM: text_encoders["llm"]})
-        dit_version = _register(client, cfg.dit_model_name, dit, run_id, dit_lineage)
-        aliases = []
-        if eval_summary.get("gate_passed"):
-            for name, version in ((cfg.dit_model_name, dit_version), (cfg.vae_model_name, vae_version)):
-                client.set_registered_model_alias(name, cfg.challenger_alias, version.version)
-            aliases.append(cfg.challenger_alias)
-            log.info("register: gate passed; %s set on %s v%s", cfg.challenger_alias, cfg.dit_model_name, dit_version.version)
-        else:
-            log.info("register: gate not passed (%s); no alias set", eval_summary.get("gate_reason"))
-        summary = {
-            "dit_model": cfg.dit_model_name,
-            "dit_version": dit_version.version,
-            "vae_model": cfg.vae_model_name,
-            "vae_version": vae_version.version,
-            "aliases": aliases,
-            "gate_passed": bool(eval_summary.get("gate_passed")),
-        }
-        mlflow.set_tags({"t2v.dit_version": dit_version.version, "t2v.vae_version": vae_version.version})
-        return publish_manifest(
-            ctx,
-            STAGE,
-            fp,
-            files={},
-            summary=summary,
-            inputs={"dit": dit, "vae": vae, "evaluation": evaluation},
-            mlflow_run_id=run_id,
-            extra={"mirror": ["dit_version", "vae_version", "gate_passed"]},
-        )
+    client = mlflow.MlflowClient()
+    run_id = run.run_id
+    eval_summary = evaluation.get("summary", {})
+    lineage = {
+        **ctx.tags,
+        "t2v.parent_run_id": ctx.parent_run_id,
+        "t2v.eval_manifest": evaluation["manifest_uri"],
+        "eval.score_total": str(eval_summary.get("score_total")),
+        "eval.untrained_score_total": str(eval_summary.get("untrained_score_total")),
+        "eval.gate": str(eval_summary.get("gate_reason")),
+    }
+    if clips is not None:
+        lineage["t2v.curate_manifest"] = clips["manifest_uri"]
+    vae_version = _register(
+        client, cfg.vae_model_name, vae, run_id, {**lineage, "t2v.stage_manifest": vae["manifest_uri"]}
+    )
+    dit_lineage = {
+        **lineage,
+        "t2v.stage_manifest": dit["manifest_uri"],
+        "t2v.init_checkpoint_uri": str(dit.get("init_checkpoint_uri")),
+        "t2v.vae_model": f"{cfg.vae_model_name}/{vae_version.version}",
+    }
+    text_encoders = evaluation.get("text_encoders") or {}
+    if text_encoders.get("clip") and text_encoders.get("llm"):
+        dit_lineage.update({TAG_CLIP: text_encoders["clip"], TAG_LLM: text_encoders["llm"]})
+    dit_version = _register(client, cfg.dit_model_name, dit, run_id, dit_lineage)
+    aliases = []
+    if eval_summary.get("gate_passed"):
+        for name, version in ((cfg.dit_model_name, dit_version), (cfg.vae_model_name, vae_version)):
+            client.set_registered_model_alias(name, cfg.challenger_alias, version.version)
+        aliases.append(cfg.challenger_alias)
+        log.info("register: gate passed; %s set on %s v%s", cfg.challenger_alias, cfg.dit_model_name, dit_version.version)
+    else:
+        log.info("register: gate not passed (%s); no alias set", eval_summary.get("gate_reason"))
+    summary = {
+        "dit_model": cfg.dit_model_name,
+        "dit_version": dit_version.version,
+        "vae_model": cfg.vae_model_name,
+        "vae_version": vae_version.version,
+        "aliases": aliases,
+        "gate_passed": bool(eval_summary.get("gate_passed")),
+    }
+    mlflow.set_tags({"t2v.dit_version": dit_version.version, "t2v.vae_version": vae_version.version})
+    return StageOutput(files={}, summary=summary, mirror=("dit_version", "vae_version", "gate_passed"))
+
+
+STAGES = (
+    Stage(
+        STAGE,
+        output="registration",
+        inputs={"dit": "dit", "vae": "vae", "evaluation": "evaluation", "clips": "clips"},
+        settings=_settings,
+        body=_register_models,
+        optional_inputs=("clips",),
+    ),
+)
 

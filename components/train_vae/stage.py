@@ -22,18 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from components.framework.skeleton import Stage, StageOutput, StageRun
 from t2v import checkpoints, storage, tracking
-from t2v.data import fit_clip, from_model_video, iter_clips, to_model_video
-from t2v.stage import (
-    Progress,
-    StageContext,
-    StageError,
-    child_run,
-    file_entry,
-    fingerprint,
-    publish_manifest,
-    stage_outputs,
-)
+from t2v.errors import StageError
+from t2v.progress import Progress
+from t2v.shards import fit_clip, from_model_video, iter_clips, to_model_video
 
 log = logging.getLogger(__name__)
 STAGE = "train-vae"
@@ -110,150 +103,144 @@ def save_discriminator(disc, uri: str) -> dict[str, Any]:
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in disc.state_dict().items()}
     with tempfile.TemporaryDirectory(prefix="t2v-disc-") as tmp:
-        local = Path(tmp) / DISC_WEIGHTS
-        save_file(tensors, str(local), metadata={"format": "pt"})
-        target = storage.join(uri, DISC_WEIGHTS)
-        storage.upload_file(local, target)
-        return {DISC_WEIGHTS: file_entry(local, target)}
+        save_file(tensors, str(Path(tmp) / DISC_WEIGHTS), metadata={"format": "pt"})
+        return storage.upload_files(tmp, [DISC_WEIGHTS], uri)
 
 
-def run(ctx: StageContext, clips: dict[str, Any]) -> dict[str, Any]:
+def _settings(ctx, **_inputs) -> dict[str, Any]:
+    return ctx.config.section("vae")
+
+
+def _train_vae(run: StageRun, clips: dict[str, Any]) -> StageOutput:
     import mlflow
     import torch
 
     from model.losses import VideoVAELoss
     from model.vae import CausalVideoVAE
 
-    cfg = ctx.config.vae
-    settings = ctx.config.section("vae")
-    fp = fingerprint(STAGE, settings, {"clips": clips})
-    with stage_outputs(ctx, STAGE, fp) as done, child_run(ctx, STAGE, params=settings) as run_:
-        if done is not None:
-            mlflow.set_tag("t2v.skipped", "up-to-date")
-            return done
-        train = cfg.train
-        torch.manual_seed(train.seed)
-        perceptual = (
-            load_perceptual(train) if train.perceptual_weight > 0 else None
-        )  # fails early on bad weights
-        discriminator = build_discriminator(train) if train.adversarial_weight > 0 else None
-        torch.manual_seed(train.seed)  # the VAE's initialisation does not depend on the optional terms
-        clip_list = list(iter_clips(clips))
-        videos = np.stack([fit_clip(c.frames, train.num_frames, train.resolution) for c in clip_list])
-        if len(videos) < 2:
-            raise StageError(f"train-vae needs at least 2 curated clips, got {len(videos)}")
-        n_eval = min(train.num_eval_clips, max(1, len(videos) // 5))
-        eval_videos, train_videos = videos[:n_eval], videos[n_eval:]
-        log.info(
-            "train-vae: %d training clips, %d held out, frames %s",
-            len(train_videos),
-            n_eval,
-            videos.shape[1:],
-        )
-        mlflow.log_params({"data.train_clips": len(train_videos), "data.eval_clips": n_eval})
+    cfg = run.ctx.config.vae
+    train = cfg.train
+    torch.manual_seed(train.seed)
+    perceptual = (
+        load_perceptual(train) if train.perceptual_weight > 0 else None
+    )  # fails early on bad weights
+    discriminator = build_discriminator(train) if train.adversarial_weight > 0 else None
+    torch.manual_seed(train.seed)  # the VAE's initialisation does not depend on the optional terms
+    clip_list = list(iter_clips(clips))
+    videos = np.stack([fit_clip(c.frames, train.num_frames, train.resolution) for c in clip_list])
+    if len(videos) < 2:
+        raise StageError(f"train-vae needs at least 2 curated clips, got {len(videos)}")
+    n_eval = min(train.num_eval_clips, max(1, len(videos) // 5))
+    eval_videos, train_videos = videos[:n_eval], videos[n_eval:]
+    log.info(
+        "train-vae: %d training clips, %d held out, frames %s",
+        len(train_videos),
+        n_eval,
+        videos.shape[1:],
+    )
+    mlflow.log_params({"data.train_clips": len(train_videos), "data.eval_clips": n_eval})
 
-        vae = CausalVideoVAE(cfg.model)
-        if train.init_from:
-            vae.load_state_dict(checkpoints.load_state_dict(train.init_from, checkpoints.VAE_WEIGHTS))
-        optimizer = torch.optim.AdamW(vae.parameters(), lr=train.lr)
-        criterion = VideoVAELoss(
-            kl_weight=train.kl_weight,
-            mse_weight=train.mse_weight,
-            perceptual=perceptual,
-            perceptual_weight=train.perceptual_weight,
-            discriminator=discriminator,
-            adversarial_weight=train.adversarial_weight,
-            disc_start_step=train.disc_start_step,
-            adaptive_weight_max=train.adaptive_weight_max,
+    vae = CausalVideoVAE(cfg.model)
+    if train.init_from:
+        vae.load_state_dict(checkpoints.load_state_dict(train.init_from, checkpoints.VAE_WEIGHTS))
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=train.lr)
+    criterion = VideoVAELoss(
+        kl_weight=train.kl_weight,
+        mse_weight=train.mse_weight,
+        perceptual=perceptual,
+        perceptual_weight=train.perceptual_weight,
+        discriminator=discriminator,
+        adversarial_weight=train.adversarial_weight,
+        disc_start_step=train.disc_start_step,
+        adaptive_weight_max=train.adaptive_weight_max,
+    )
+    disc_optimizer = None
+    if discriminator is not None:
+        disc_optimizer = torch.optim.AdamW(
+            discriminator.parameters(), lr=train.disc_lr or train.lr, betas=tuple(train.disc_betas)
         )
-        disc_optimizer = None
-        if discriminator is not None:
-            disc_optimizer = torch.optim.AdamW(
-                discriminator.parameters(), lr=train.disc_lr or train.lr, betas=tuple(train.disc_betas)
-            )
-        last_layer = vae.decoder.conv_out.weight  # VQGAN's "last layer" for the adaptive weight
-        generator = np.random.default_rng(train.seed)
-        progress = Progress(STAGE, train.steps)
-        start = time.monotonic()
-        for step in range(1, train.steps + 1):
-            index = generator.choice(
-                len(train_videos), size=min(train.batch_size, len(train_videos)), replace=False
-            )
-            batch = torch.stack([to_model_video(train_videos[i]) for i in index])
-            mean, logvar = vae.encode_distribution(batch)
-            latents = (
-                mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if train.sample_posterior else mean
-            )
-            recon = vae.decode(latents)
-            loss, parts = criterion.generator_loss(recon, batch, mean, logvar, step, last_layer=last_layer)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            optimizer.step()
-            disc_loss, disc_parts = criterion.discriminator_loss(recon, batch, step)
-            if disc_loss is not None:
-                disc_optimizer.zero_grad(set_to_none=True)
-                disc_loss.backward()
-                torch.nn.utils.clip_grad_norm_(discriminator.parameters(), 1.0)
-                disc_optimizer.step()
-                parts.update(disc_parts)
-            if step % train.log_every == 0 or step == train.steps:
-                elapsed = time.monotonic() - start
-                metrics = {f"train/{k}": float(v) for k, v in parts.items()}
-                metrics["train/loss"] = float(loss)
-                metrics["train/clips_per_s"] = step * len(index) / elapsed
-                mlflow.log_metrics(metrics, step=step)
-            progress.update(step, loss=float(loss))
+    last_layer = vae.decoder.conv_out.weight  # VQGAN's "last layer" for the adaptive weight
+    generator = np.random.default_rng(train.seed)
+    progress = Progress(STAGE, train.steps)
+    start = time.monotonic()
+    for step in range(1, train.steps + 1):
+        index = generator.choice(
+            len(train_videos), size=min(train.batch_size, len(train_videos)), replace=False
+        )
+        batch = torch.stack([to_model_video(train_videos[i]) for i in index])
+        mean, logvar = vae.encode_distribution(batch)
+        latents = (
+            mean + torch.randn_like(mean) * torch.exp(0.5 * logvar) if train.sample_posterior else mean
+        )
+        recon = vae.decode(latents)
+        loss, parts = criterion.generator_loss(recon, batch, mean, logvar, step, last_layer=last_layer)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        disc_loss, disc_parts = criterion.discriminator_loss(recon, batch, step)
+        if disc_loss is not None:
+            disc_optimizer.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            torch.nn.utils.clip_grad_norm_(discriminator.parameters(), 1.0)
+            disc_optimizer.step()
+            parts.update(disc_parts)
+        if step % train.log_every == 0 or step == train.steps:
+            elapsed = time.monotonic() - start
+            metrics = {f"train/{k}": float(v) for k, v in parts.items()}
+            metrics["train/loss"] = float(loss)
+            metrics["train/clips_per_s"] = step * len(index) / elapsed
+            mlflow.log_metrics(metrics, step=step)
+        progress.update(step, loss=float(loss))
 
-        vae.eval()
-        if train.normalize_latents:
-            vae.cfg = _latent_normalisation(vae, train_videos)
-            mlflow.log_params(
-                {"latent.shift_factor": vae.cfg.shift_factor, "latent.scaling_factor": vae.cfg.scaling_factor}
-            )
-        with torch.no_grad():
-            eval_batch = torch.stack([to_model_video(v) for v in eval_videos])
-            recon = vae.decode(vae.encode(eval_batch, sample=False))
-        recon_frames = [from_model_video(r) for r in recon]
-        scores = [psnr(a, b) for a, b in zip(eval_videos, recon_frames)]
-        summary = {
-            "steps": train.steps,
-            "final_loss": float(loss),
-            "eval_psnr": float(np.mean(scores)),
-            "train_clips": len(train_videos),
-            "train_seconds": round(time.monotonic() - start, 1),
-        }
-        mlflow.log_metrics({"eval/psnr": summary["eval_psnr"]})
-        specs = [c.meta.get("spec") for c in clip_list[:n_eval]]
-        if all(specs):  # synthetic data: does the reconstruction keep what the checker looks at?
-            from t2v.world import SceneSpec, score_batch
+    vae.eval()
+    if train.normalize_latents:
+        vae.cfg = _latent_normalisation(vae, train_videos)
+        mlflow.log_params(
+            {"latent.shift_factor": vae.cfg.shift_factor, "latent.scaling_factor": vae.cfg.scaling_factor}
+        )
+    with torch.no_grad():
+        eval_batch = torch.stack([to_model_video(v) for v in eval_videos])
+        recon = vae.decode(vae.encode(eval_batch, sample=False))
+    recon_frames = [from_model_video(r) for r in recon]
+    scores = [psnr(a, b) for a, b in zip(eval_videos, recon_frames)]
+    summary = {
+        "steps": train.steps,
+        "final_loss": float(loss),
+        "eval_psnr": float(np.mean(scores)),
+        "train_clips": len(train_videos),
+        "train_seconds": round(time.monotonic() - start, 1),
+    }
+    mlflow.log_metrics({"eval/psnr": summary["eval_psnr"]})
+    specs = [c.meta.get("spec") for c in clip_list[:n_eval]]
+    if all(specs):  # synthetic data: does the reconstruction keep what the checker looks at?
+        from t2v.world import SceneSpec, score_batch
 
-            recon_scores = score_batch(recon_frames, [SceneSpec.from_dict(spec) for spec in specs])
-            summary["eval_recon_checker"] = {k: float(v) for k, v in recon_scores.items() if k != "n"}
-            mlflow.log_metrics(
-                {f"eval/recon_checker_{k}": v for k, v in summary["eval_recon_checker"].items()}
-            )
-        for i in range(min(2, len(eval_videos))):
-            side_by_side = np.concatenate([eval_videos[i], recon_frames[i]], axis=2)
-            tracking.log_video_sample(side_by_side, f"reconstruction-{i}", artifact_path="reconstructions")
-        ckpt_uri = ctx.stage_uri(STAGE) + "/checkpoint"
-        state: dict[str, Any] = {"step": train.steps}
-        disc_files: dict[str, Any] = {}
-        if discriminator is not None:  # before the VAE files, so a checkpoint with a config.json is whole
-            disc_files = save_discriminator(discriminator, ckpt_uri)
-            state["discriminator"] = {"channels": train.disc_channels, "layers": train.disc_layers}
-        files = checkpoints.save(
-            vae, vae.cfg.model_dump(mode="json"), ckpt_uri, checkpoints.VAE_WEIGHTS, state=state
+        recon_scores = score_batch(recon_frames, [SceneSpec.from_dict(spec) for spec in specs])
+        summary["eval_recon_checker"] = {k: float(v) for k, v in recon_scores.items() if k != "n"}
+        mlflow.log_metrics(
+            {f"eval/recon_checker_{k}": v for k, v in summary["eval_recon_checker"].items()}
         )
-        files.update(disc_files)
-        log.info("train-vae: eval PSNR %.2f dB, checkpoint %s", summary["eval_psnr"], ckpt_uri)
-        return publish_manifest(
-            ctx,
-            STAGE,
-            fp,
-            files={f"checkpoint/{k}": v for k, v in files.items()},
-            summary=summary,
-            inputs={"clips": clips},
-            mlflow_run_id=run_.info.run_id,
-            extra={"checkpoint_uri": ckpt_uri, "mirror": ["eval_psnr", "final_loss"]},
-        )
+    for i in range(min(2, len(eval_videos))):
+        side_by_side = np.concatenate([eval_videos[i], recon_frames[i]], axis=2)
+        tracking.log_video_sample(side_by_side, f"reconstruction-{i}", artifact_path="reconstructions")
+    ckpt_uri = storage.join(run.uri, "checkpoint")
+    state: dict[str, Any] = {"step": train.steps}
+    disc_files: dict[str, Any] = {}
+    if discriminator is not None:  # before the VAE files, so a checkpoint with a config.json is whole
+        disc_files = save_discriminator(discriminator, ckpt_uri)
+        state["discriminator"] = {"channels": train.disc_channels, "layers": train.disc_layers}
+    files = checkpoints.save(
+        vae, vae.cfg.model_dump(mode="json"), ckpt_uri, checkpoints.VAE_WEIGHTS, state=state
+    )
+    files.update(disc_files)
+    log.info("train-vae: eval PSNR %.2f dB, checkpoint %s", summary["eval_psnr"], ckpt_uri)
+    return StageOutput(
+        files={f"checkpoint/{k}": v for k, v in files.items()},
+        summary=summary,
+        extra={"checkpoint_uri": ckpt_uri},
+        mirror=("eval_psnr", "final_loss"),
+    )
+
+
+STAGES = (Stage(STAGE, output="vae", inputs={"clips": "clips"}, settings=_settings, body=_train_vae),)

@@ -14,8 +14,8 @@ import mlflow
 import pytest
 import webdataset as wds
 
+from components.framework import catalog
 from t2v import storage
-from t2v.config import STAGE_ORDER
 from t2v.video import read_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -44,7 +44,7 @@ def pipeline_run(tmp_path_factory, mlflow_server, s3_server):
     work = tmp_path_factory.mktemp("e2e")
     summary_file = work / "summary.json"
     cmd = [
-        sys.executable, "-m", "t2v.cli", "run", "--local", "--profile", "tiny",
+        sys.executable, "-m", "t2v_cli", "run", "--local", "--profile", "tiny",
         "--run-name", "e2e", "--root", f"s3://{bucket}/runs", "--tracking-uri", mlflow_server,
         "--summary-json", str(summary_file),
     ]
@@ -91,7 +91,7 @@ def test_mlflow_parent_has_one_finished_child_per_stage(pipeline_run):
     )
     names = sorted(r.info.run_name for r in children)
     expected = sorted(
-        [s for s in STAGE_ORDER if s != "curate-shard"] + ["curate-shard-0", "curate-shard-1"]
+        [s for s in catalog.names() if s != "curate-shard"] + ["curate-shard-0", "curate-shard-1"]
     )
     assert names == expected
     assert all(r.info.status == "FINISHED" for r in children)
@@ -136,7 +136,7 @@ def test_generate_from_the_registered_version(pipeline_run, tmp_path):
     out = tmp_path / "sample.mp4"
     result = subprocess.run(
         [
-            sys.executable, "-m", "t2v.cli", "generate", "a red square moving left on a gray background",
+            sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",
             "--model", f"models:/{registered['dit_model']}/{registered['dit_version']}",
             "--tracking-uri", pipeline_run["tracking_uri"], "--steps", "4", "--out", str(out),
         ],

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2v import launcher
+from t2v.launch import naming
+from t2v.launch.manifests import _roundtrip
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDONS = ROOT / "infra" / "addons"
@@ -88,18 +89,18 @@ def test_cluster_training_runtime_validates_and_matches_the_launcher(k8s_version
     from kubeflow_trainer_api.models import TrainerV1alpha1ClusterTrainingRuntime
 
     runtimes = by_name("ClusterTrainingRuntime")
-    runtime = runtimes[launcher.DEFAULT_RUNTIME]
+    runtime = runtimes[naming.DEFAULT_RUNTIME]
     assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
-    launcher._roundtrip(TrainerV1alpha1ClusterTrainingRuntime, runtime, "ClusterTrainingRuntime")
+    _roundtrip(TrainerV1alpha1ClusterTrainingRuntime, runtime, "ClusterTrainingRuntime")
     spec = runtime["spec"]
     assert "torch" in spec["mlPolicy"]
     jobs = {j["name"]: j for j in spec["template"]["spec"]["replicatedJobs"]}
-    node = jobs[launcher.TRAINER_NODE]  # the launcher's runtimePatches target this replicated job
+    node = jobs[naming.TRAINER_NODE]  # the launcher's runtimePatches target this replicated job
     assert node["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
     pod = node["template"]["spec"]["template"]
-    assert [c["name"] for c in pod["spec"]["containers"]] == [launcher.TRAINER_NODE]
-    assert pod["spec"]["nodeSelector"] == {launcher.GPU_POOL_LABEL: launcher.POOL_GPU}
-    assert {"key": launcher.GPU_TAINT_KEY, "operator": "Exists", "effect": launcher.GPU_TAINT_EFFECT} in pod[
+    assert [c["name"] for c in pod["spec"]["containers"]] == [naming.TRAINER_NODE]
+    assert pod["spec"]["nodeSelector"] == {naming.GPU_POOL_LABEL: naming.POOL_GPU}
+    assert {"key": naming.GPU_TAINT_KEY, "operator": "Exists", "effect": naming.GPU_TAINT_EFFECT} in pod[
         "spec"
     ]["tolerations"]
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -139,30 +140,30 @@ def test_kueue_objects_have_required_fields_and_cross_reference():
     for (ns, _name), lq in locals_.items():
         assert ns == "kubeflow" and lq["spec"]["clusterQueue"] in queues
     # the launcher's queues exist in the pipelines namespace
-    assert ("kubeflow", launcher.DEFAULT_QUEUE) in locals_ and ("kubeflow", launcher.CPU_QUEUE) in locals_
-    gpu_cq = queues[locals_[("kubeflow", launcher.DEFAULT_QUEUE)]["spec"]["clusterQueue"]]
+    assert ("kubeflow", naming.DEFAULT_QUEUE) in locals_ and ("kubeflow", naming.CPU_QUEUE) in locals_
+    gpu_cq = queues[locals_[("kubeflow", naming.DEFAULT_QUEUE)]["spec"]["clusterQueue"]]
     gpu_flavor_names = {f["name"] for g in gpu_cq["spec"]["resourceGroups"] for f in g["flavors"]}
     gpu_quota = sum(
         int(r["nominalQuota"])
         for g in gpu_cq["spec"]["resourceGroups"]
         for f in g["flavors"]
         for r in f["resources"]
-        if r["name"] == launcher.GPU_RESOURCE
+        if r["name"] == naming.GPU_RESOURCE
     )
     assert gpu_quota > 0
     for fname in gpu_flavor_names:
         flavor = flavors[fname]["spec"]
-        assert flavor["nodeLabels"][launcher.GPU_POOL_LABEL] == launcher.POOL_GPU
+        assert flavor["nodeLabels"][naming.GPU_POOL_LABEL] == naming.POOL_GPU
         assert {
-            "key": launcher.GPU_TAINT_KEY,
-            "value": launcher.GPU_TAINT_VALUE,
-            "effect": launcher.GPU_TAINT_EFFECT,
+            "key": naming.GPU_TAINT_KEY,
+            "value": naming.GPU_TAINT_VALUE,
+            "effect": naming.GPU_TAINT_EFFECT,
         } in flavor["nodeTaints"]
-    cpu_cq = queues[locals_[("kubeflow", launcher.CPU_QUEUE)]["spec"]["clusterQueue"]]
+    cpu_cq = queues[locals_[("kubeflow", naming.CPU_QUEUE)]["spec"]["clusterQueue"]]
     for g in cpu_cq["spec"]["resourceGroups"]:
-        assert launcher.GPU_RESOURCE not in g["coveredResources"]
+        assert naming.GPU_RESOURCE not in g["coveredResources"]
         for f in g["flavors"]:
-            assert flavors[f["name"]]["spec"]["nodeLabels"][launcher.GPU_POOL_LABEL] == launcher.POOL_CPU
+            assert flavors[f["name"]]["spec"]["nodeLabels"][naming.GPU_POOL_LABEL] == naming.POOL_CPU
 
 
 def test_gpu_quota_matches_the_terraform_gpu_pool():
@@ -176,7 +177,7 @@ def test_gpu_quota_matches_the_terraform_gpu_pool():
         for g in gpu_cq["spec"]["resourceGroups"]
         for f in g["flavors"]
         for r in f["resources"]
-        if r["name"] == launcher.GPU_RESOURCE
+        if r["name"] == naming.GPU_RESOURCE
     )
     assert quota == defaults["gpu_max_size"] * defaults["gpus_per_node"]
     flavor_labels = by_name("ResourceFlavor")["h100"]["spec"]["nodeLabels"]
@@ -195,7 +196,7 @@ def test_gpu_operator_and_seaweedfs_values():
     gpu = docs(ADDONS / "gpu-operator" / "values.yaml")[0]
     assert gpu["devicePlugin"]["enabled"] is True
     assert gpu["driver"]["enabled"] is False  # the EKS NVIDIA AMI ships the driver
-    assert any(t["key"] == launcher.GPU_TAINT_KEY for t in gpu["daemonsets"]["tolerations"])
+    assert any(t["key"] == naming.GPU_TAINT_KEY for t in gpu["daemonsets"]["tolerations"])
     sw = docs(ADDONS / "seaweedfs" / "values.yaml")[0]
     assert sw["s3"]["enabled"] is True and sw["s3"]["enableAuth"] is True
     assert sw["s3"]["existingConfigSecret"]  # credentials from a Secret, not from values

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from t2v import launcher
+from t2v.launch import naming
 
 hcl2 = pytest.importorskip("hcl2")
 
@@ -102,21 +102,19 @@ def test_gpu_pool_has_the_launcher_taint_and_labels(tf):
     taints = gpu["taint"]
     assert len(taints) == 1
     taint = taints[0]
-    assert taint["key"] == launcher.GPU_TAINT_KEY
-    assert taint["value"] == launcher.GPU_TAINT_VALUE
-    assert EFFECTS[taint["effect"]] == launcher.GPU_TAINT_EFFECT
+    assert taint["key"] == naming.GPU_TAINT_KEY
+    assert taint["value"] == naming.GPU_TAINT_VALUE
+    assert EFFECTS[taint["effect"]] == naming.GPU_TAINT_EFFECT
     labels = resolve(tf, gpu["labels"])
-    assert labels[launcher.GPU_POOL_LABEL] == launcher.POOL_GPU
+    assert labels[naming.GPU_POOL_LABEL] == naming.POOL_GPU
     assert "t2v.dev/accelerator" in labels
     assert "NVIDIA" in gpu["ami_type"]
     # the autoscaler's scale-from-zero template must describe the same taint and label
     tags = gpu["tags"]
+    assert tags[f"k8s.io/cluster-autoscaler/node-template/label/{naming.GPU_POOL_LABEL}"] == naming.POOL_GPU
     assert (
-        tags[f"k8s.io/cluster-autoscaler/node-template/label/{launcher.GPU_POOL_LABEL}"] == launcher.POOL_GPU
-    )
-    assert (
-        tags[f"k8s.io/cluster-autoscaler/node-template/taint/{launcher.GPU_TAINT_KEY}"]
-        == f"{launcher.GPU_TAINT_VALUE}:{launcher.GPU_TAINT_EFFECT}"
+        tags[f"k8s.io/cluster-autoscaler/node-template/taint/{naming.GPU_TAINT_KEY}"]
+        == f"{naming.GPU_TAINT_VALUE}:{naming.GPU_TAINT_EFFECT}"
     )
 
 
@@ -129,7 +127,7 @@ def test_pools_autoscale_within_a_range(tf):
         assert "scaling_config[0].desired_size" in str(group["lifecycle"]), "the autoscaler owns desired_size"
     cpu = groups["cpu"]
     assert "taint" not in cpu
-    assert resolve(tf, cpu["labels"])[launcher.GPU_POOL_LABEL] == launcher.POOL_CPU
+    assert resolve(tf, cpu["labels"])[naming.GPU_POOL_LABEL] == naming.POOL_CPU
 
 
 def test_outputs_expose_cluster_and_gpu_selector(tf):
@@ -138,7 +136,7 @@ def test_outputs_expose_cluster_and_gpu_selector(tf):
         outputs.update(item)
     assert {"cluster_name", "cluster_endpoint", "gpu_node_selector", "gpu_taint"} <= set(outputs)
     assert outputs["gpu_taint"]["value"] == (
-        f"{launcher.GPU_TAINT_KEY}={launcher.GPU_TAINT_VALUE}:{launcher.GPU_TAINT_EFFECT}"
+        f"{naming.GPU_TAINT_KEY}={naming.GPU_TAINT_VALUE}:{naming.GPU_TAINT_EFFECT}"
     )
 
 

@@ -13,7 +13,7 @@ from t2v.config import load_config
 
 
 def t2v(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "t2v.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "t2v_cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def test_bad_config_value_is_rejected_before_any_work(tmp_path):

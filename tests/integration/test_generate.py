@@ -13,9 +13,9 @@ from model.vae import CausalVideoVAE
 from t2v import checkpoints, storage
 from t2v.config import load_config
 from t2v.generate import resolve
-from t2v.text_encoders import create_tiny_text_encoders
 from t2v.video import read_video
 from t2v.world import vocabulary
+from t2v.world.text_encoders import create_tiny_text_encoders
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_generate_writes_one_mp4_per_prompt(tiny_checkpoints, tmp_path):
     out = tmp_path / "clip.mp4"
     result = subprocess.run(
         [
-            sys.executable, "-m", "t2v.cli", "generate", "a red square moving left on a gray background",
+            sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",
             "a blue circle moving up on a brown background", "--model", c["dit"], "--vae", c["vae"],
             "--text-encoders", f"{c['clip']},{c['llm']}", "--steps", "3", "--out", str(out),
         ],
@@ -48,7 +48,7 @@ def test_generate_writes_one_mp4_per_prompt(tiny_checkpoints, tmp_path):
 
 def test_generate_without_vae_is_a_clear_error(tiny_checkpoints, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "t2v.cli", "generate", "a red square", "--model", tiny_checkpoints["dit"]],
+        [sys.executable, "-m", "t2v_cli", "generate", "a red square", "--model", tiny_checkpoints["dit"]],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 1
@@ -66,7 +66,7 @@ def test_generate_from_a_released_model_folder_needs_nothing_else(tmp_path):
     encoders (a Step-LLM with its sentencepiece tokenizer) come with it."""
     import shutil
 
-    from t2v.text_encoders import create_tiny_step_llm
+    from t2v.world.text_encoders import create_tiny_step_llm
 
     cfg = load_config("tiny")
     root = tmp_path / "stepvideo"
@@ -78,7 +78,7 @@ def test_generate_from_a_released_model_folder_needs_nothing_else(tmp_path):
     create_tiny_step_llm(root, vocabulary(cfg.world), cfg.text_encoders)
     out = tmp_path / "out.mp4"
     result = subprocess.run(
-        [sys.executable, "-m", "t2v.cli", "generate", "a red square moving left on a gray background",
+        [sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",
          "--model", str(root), "--steps", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from t2v.model_summary import model_summary
 
 def test_full_profile_cli_json_has_the_released_counts_and_names():
     result = subprocess.run(
-        [sys.executable, "-m", "t2v.cli", "model", "summary", "--config", "step-video-t2v-30b", "--json"],
+        [sys.executable, "-m", "t2v_cli", "model", "summary", "--config", "step-video-t2v-30b", "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -46,7 +46,7 @@ def test_verify_cli_checks_a_released_layout_against_a_profile(tmp_path):
 
     fake_release_dit_folder(tmp_path / "stepvideo" / "transformer", DiTConfig())
     ok = subprocess.run(
-        [sys.executable, "-m", "t2v.cli", "model", "verify", str(tmp_path / "stepvideo"), "--network", "dit",
+        [sys.executable, "-m", "t2v_cli", "model", "verify", str(tmp_path / "stepvideo"), "--network", "dit",
          "--config", "step-video-t2v-30b"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -56,7 +56,7 @@ def test_verify_cli_checks_a_released_layout_against_a_profile(tmp_path):
         "fits profile step-video-t2v-30b",
     ]
     bad = subprocess.run(
-        [sys.executable, "-m", "t2v.cli", "model", "verify", str(tmp_path / "stepvideo"), "--network", "dit",
+        [sys.executable, "-m", "t2v_cli", "model", "verify", str(tmp_path / "stepvideo"), "--network", "dit",
          "--config", "tiny"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -66,7 +66,7 @@ def test_compile_30b_profile_loads_back_with_version(tmp_path):
 def test_cli_compile_writes_stamped_yaml(tmp_path):
     out = tmp_path / "p.yaml"
     result = subprocess.run(
-        [sys.executable, "-m", "t2v.cli", "compile", "--profile", "tiny", "--out", str(out)],
+        [sys.executable, "-m", "t2v_cli", "compile", "--profile", "tiny", "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[2],

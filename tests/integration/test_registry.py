@@ -73,7 +73,7 @@ def test_promote_refuses_outside_ci(registry, monkeypatch):
     _, name, _, uri = registry
     monkeypatch.setenv("CI", "")
     result = subprocess.run(
-        [sys.executable, "-m", "t2v.cli", "promote", "--model", name, "--tracking-uri", uri],
+        [sys.executable, "-m", "t2v_cli", "promote", "--model", name, "--tracking-uri", uri],
         capture_output=True,
         text=True,
     )

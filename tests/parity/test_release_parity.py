@@ -122,10 +122,9 @@ def _dit_pair(release, patch_size: int):
         patch_size=patch_size,
         caption_channels=48,
         clip_channels=32,
-        attention_backend="sdpa",
     )
     torch.manual_seed(0)
-    ours = StepVideoDiT(cfg).eval()
+    ours = StepVideoDiT(cfg, attention_backend="sdpa").eval()
     _perturb_(ours, seed=1)
     theirs = release.dit.StepVideoModel(
         num_attention_heads=cfg.num_attention_heads,

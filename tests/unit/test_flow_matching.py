@@ -20,7 +20,7 @@ from model.flow_matching import (
     make_noise,
     noisy_latents,
     sample,
-    sample_training_sigmas,
+    sample_training_timesteps,
     sampling_timesteps,
     shifted_sigmas,
     velocity_target,
@@ -55,17 +55,17 @@ def test_interpolation_and_target_convention():
 
 
 def test_training_sigmas_are_in_range_and_seeded():
-    a = sample_training_sigmas(1000, torch.Generator().manual_seed(0))
-    b = sample_training_sigmas(1000, torch.Generator().manual_seed(0))
+    a = sample_training_timesteps(1000, torch.Generator().manual_seed(0))
+    b = sample_training_timesteps(1000, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == (1000,)
     assert 0 < float(a.min()) and float(a.max()) < 1
     assert abs(float(a.mean()) - 0.5) < 0.05  # logit-normal(0, 1) is symmetric
-    shifted = sample_training_sigmas(1000, torch.Generator().manual_seed(0), shift=3.0)
+    shifted = sample_training_timesteps(1000, torch.Generator().manual_seed(0), shift=3.0)
     assert float(shifted.mean()) < float(a.mean())  # shift > 1: more noise
-    u = sample_training_sigmas(1000, torch.Generator().manual_seed(0), distribution="uniform")
+    u = sample_training_timesteps(1000, torch.Generator().manual_seed(0), distribution="uniform")
     assert 0 < float(u.min()) and float(u.max()) < 1
     with pytest.raises(ValueError):
-        sample_training_sigmas(2, distribution="beta")
+        sample_training_timesteps(2, distribution="beta")
 
 
 def test_euler_with_the_exact_velocity_reaches_the_data():

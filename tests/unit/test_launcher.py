@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from t2v import launcher
-from t2v.launcher import (
+from t2v.launch import (
+    CPU_QUEUE,
+    DEFAULT_QUEUE,
     GPU_POOL_LABEL,
     KUEUE_QUEUE_LABEL,
     LINEAGE_KFP_RUN_LABEL,
@@ -22,9 +23,11 @@ from t2v.launcher import (
     LaunchSpec,
     build_pytorchjob,
     build_trainjob,
+    launch,
     run_local,
     sanitize_label_value,
     submit_and_wait,
+    validate_trainjob,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -115,15 +118,15 @@ def test_trainjob_validation_catches_a_misspelt_field():
     bad = copy.deepcopy(obj)
     bad["spec"]["trainer"]["numProcsPerNode"] = 8  # not a field
     with pytest.raises(LaunchError, match="numProcsPerNode"):
-        launcher.validate_trainjob(bad)
+        validate_trainjob(bad)
     bad = copy.deepcopy(obj)
     bad["spec"]["trainer"]["numNodes"] = "four"
     with pytest.raises(LaunchError, match="TrainerV1alpha1TrainJob"):
-        launcher.validate_trainjob(bad)
+        validate_trainjob(bad)
     bad = copy.deepcopy(obj)
     del bad["spec"]["runtimeRef"]["name"]
     with pytest.raises(LaunchError):
-        launcher.validate_trainjob(bad)
+        validate_trainjob(bad)
 
 
 def test_pytorchjob_master_and_workers_validate():
@@ -158,7 +161,7 @@ def test_cpu_job_goes_to_the_cpu_pool_without_gpu_toleration():
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
     assert KUEUE_QUEUE_LABEL not in obj["metadata"]["labels"]
     auto = gpu_spec(backend="pytorchjob", gpu=0)
-    assert auto.kueue_queue == launcher.CPU_QUEUE and gpu_spec().kueue_queue == launcher.DEFAULT_QUEUE
+    assert auto.kueue_queue == CPU_QUEUE and gpu_spec().kueue_queue == DEFAULT_QUEUE
 
 
 def test_invalid_label_values_are_sanitised():
@@ -224,7 +227,7 @@ def test_run_local_runs_torchrun_with_two_gloo_processes(tmp_path, capfd):
 
 def test_run_local_failure_raises_one_line_launch_error(tmp_path):
     with pytest.raises(LaunchError) as err:
-        launcher.launch(local_spec(tmp_path, "--fail-rank", "1"))
+        launch(local_spec(tmp_path, "--fail-rank", "1"))
     msg = str(err.value)
     assert "\n" not in msg
     assert "exited with code" in msg and "planted failure on rank 1" in msg
@@ -295,12 +298,12 @@ def test_submit_and_wait_trainjob_success(caplog):
             {"conditions": [cond("Suspended", "False", "Resumed"), cond("Complete", reason="JobsCompleted")]},
         ]
     )
-    with caplog.at_level(logging.INFO, logger="t2v.launcher"):
+    with caplog.at_level(logging.INFO, logger="t2v.launch"):
         status = submit_and_wait(gpu_spec(), "kubeflow", poll_s=0, kube_client=api)
     assert status.succeeded and status.kind == "TrainJob" and status.reason == "JobsCompleted"
     group, version, ns, plural, body = api.created[0]
     assert (group, version, ns, plural) == ("trainer.kubeflow.org", "v1alpha1", "kubeflow", "trainjobs")
-    launcher.validate_trainjob({k: v for k, v in body.items()})
+    validate_trainjob({k: v for k, v in body.items()})
     assert api.deleted == []  # a finished job is left for inspection
     text = caplog.text
     assert "waiting for Kueue admission" in text and "progress 40%" in text and "succeeded" in text
@@ -365,5 +368,19 @@ def test_submit_conflict_is_a_clear_error():
 
 def test_launch_dispatches_cluster_backends():
     api = ScriptedCustomObjectsApi([{"conditions": [cond("Succeeded", reason="PyTorchJobSucceeded")]}])
-    launcher.launch(gpu_spec(backend="pytorchjob"), namespace="kubeflow", poll_s=0, kube_client=api)
+    launch(gpu_spec(backend="pytorchjob"), namespace="kubeflow", poll_s=0, kube_client=api)
     assert api.created[0][3] == "pytorchjobs"
+
+
+def test_spec_namespace_is_where_submit_and_wait_creates_the_job(monkeypatch):
+    monkeypatch.setenv("T2V_NAMESPACE", "elsewhere")  # the default namespace, which spec.namespace overrides
+    api = ScriptedCustomObjectsApi([{"conditions": [cond("Complete", reason="JobsCompleted")]}])
+    status = submit_and_wait(gpu_spec(namespace="team-a"), poll_s=0, kube_client=api)
+    assert status.succeeded and status.namespace == "team-a"
+    assert api.created[0][2] == "team-a" and api.created[0][4]["metadata"]["namespace"] == "team-a"
+    api = ScriptedCustomObjectsApi([{"conditions": [cond("Complete", reason="JobsCompleted")]}])
+    submit_and_wait(gpu_spec(namespace="team-a"), "team-b", poll_s=0, kube_client=api)  # an explicit one wins
+    assert api.created[0][2] == "team-b"
+    api = ScriptedCustomObjectsApi([{"conditions": [cond("Complete", reason="JobsCompleted")]}])
+    launch(gpu_spec(namespace="team-a"), poll_s=0, kube_client=api)
+    assert api.created[0][2] == "team-a"

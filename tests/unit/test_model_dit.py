@@ -185,7 +185,7 @@ def test_activation_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
     cfg = tiny_cfg()
     plain = StepVideoDiT(cfg).train()
-    ckpt = StepVideoDiT(cfg.model_copy(update={"activation_checkpointing": True})).train()
+    ckpt = StepVideoDiT(cfg, activation_checkpointing=True).train()
     ckpt.load_state_dict(plain.state_dict())
     args = inputs(cfg)
     for m in (plain, ckpt):

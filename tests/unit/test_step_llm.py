@@ -18,18 +18,17 @@ from safetensors.torch import load_file, save_file
 from model.config import STEP_LLM_RELEASE_SHAPE_KEYS, StepLLMConfig
 from model.step_llm import StepLLM, alibi_slopes, attention_bias, count_parameters
 from t2v.checkpoints import CheckpointError
+from t2v.config import TextEncoderConfig
 from t2v.text_encoders import (
     STEP_CONTROL_TOKENS,
     STEP_TOKENIZER_FILE,
     STEP_USER_TOKENS,
     StepTokenizer,
-    TextEncoderConfig,
     TextEncoders,
-    create_tiny_step_llm,
-    create_tiny_text_encoders,
     load_step_llm,
     read_step_llm_config,
 )
+from t2v.world.text_encoders import create_tiny_step_llm, create_tiny_text_encoders
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ["a", "red", "green", "blue", "square", "circle", "moving", "left", "right", "on", "background"]

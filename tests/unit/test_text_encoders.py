@@ -11,7 +11,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from t2v.text_encoders import TextEncoderConfig, TextEncoders, create_tiny_text_encoders
+from t2v.config import TextEncoderConfig
+from t2v.text_encoders import TextEncoders
+from t2v.world.text_encoders import create_tiny_text_encoders
 
 ROOT = Path(__file__).resolve().parents[2]
 

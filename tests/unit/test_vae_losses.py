@@ -296,7 +296,7 @@ def test_perceptual_weight_without_weights_uri_is_rejected_naming_the_field(tmp_
 
 def _clips_manifest(root: Path, n: int = 3) -> dict:
     """A curate-like manifest over one webdataset shard of small moving-square clips."""
-    from t2v.data import write_shards
+    from t2v.shards import write_shards
     from t2v.video import encode_mp4_bytes
 
     samples = []
@@ -318,8 +318,9 @@ def _clips_manifest(root: Path, n: int = 3) -> dict:
 def test_train_vae_runs_with_lpips_and_gan_and_logs_the_parts(tmp_path):
     import mlflow
 
+    from components.framework import catalog
+    from components.framework.context import StageContext
     from t2v import tracking
-    from t2v.stage import StageContext
 
     torch.manual_seed(0)
     weights = tmp_path / "lpips-random.pth"
@@ -343,7 +344,7 @@ def test_train_vae_runs_with_lpips_and_gan_and_logs_the_parts(tmp_path):
         tracking_uri, "test-vae-losses", "r", tags={}, artifact_location=(tmp_path / "artifacts").as_uri()
     )
     ctx = StageContext(config=cfg, run_root=str(tmp_path / "runs"), tracking_uri=tracking_uri, parent_run_id=parent)
-    manifest = train_vae.run(ctx, _clips_manifest(tmp_path / "clips"))
+    manifest = catalog.get("train-vae")(ctx, clips=_clips_manifest(tmp_path / "clips"))
 
     assert manifest["summary"]["steps"] == 3 and np.isfinite(manifest["summary"]["final_loss"])
     disc_file = manifest["files"]["checkpoint/discriminator.safetensors"]

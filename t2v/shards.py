@@ -3,7 +3,9 @@
 Both are webdataset tar shards in the object store. Clip samples hold ``mp4`` + ``json`` + ``txt``;
 latent samples hold ``video.npy`` (VAE latents ``[F, C, h, w]``), ``image.npy`` (the first frame's
 latent ``[1, C, h, w]``), the text states and masks of both encoders, and ``json`` (clip id, caption,
-quality). Readers take the URIs from a stage manifest; S3 shards are fetched to a temporary folder.
+quality). Beside the latent shards, ``negative.npz`` holds the negative prompt's text states (caption
+dropout and classifier-free guidance). Readers take the URIs from a stage manifest; S3 shards are fetched
+to a temporary folder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from t2v import storage
+from t2v.errors import StageError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,6 @@ def shard_uris(manifest: dict[str, Any], key: str = "shards") -> list[str]:
     entries = manifest.get("files", {})
     uris = [entry["uri"] for name, entry in sorted(entries.items()) if name.startswith(f"{key}/")]
     if not uris:
-        from t2v.stage import StageError
-
         raise StageError(f"{manifest.get('manifest_uri', manifest.get('stage'))}: manifest lists no {key}")
     return uris
 
@@ -168,3 +169,10 @@ def load_latents(manifest: dict[str, Any]) -> list[LatentSample]:
                 )
             )
     return out
+
+
+def load_negative(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The negative prompt's text states and masks an encode manifest names (``negative_uri``)."""
+    with storage.local_file_for(manifest["negative_uri"]) as path:
+        data = np.load(path)
+        return {k: data[k] for k in data.files}

@@ -1,37 +1,20 @@
-"""The one configuration tree.
+"""The sections of the configuration tree, one class per top-level YAML file of a profile (the networks'
+architectures are in :mod:`model.config`, curation's thresholds in :mod:`t2v.config.curate`, the text
+encoders' settings in :mod:`t2v.config.text_encoders`).
 
-A profile is a folder ``configs/<profile>/`` holding one YAML file per top-level section of
-:class:`ProjectConfig` (``world.yaml``, ``curate.yaml``, ``t2i.yaml``, ...). Loading merges the files,
-applies ``--set section.field=value`` overrides and validates the whole tree with pydantic before any work
-starts; an invalid value raises :class:`ConfigError` whose message names the file, the field and the
-allowed range.
-
-Components receive the resolved tree as JSON (:func:`ProjectConfig.to_json`) and validate it again, so a
-pipeline run is self-describing and the cluster never needs the ``configs/`` folder.
+Training and inference settings say how a network runs (attention backend, activation checkpointing,
+precision); they are never saved with a checkpoint, whose ``config.json`` holds the architecture alone.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components.curate.config import CurateConfig
-from model.config import DiTConfig, VAEConfig
-from t2v import launcher
-from t2v.text_encoders import TextEncoderConfig
-from t2v.world.config import WorldConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class ConfigError(ValueError):
-    """A configuration could not be loaded or failed validation; the message names the field."""
+from model.config import AttentionBackend, VAEConfig
+from t2v.config.curate import CurateConfig
+from t2v.launch import naming
 
 
 class Strict(BaseModel):
@@ -169,7 +152,12 @@ class DiTStageConfig(Strict):
     nproc_per_node: int = Field(1, ge=1, le=64)
     num_nodes: int = Field(1, ge=1)
     launcher: Literal["local", "trainjob", "pytorchjob"] = "local"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # how the network runs while it trains (not saved with the checkpoint)
+    attention_backend: AttentionBackend = Field("auto", description="auto (flash-attn when it applies, else SDPA), sdpa, flash or math")
+    activation_checkpointing: bool = Field(False, description="recompute each DiT block in the backward pass (less activation memory)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: forward and backward under bf16 autocast; weights, gradients and optimizer state stay fp32"
+    )
     seed: int = 0
     log_every: int = Field(10, ge=1)
 
@@ -191,6 +179,7 @@ class EvaluateConfig(Strict):
     seed: int = 1234
     num_sample_videos: int = Field(4, ge=0)
     compare_untrained: bool = Field(True, description="also score a randomly initialised DiT as a floor")
+    attention_backend: AttentionBackend = Field("auto", description="attention of the DiT while sampling")
     # The gate: the challenger alias is set only when the mean checker score reaches this.
     gate_min_score: float = Field(0.5, ge=0.0, le=1.0)
 
@@ -219,152 +208,18 @@ class ClusterConfig(Strict):
     """Where tasks run on the cluster (compiled into the pipeline; the local runner ignores it). The
     defaults match the node pools of infra/terraform and the queues of infra/addons."""
 
-    namespace: str = "kubeflow"
+    # Where training jobs (TrainJob / PyTorchJob) are created; None: the namespace the pipeline task runs in.
+    namespace: str | None = None
     # Pipeline runs run as this account (charts/pipeline-rbac): it may create TrainJobs and read pod logs.
     service_account: str = "t2v-pipeline-runner"
-    pool_label: str = launcher.GPU_POOL_LABEL
-    cpu_pool: str = launcher.POOL_CPU
-    gpu_pool: str = launcher.POOL_GPU
-    gpu_taint_key: str = launcher.GPU_TAINT_KEY
-    gpu_resource: str = launcher.GPU_RESOURCE
+    pool_label: str = naming.GPU_POOL_LABEL
+    cpu_pool: str = naming.POOL_CPU
+    gpu_pool: str = naming.POOL_GPU
+    gpu_taint_key: str = naming.GPU_TAINT_KEY
+    gpu_resource: str = naming.GPU_RESOURCE
     resources: ClusterResources = ClusterResources()
     # Retries of the idempotent data stages (transient S3/API errors on the cluster). The local runner
     # honours them too, which only delays a user error: the tiny profile turns them off.
     task_retries: bool = True
 
 
-class ProjectConfig(Strict):
-    profile: str
-    storage: StorageConfig = StorageConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    source: DataSourceConfig = DataSourceConfig()
-    world: WorldConfig
-    curate: CurateStageConfig
-    vae: VAEStageConfig
-    text_encoders: TextEncoderConfig
-    encode: EncodeConfig
-    dit: DiTConfig
-    t2i: DiTStageConfig
-    t2vi: DiTStageConfig
-    t2v: DiTStageConfig
-    evaluate: EvaluateConfig = EvaluateConfig()
-    registry: RegisterConfig = RegisterConfig()
-    cluster: ClusterConfig = ClusterConfig()
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.dit.in_channels != self.vae.model.z_channels:
-            raise ValueError(
-                f"dit.in_channels ({self.dit.in_channels}) must equal vae.model.z_channels "
-                f"({self.vae.model.z_channels})"
-            )
-        return self
-
-    def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> ProjectConfig:
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as exc:
-            raise ConfigError(_format_errors(exc, source="config JSON")) from None
-
-    def config_hash(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
-
-    def section(self, name: str) -> dict[str, Any]:
-        return getattr(self, name).model_dump(mode="json")
-
-
-STAGE_ORDER = (
-    "prepare-data",
-    "curate-shard",
-    "curate",
-    "train-vae",
-    "encode",
-    "t2i",
-    "t2vi",
-    "t2v",
-    "evaluate",
-    "register",
-)
-
-
-SUBSECTION_FILES = {"vae_model": ("vae", "model"), "vae_train": ("vae", "train")}
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get("T2V_CONFIG_DIR", REPO_ROOT / "configs"))
-
-
-def available_profiles() -> list[str]:
-    root = config_dir()
-    return sorted(p.name for p in root.iterdir() if (p / "dit.yaml").is_file()) if root.is_dir() else []
-
-
-def _format_errors(exc: ValidationError, source: str, origin: dict[str, str] | None = None) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"])
-        where = (origin or {}).get(str(err["loc"][0]) if err["loc"] else "", source)
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
-        lines.append(f"{where}: {loc or '<root>'}: {err['msg']}{shown}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def _parse_override(text: str) -> tuple[list[str], Any]:
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected section.field=value")
-    key, raw = text.split("=", 1)
-    path = [part for part in key.strip().split(".") if part]
-    if not path:
-        raise ConfigError(f"override {text!r}: empty field name")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    return path, value
-
-
-def load_config(profile: str | Path = "tiny", overrides: list[str] | None = None) -> ProjectConfig:
-    """Load ``configs/<profile>/*.yaml`` (or a folder path), apply ``a.b=c`` overrides and validate."""
-    folder = Path(profile)
-    if not folder.is_dir():
-        folder = config_dir() / str(profile)
-    if not folder.is_dir():
-        raise ConfigError(
-            f"unknown profile {str(profile)!r}: no folder {folder} (profiles: {', '.join(available_profiles()) or 'none'})"
-        )
-    tree: dict[str, Any] = {"profile": folder.name}
-    origin: dict[str, str] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        section = path.stem
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of fields")
-        # vae_model.yaml / vae_train.yaml fill vae.model / vae.train; other files the section of their name.
-        if section in SUBSECTION_FILES:
-            parent, child = SUBSECTION_FILES[section]
-            tree.setdefault(parent, {})[child] = data
-            origin[parent] = str(path)
-        else:
-            tree[section] = data
-            origin[section] = str(path)
-    for text in overrides or []:
-        keys, value = _parse_override(text)
-        node = tree
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {key} is not a section")
-        node[keys[-1]] = value
-        origin.setdefault(keys[0], f"--set {text}")
-    try:
-        return ProjectConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source=str(folder), origin=origin)) from None

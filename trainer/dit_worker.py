@@ -1,5 +1,5 @@
 """The DiT training worker: one process per GPU (or CPU slot), started by ``torchrun`` locally or by a
-Kubeflow Trainer TrainJob on the cluster. ``python -m components.train_dit.worker --job <uri>``.
+Kubeflow Trainer TrainJob on the cluster. ``python -m trainer.dit_worker --job <uri>``.
 
 The job file (written by the t2i / t2vi / t2v component) names the resolved config, the latent shards,
 the checkpoint to start from, where to write the new checkpoint and the MLflow run to log into. Rank 0
@@ -23,8 +23,8 @@ import torch.distributed as dist
 
 from t2v import checkpoints, storage
 from t2v.config import DiTStageConfig, ProjectConfig
-from t2v.data import LatentSample, load_latents
-from t2v.stage import Progress
+from t2v.progress import Progress
+from t2v.shards import LatentSample, load_latents, load_negative
 
 log = logging.getLogger("t2v.train_dit")
 
@@ -91,22 +91,24 @@ def training_loss(dit, batch: Batch, stage_cfg: DiTStageConfig, generator: torch
 
     data = batch.latents
     noise = torch.randn(data.shape, generator=generator)
-    sigma = fm.sample_training_sigmas(
+    t = fm.sample_training_timesteps(
         data.shape[0],
         generator=generator,
         distribution=stage_cfg.timestep_sampling,
         logit_mean=stage_cfg.logit_mean,
         logit_std=stage_cfg.logit_std,
     )
-    noisy = fm.noisy_latents(data, noise, sigma)
-    prediction = dit(
-        noisy,
-        fm.model_timestep(sigma),
-        llm_states=batch.llm_states,
-        llm_mask=batch.llm_mask,
-        clip_states=batch.clip_states,
-        clip_mask=batch.clip_mask,
-    )
+    noisy = fm.noisy_latents(data, noise, t)
+    # bf16: the forward (and so the backward) under autocast; weights, gradients and the loss stay fp32
+    with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=stage_cfg.precision == "bf16"):
+        prediction = dit(
+            noisy,
+            fm.model_timestep(t),
+            llm_states=batch.llm_states,
+            llm_mask=batch.llm_mask,
+            clip_states=batch.clip_states,
+            clip_mask=batch.clip_mask,
+        )
     return fm.flow_matching_loss(prediction, fm.velocity_target(data, noise))
 
 
@@ -119,7 +121,6 @@ def init_distributed() -> tuple[int, int]:
 
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
-    from components.encode.stage import load_negative
     from model.dit import StepVideoDiT
 
     config = ProjectConfig.from_json(job["config_json"])
@@ -139,7 +140,11 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     if not samples:
         raise SystemExit(f"{stage}: no latent samples pass min_quality={stage_cfg.min_quality}")
     negative = load_negative(job["latents"])
-    dit = StepVideoDiT(config.dit)
+    dit = StepVideoDiT(
+        config.dit,
+        attention_backend=stage_cfg.attention_backend,
+        activation_checkpointing=stage_cfg.activation_checkpointing,
+    )
     if job.get("init_checkpoint_uri"):
         dit.load_state_dict(checkpoints.load_state_dict(job["init_checkpoint_uri"], checkpoints.DIT_WEIGHTS))
         if rank == 0:

@@ -197,11 +197,11 @@ def submit(profile, overrides, host, tracking_uri, package, run_name, upload_onl
 @click.option("--shard-index", type=int, default=0, show_default=True, help="for curate-shard")
 def stage(name, profile, overrides, run_name, tracking_uri, root, parent_run_id, inputs, shard_index) -> None:
     """Run one stage outside KFP, reading the earlier stages' manifests of RUN_NAME."""
-    from components.runtime import STAGES
+    from components.framework import catalog
     from pipelines.stage_runner import run_stage
 
-    if name not in STAGES:
-        raise click.ClickException(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    if name not in catalog.names():
+        raise click.ClickException(f"unknown stage {name!r}; stages: {', '.join(catalog.names())}")
     cfg = _config(profile, overrides)
     try:
         manifest = run_stage(
@@ -212,7 +212,7 @@ def stage(name, profile, overrides, run_name, tracking_uri, root, parent_run_id,
             root,
             parent_run_id,
             dict(i.split("=", 1) for i in inputs),
-            shard_index,
+            options={"shard_index": shard_index} if catalog.get(name).instance else None,
         )
     except (ValueError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -338,6 +338,7 @@ def generate(
             shift or ev.shift,
             ev.seed if seed is None else seed,
             ev.negative_prompt,
+            attention_backend=ev.attention_backend,
         )
     except (ValueError, RuntimeError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None

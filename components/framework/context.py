@@ -1,0 +1,52 @@
+"""What a stage knows besides its inputs: the resolved configuration, where the run's data lives, the
+MLflow parent run and the lineage (git sha, pipeline version, run name). Built from the pipeline
+parameters every component receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from t2v import storage, tracking
+from t2v.config import ProjectConfig
+
+
+@dataclass
+class StageContext:
+    config: ProjectConfig
+    run_root: str
+    tracking_uri: str
+    parent_run_id: str
+    pipeline_version: str = "dev"
+    git_sha: str = "unknown"
+    run_name: str = "local"
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(
+        cls,
+        config_json: str,
+        run_root: str,
+        tracking_uri: str,
+        parent_run_id: str,
+        pipeline_version: str = "dev",
+        git_sha: str = "unknown",
+        run_name: str = "local",
+    ) -> StageContext:
+        return cls(
+            config=ProjectConfig.from_json(config_json),
+            run_root=run_root,
+            tracking_uri=tracking_uri,
+            parent_run_id=parent_run_id,
+            pipeline_version=pipeline_version,
+            git_sha=git_sha,
+            run_name=run_name,
+        )
+
+    def stage_uri(self, stage: str) -> str:
+        """``<run root>/<stage>``: where a stage writes its bulk outputs and its manifest."""
+        return storage.join(self.run_root, stage)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The lineage tags every child run carries (the parent run carries the same)."""
+        return {**tracking.lineage_tags(self.config, self.run_name, self.git_sha, self.pipeline_version), **self.extra_tags}

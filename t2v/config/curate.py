@@ -1,0 +1,133 @@
+"""Curation settings (:class:`CurateConfig`), validated by pydantic before any work starts.
+
+The Step-Video-T2V report gives no curation thresholds; the values here are our choices. Every score is
+measured on frames resized so that their longer side is ``analysis_size`` pixels, which keeps thresholds
+independent of the source resolution (motion is measured in percent of the frame width per frame).
+A bad value raises ``pydantic.ValidationError`` naming the field and the allowed range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class CurateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- scene splitting (PySceneDetect) ---
+    scene_detector: Literal["content", "adaptive"] = Field(
+        "content", description="PySceneDetect detector class: ContentDetector or AdaptiveDetector"
+    )
+    scene_threshold: float = Field(
+        27.0,
+        gt=0.0,
+        le=255.0,
+        description="ContentDetector threshold (or AdaptiveDetector adaptive_threshold)",
+    )
+    scene_min_len: int = Field(6, ge=1, le=100_000, description="minimum scene length in frames")
+    scene_trim_frames: int = Field(
+        1, ge=0, le=100, description="frames dropped at each end of a scene (cut transitions)"
+    )
+
+    # --- clips ---
+    clip_min_frames: int = Field(16, ge=2, le=100_000, description="shorter scene remainders are dropped")
+    clip_max_frames: int = Field(64, ge=2, le=100_000, description="longer scenes are cut into several clips")
+
+    # --- scoring ---
+    analysis_size: int = Field(128, ge=32, le=2048, description="longer side (pixels) frames are scored at")
+    max_analysis_frames: int = Field(16, ge=2, le=1024, description="frames sampled per clip for scoring")
+    dark_max_luma: float = Field(40.0, ge=0.0, le=255.0, description="dark if mean luma (0-255) is below")
+    blur_min_sharpness: float = Field(
+        0.18,
+        ge=0.0,
+        le=10.0,
+        description="blurred if the edge sharpness (steepest slope / contrast range, ~0.4/sigma) is below",
+    )
+    motion_min: float = Field(
+        0.2, ge=0.0, le=100.0, description="static if optical-flow motion (% of width per frame) is below"
+    )
+    motion_max: float = Field(
+        6.0, gt=0.0, le=1000.0, description="too fast if optical-flow motion (% of width per frame) is above"
+    )
+    border_max_level: float = Field(
+        12.0, ge=0.0, le=127.0, description="rows/columns whose brightest channel stays below this are bars"
+    )
+    border_min_fraction: float = Field(
+        0.05, gt=0.0, le=0.5, description="black_borders if bars cover at least this share of height or width"
+    )
+    text_band_fraction: float = Field(0.25, gt=0.0, le=0.5, description="bottom band searched for subtitles")
+    subtitle_threshold: float = Field(
+        0.05, ge=0.0, le=1.0, description="subtitles if the bright thin-stroke density of the band exceeds"
+    )
+    watermark_corner_fraction: float = Field(
+        0.25, gt=0.0, le=0.5, description="corner box (share of height and width) searched for watermarks"
+    )
+    watermark_threshold: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="watermark if the persistent thin-stroke density of a corner exceeds",
+    )
+    saturation_max: float = Field(
+        0.95, ge=0.0, le=1.0, description="oversaturated if mean HSV saturation exceeds"
+    )
+
+    # --- near-duplicates and balancing (cross-clip; within a shard and again across shards) ---
+    dedup_hash_size: int = Field(8, ge=4, le=32, description="perceptual hash side (bits = side^2)")
+    dedup_max_hamming: float = Field(
+        16.0,
+        ge=0.0,
+        le=1024.0,
+        description="near-duplicate candidates: mean Hamming distance of the frames' perceptual hashes at most",
+    )
+    dedup_max_colour_distance: float = Field(
+        5.0,
+        ge=0.0,
+        le=300.0,
+        description="candidates are duplicates if their colour thumbnails differ by at most this (CIELAB units)",
+    )
+    concept_cap: int = Field(
+        0, ge=0, description="at most this many kept clips per caption concept (0 = off)"
+    )
+    concept_cap_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="at most this share of the kept clips per caption concept"
+    )
+
+    # --- output ---
+    shard_max_clips: int = Field(64, ge=1, le=1_000_000, description="clips per webdataset shard")
+    output_height: int = Field(0, ge=0, le=8192, description="clip height; 0 keeps the source size")
+    output_width: int = Field(0, ge=0, le=8192, description="clip width; 0 keeps the source size")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CurateConfig:
+        if self.clip_min_frames > self.clip_max_frames:
+            raise ValueError(
+                f"clip_min_frames ({self.clip_min_frames}) must not exceed clip_max_frames ({self.clip_max_frames})"
+            )
+        if self.motion_min >= self.motion_max:
+            raise ValueError(f"motion_min ({self.motion_min}) must be below motion_max ({self.motion_max})")
+        if self.dedup_max_hamming > self.dedup_hash_size**2:
+            raise ValueError(
+                f"dedup_max_hamming ({self.dedup_max_hamming}) must not exceed the hash bits "
+                f"({self.dedup_hash_size**2})"
+            )
+        if (self.output_height == 0) != (self.output_width == 0):
+            raise ValueError("output_height and output_width must both be 0 (keep) or both be set")
+        if self.output_height % 2 or self.output_width % 2:
+            raise ValueError(
+                f"output_height/output_width must be even for H.264 (got {self.output_height}x{self.output_width})"
+            )
+        return self
+
+
+def load_curate_config(path: str | Path) -> CurateConfig:
+    """Read ``configs/<profile>/curate.yaml``: either the stage layout (``num_shards`` + ``filters``,
+    as :mod:`t2v.config` loads it) or a flat mapping of :class:`CurateConfig` fields."""
+    data: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {}
+    if "filters" in data:
+        data = data["filters"] or {}
+    return CurateConfig.model_validate(data)
