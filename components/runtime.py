@@ -37,9 +37,6 @@ def _read_input(artifact: Any, read_manifest: Callable[[Any], dict[str, Any]]) -
     return read_manifest(artifact.path)
 
 
-CONTEXT_KEYS = ("config_json", "run_root", "tracking_uri", "parent_run_id", "pipeline_version", "git_sha", "run_name")
-
-
 def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run ``stage`` for a KFP component body::
 
@@ -51,7 +48,7 @@ def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = 
     ``.path``, or lists of them from ``dsl.Collected``), the output artifacts named in ``outputs``, and
     plain options passed on to the stage function."""
     from components.framework import catalog
-    from components.framework.context import StageContext
+    from components.framework.context import CONTEXT_KEYS, StageContext
     from components.framework.manifests import read_manifest, write_artifact
     from t2v.errors import UserError
 

@@ -19,6 +19,7 @@ from components.curate.component import curate_merge, curate_shard
 from components.encode.component import encode
 from components.evaluate.component import evaluate
 from components.framework import catalog
+from components.framework.context import CONTEXT_KEYS
 from components.prepare_data.component import prepare_data
 from components.register.component import register
 from components.tracking.component import finish_tracking
@@ -61,15 +62,7 @@ def build_pipeline(cluster: ClusterConfig):
         git_sha: str = "unknown",
         curate_shards: list = [0],  # noqa: B006 - KFP pipeline parameters need literal defaults
     ):
-        ctx = dict(
-            config_json=config_json,
-            run_root=run_root,
-            tracking_uri=tracking_uri,
-            parent_run_id=parent_run_id,
-            pipeline_version=pipeline_version,
-            git_sha=git_sha,
-            run_name=run_name,
-        )
+        ctx = {name: value for name, value in locals().items() if name in CONTEXT_KEYS}  # every task's run context
         exit_task = finish_tracking(tracking_uri=tracking_uri, parent_run_id=parent_run_id)
         exit_task.set_caching_options(enable_caching=False)
         exit_task.set_display_name("finish-tracking")

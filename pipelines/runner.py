@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from components.framework import catalog
+from components.framework.context import CONTEXT_KEYS
 from components.framework.manifests import MANIFEST_NAME
 from t2v import __version__, storage, tracking
 from t2v.config import ProjectConfig
@@ -34,15 +35,6 @@ def default_run_name(cfg: ProjectConfig) -> str:
     return f"{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
 
-def absolute_tracking_uri(uri: str) -> str:
-    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (components run in other folders)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri[len("sqlite:///") :]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    return uri
-
-
 def parent_tags(cfg: ProjectConfig, run_name: str, sha: str, version: str, run_root: str, orchestrator: str) -> dict[str, str]:
     """The lineage tags of a pipeline's MLflow parent run (its child runs carry the same first five)."""
     return {
@@ -50,6 +42,48 @@ def parent_tags(cfg: ProjectConfig, run_name: str, sha: str, version: str, run_r
         "t2v.run_root": run_root,
         "t2v.orchestrator": orchestrator,
     }
+
+
+def open_parent_run(
+    cfg: ProjectConfig,
+    run_name: str,
+    tracking_uri: str,
+    run_root: str,
+    sha: str,
+    version: str,
+    orchestrator: str,
+    params: dict[str, Any] | None = None,
+    mlflow_run_name: str | None = None,
+) -> str:
+    """Open a pipeline's MLflow parent run (with its lineage tags); returns its id. A local tracking store
+    keeps artifacts under ``tracking.default_artifact_root``; a server decides for itself."""
+    artifact_location = None if tracking_uri.startswith("http") else storage.to_uri(cfg.tracking.default_artifact_root)
+    return tracking.start_parent_run(
+        tracking_uri,
+        cfg.tracking.experiment,
+        mlflow_run_name or run_name,
+        parent_tags(cfg, run_name, sha, version, run_root=run_root, orchestrator=orchestrator),
+        params=params,
+        artifact_location=artifact_location,
+    )
+
+
+def run_parameters(
+    cfg: ProjectConfig, run_root: str, tracking_uri: str, parent_run_id: str, run_name: str, version: str, sha: str
+) -> dict[str, Any]:
+    """The pipeline parameters of one run: the run context every task receives (``CONTEXT_KEYS``) and the
+    curation fan-out."""
+    context = {
+        "config_json": cfg.to_json(),
+        "run_root": run_root,
+        "tracking_uri": tracking_uri,
+        "parent_run_id": parent_run_id,
+        "run_name": run_name,
+        "pipeline_version": version,
+        "git_sha": sha,
+    }
+    assert set(context) == set(CONTEXT_KEYS)
+    return {**context, "curate_shards": list(range(cfg.curate.num_shards))}
 
 
 def compile_pipeline(cfg: ProjectConfig, out: str | Path) -> dict[str, Any]:
@@ -102,19 +136,12 @@ def run_local(
 
     start = time.monotonic()
     run_name = run_name or default_run_name(cfg)
-    tracking_uri = absolute_tracking_uri(tracking_uri or cfg.tracking.default_tracking_uri)
+    tracking_uri = tracking.absolute_tracking_uri(tracking_uri or cfg.tracking.default_tracking_uri)
     run_root = storage.join(storage.to_uri(root or cfg.storage.root), run_name)
     sha = tracking.git_sha()
     version = pipeline_version(sha)
-    artifact_root = cfg.tracking.default_artifact_root
-    artifact_location = None if tracking_uri.startswith("http") else storage.to_uri(artifact_root)
-    parent_run_id = tracking.start_parent_run(
-        tracking_uri,
-        cfg.tracking.experiment,
-        run_name,
-        parent_tags(cfg, run_name, sha, version, run_root=run_root, orchestrator="kfp.local"),
-        params=cfg.model_dump(mode="json"),
-        artifact_location=artifact_location,
+    parent_run_id = open_parent_run(
+        cfg, run_name, tracking_uri, run_root, sha, version, "kfp.local", params=cfg.model_dump(mode="json")
     )
     log.info("run %s: parent MLflow run %s, data under %s", run_name, parent_run_id, run_root)
     pipeline_root = Path(pipeline_root).resolve()
@@ -122,16 +149,7 @@ def run_local(
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     pipeline = build_pipeline(cfg.cluster)
     try:
-        pipeline(
-            config_json=cfg.to_json(),
-            run_root=run_root,
-            tracking_uri=tracking_uri,
-            parent_run_id=parent_run_id,
-            run_name=run_name,
-            pipeline_version=version,
-            git_sha=sha,
-            curate_shards=list(range(cfg.curate.num_shards)),
-        )
+        pipeline(**run_parameters(cfg, run_root, tracking_uri, parent_run_id, run_name, version, sha))
     except RuntimeError as exc:
         # The exit handler has closed the parent run as FAILED; make sure even if it could not run.
         run = tracking._mlflow(tracking_uri).MlflowClient().get_run(parent_run_id)
@@ -184,25 +202,16 @@ def submit(
         return out
     run_name = run_name or default_run_name(cfg)
     run_root = storage.join(cfg.storage.root, run_name)
-    parent_run_id = tracking.start_parent_run(
-        tracking_uri,
-        cfg.tracking.experiment,
-        run_name,
-        parent_tags(cfg, run_name, stamped["git_sha"], version_name, run_root=run_root, orchestrator=host),
-        params=cfg.model_dump(mode="json"),
+    sha = stamped["git_sha"]
+    parent_run_id = open_parent_run(
+        cfg, run_name, tracking_uri, run_root, sha, version_name, host, params=cfg.model_dump(mode="json")
     )
     run = client.run_pipeline(
         experiment_id=client.create_experiment(experiment).experiment_id,
         job_name=run_name,
         pipeline_id=pipeline_id,
         version_id=version.pipeline_version_id,
-        params={
-            "config_json": cfg.to_json(),
-            "run_root": run_root,
-            "tracking_uri": tracking_uri,
-            "parent_run_id": parent_run_id,
-            "run_name": run_name,
-        },
+        params=run_parameters(cfg, run_root, tracking_uri, parent_run_id, run_name, version_name, sha),
         enable_caching=False,
         service_account=cfg.cluster.service_account,
     )

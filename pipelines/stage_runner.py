@@ -13,7 +13,7 @@ from components.framework import catalog
 from components.framework.context import StageContext
 from components.framework.manifests import MANIFEST_NAME, read_manifest
 from components.runtime import configure_logging
-from pipelines.runner import absolute_tracking_uri, parent_tags, pipeline_version
+from pipelines.runner import open_parent_run, pipeline_version
 from t2v import storage, tracking
 from t2v.config import ProjectConfig
 from t2v.errors import StageError
@@ -49,7 +49,7 @@ def run_stage(
 ) -> dict[str, Any]:
     configure_logging()
     stage = catalog.get(name)
-    tracking_uri = absolute_tracking_uri(tracking_uri or cfg.tracking.default_tracking_uri)
+    tracking_uri = tracking.absolute_tracking_uri(tracking_uri or cfg.tracking.default_tracking_uri)
     run_root = storage.join(storage.to_uri(root or cfg.storage.root), run_name)
     sha = tracking.git_sha()
     version = pipeline_version(sha)
@@ -57,13 +57,8 @@ def run_stage(
     ctx = StageContext(cfg, run_root, tracking_uri, parent_run_id or "", version, sha, run_name)
     inputs = {input_name: _input_manifest(ctx, name, input_name, overrides) for input_name in stage.inputs}
     if own_parent:
-        artifact_location = None if tracking_uri.startswith("http") else storage.to_uri(cfg.tracking.default_artifact_root)
-        ctx.parent_run_id = tracking.start_parent_run(
-            tracking_uri,
-            cfg.tracking.experiment,
-            f"{run_name}:{name}",
-            parent_tags(cfg, run_name, sha, version, run_root=run_root, orchestrator="t2v stage"),
-            artifact_location=artifact_location,
+        ctx.parent_run_id = open_parent_run(
+            cfg, run_name, tracking_uri, run_root, sha, version, "t2v stage", mlflow_run_name=f"{run_name}:{name}"
         )
     status = "FAILED"
     try:

@@ -187,19 +187,23 @@ class TextEncoders:
                 raise ValueError(f"TextEncoderConfig.{name}={width} but the model at that path is {hidden}-d")
         return cls(cfg, clip_tokenizer, clip_model, llm_tokenizer, llm_model, device)
 
+    def _tokens(self, tokenizer, prompts: list[str], max_length: int):
+        """A transformers tokenizer's ids and mask, padded (right) and cut to ``max_length``."""
+        return tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=max_length,
+            truncation=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        ).to(self.device)
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> TextEmbeddings:
         """Prompts -> padded hidden states and masks (CLIP to clip_max_length, LLM to llm_max_length)."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        clip_in = self.clip_tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.cfg.clip_max_length,
-            truncation=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        ).to(self.device)
+        clip_in = self._tokens(self.clip_tokenizer, prompts, self.cfg.clip_max_length)
         clip_out = self.clip_model(input_ids=clip_in["input_ids"], attention_mask=clip_in["attention_mask"])
         if isinstance(self.llm_tokenizer, StepTokenizer):
             ids, mask = self.llm_tokenizer(list(prompts), self.cfg.llm_max_length)
@@ -211,14 +215,7 @@ class TextEncoders:
                 llm_states=states,
                 llm_mask=mask.bool(),
             )
-        llm_in = self.llm_tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.cfg.llm_max_length,
-            truncation=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        ).to(self.device)
+        llm_in = self._tokens(self.llm_tokenizer, prompts, self.cfg.llm_max_length)
         llm_out = self.llm_model(input_ids=llm_in["input_ids"], attention_mask=llm_in["attention_mask"])
         return TextEmbeddings(
             clip_states=clip_out.last_hidden_state,

@@ -54,6 +54,15 @@ def git_sha(default: str = "unknown") -> str:
     return default
 
 
+def absolute_tracking_uri(uri: str) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db`` (components run in other folders)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///") :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return uri
+
+
 def lineage_tags(config, run_name: str, sha: str, version: str) -> dict[str, str]:
     """The tags that tie an MLflow run to its code, configuration and pipeline run (a parent run and
     each of its stages' child runs carry them)."""

@@ -311,9 +311,9 @@ def generate(
     tracking_uri,
 ) -> None:
     """Text in, mp4 out, from a registered or file/S3 checkpoint."""
-    from pipelines.runner import absolute_tracking_uri
     from t2v.generate import generate as generate_
     from t2v.generate import resolve
+    from t2v.tracking import absolute_tracking_uri
     from t2v.video import write_mp4
 
     cfg = _config(profile, overrides)
@@ -414,11 +414,14 @@ def model_verify(uri, network, profile, overrides) -> None:
 @click.option("--from-alias", default="challenger", show_default=True)
 @click.option("--to-alias", default="champion", show_default=True)
 @click.option("--rollback", is_flag=True, help="point the alias back at the version it replaced")
-@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None)
+@click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="default: the profile's local tracking store"
+)
+@profile_option
 @click.option("--allow-local", is_flag=True, help="allow outside CI (for a local registry)")
 @click.option("--allow-worse", is_flag=True, help="skip the no-regression check against the champion")
 def promote(
-    model_name, version, from_alias, to_alias, rollback, tracking_uri, allow_local, allow_worse
+    model_name, version, from_alias, to_alias, rollback, tracking_uri, profile, allow_local, allow_worse
 ) -> None:
     """Move the champion alias to a checked challenger (CI only), or roll it back."""
     from dataclasses import asdict
@@ -426,7 +429,9 @@ def promote(
     from t2v.registry import PromotionError
     from t2v.registry import promote as promote_
     from t2v.registry import rollback as rollback_
+    from t2v.tracking import absolute_tracking_uri
 
+    tracking_uri = tracking_uri or absolute_tracking_uri(_config(profile, ()).tracking.default_tracking_uri)
     try:
         if rollback:
             record = rollback_(model_name, to_alias, tracking_uri, require_ci=not allow_local)

@@ -31,6 +31,35 @@ def _one_torch_thread():
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+#: what a test run may leave in the checkout: the environment ``make`` builds and Python's own caches
+_TREE_ALLOWED = (".venv/", ".ruff_cache/", ".pytest_cache/", "__pycache__/", ".egg-info/")
+
+
+def _tree_entries() -> set[str] | None:
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=normal"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:  # not a git checkout (an unpacked sdist): nothing to compare
+        return None
+    return {line[3:] for line in out.stdout.splitlines() if line[:2] in ("??", "!!")}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _nothing_written_into_the_tree():
+    """Tests write under their temporary folders only: a file that appears in the checkout (an
+    ``mlflow.db`` from a client with no tracking URI, a ``.runs/`` folder) fails the session."""
+    before = _tree_entries()
+    yield
+    after = _tree_entries()
+    if before is None or after is None:
+        return
+    new = sorted(e for e in after - before if not any(part in e for part in _TREE_ALLOWED))
+    assert not new, f"the test session wrote into the repository tree: {new}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

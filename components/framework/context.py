@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from t2v import storage, tracking
 from t2v.config import ProjectConfig
 
+#: the run context: the pipeline parameters every task of a run receives
+CONTEXT_KEYS = ("config_json", "run_root", "tracking_uri", "parent_run_id", "pipeline_version", "git_sha", "run_name")
+
 
 @dataclass
 class StageContext:
@@ -22,25 +25,12 @@ class StageContext:
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_params(
-        cls,
-        config_json: str,
-        run_root: str,
-        tracking_uri: str,
-        parent_run_id: str,
-        pipeline_version: str = "dev",
-        git_sha: str = "unknown",
-        run_name: str = "local",
-    ) -> StageContext:
-        return cls(
-            config=ProjectConfig.from_json(config_json),
-            run_root=run_root,
-            tracking_uri=tracking_uri,
-            parent_run_id=parent_run_id,
-            pipeline_version=pipeline_version,
-            git_sha=git_sha,
-            run_name=run_name,
-        )
+    def from_params(cls, config_json: str, **params: str) -> StageContext:
+        """From the pipeline parameters every task receives (:data:`CONTEXT_KEYS`)."""
+        unknown = set(params) - set(CONTEXT_KEYS)
+        if unknown:
+            raise TypeError(f"unknown run context parameter(s): {', '.join(sorted(unknown))}")
+        return cls(config=ProjectConfig.from_json(config_json), **params)
 
     def stage_uri(self, stage: str) -> str:
         """``<run root>/<stage>``: where a stage writes its bulk outputs and its manifest."""

@@ -7,10 +7,10 @@ pydantic models: ``spec.to_dict()`` / ``SceneSpec.from_dict(d)`` round-trip thro
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from t2v.world.config import COLOURS, DIRECTIONS, SHAPES, WorldConfig
 
@@ -29,22 +29,26 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
+def _known_colour(name: str) -> str:
+    if name not in COLOURS:
+        raise ValueError(f"unknown colour {name!r}; known: {sorted(COLOURS)}")
+    return name
+
+
+#: a colour name of the world's palette (``COLOURS``)
+Colour = Annotated[str, AfterValidator(_known_colour)]
+
+
 class ObjectSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shape: Literal["square", "circle", "triangle"]
-    colour: str
+    colour: Colour
     size: int = Field(ge=1, description="side / diameter in pixels")
     direction: Literal["left", "right", "up", "down"]
     speed: float = Field(ge=0.0, description="pixels per frame; 0 is a static object")
     speed_name: str | None = Field(None, description="the config's name for the speed (captioned if asked)")
 
-    @field_validator("colour")
-    @classmethod
-    def _known_colour(cls, v: str) -> str:
-        if v not in COLOURS:
-            raise ValueError(f"unknown colour {v!r}; known: {sorted(COLOURS)}")
-        return v
 
     @property
     def rgb(self) -> tuple[int, int, int]:
@@ -63,15 +67,9 @@ class SceneSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     objects: list[ObjectSpec] = Field(min_length=1)
-    background: str
+    background: Colour
     caption_speed: bool = False
 
-    @field_validator("background")
-    @classmethod
-    def _known_colour(cls, v: str) -> str:
-        if v not in COLOURS:
-            raise ValueError(f"unknown colour {v!r}; known: {sorted(COLOURS)}")
-        return v
 
     @property
     def background_rgb(self) -> tuple[int, int, int]:

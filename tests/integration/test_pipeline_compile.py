@@ -74,3 +74,26 @@ def test_cli_compile_writes_stamped_yaml(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "pipeline version" in result.stdout
     assert components.load_component_from_file(str(out)).description.count("profile tiny") == 1
+
+
+def test_the_dag_runs_the_catalog_stages_in_order(tmp_path):
+    """The pipeline's tasks are the catalog's stages, and each depends on the stages that feed it."""
+    from components.framework import catalog
+
+    out = tmp_path / "pipeline.yaml"
+    compile_pipeline(load_config("tiny"), out)
+    tasks = _all_tasks(yaml.safe_load_all(out.read_text()).__next__())
+    by_name = {t["taskInfo"]["name"]: key for key, t in tasks.items() if "componentRef" in t and "taskInfo" in t}
+    stage_tasks = {name for name in by_name if name != "finish-tracking"}
+    assert stage_tasks - {"training", "curate-fan-out"} == set(catalog.names())
+    checked = 0
+    for name in catalog.names():
+        artifacts = tasks[by_name[name]].get("inputs", {}).get("artifacts", {})
+        for input_name in catalog.get(name).inputs:
+            source = catalog.feeding(name, input_name)
+            produced = artifacts.get(input_name, {}).get("taskOutputArtifact")
+            if source.fan_out_root is not None or produced is None:  # collected from, or inside, the fan-out loop
+                continue
+            assert produced["producerTask"] == by_name[source.name], (name, input_name, source.name)
+            checked += 1
+    assert checked >= 12  # every hand-off outside the fan-out loop
