@@ -124,13 +124,27 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+#: the mtime of every tar member: a shard's bytes depend on its samples alone, never on the clock
+TAR_MTIME = 0.0
+
+
+def write_tar(path: Path, samples: Iterable[dict[str, Any]]) -> None:
+    """Write samples (dicts of webdataset keys -> bytes/str) into one webdataset tar at ``path``."""
+    import webdataset as wds
+
+    with wds.TarWriter(str(path), mtime=TAR_MTIME) as sink:
+        for sample in samples:
+            sink.write(sample)
+
+
 def write_shards(samples: Iterable[dict[str, Any]], out_dir: Path, prefix: str, shard_size: int) -> list[Path]:
-    """Write samples (dicts of webdataset keys -> bytes/str) into ``out_dir/<prefix>-NNNNN.tar``."""
+    """Write samples (dicts of webdataset keys -> bytes/str) into ``out_dir/<prefix>-NNNNN.tar``, at most
+    ``shard_size`` per shard."""
     import webdataset as wds
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pattern = str(out_dir / f"{prefix}-%05d.tar")
-    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:
+    with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, mtime=TAR_MTIME) as sink:
         for sample in samples:
             sink.write(sample)
     return sorted(out_dir.glob(f"{prefix}-*.tar"))

@@ -38,8 +38,8 @@ class StorageError(UserError, RuntimeError):
     """A storage operation failed; the message names the URI and the reason in one line."""
 
 
-def _is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
+def _is_s3(uri: str | Path) -> bool:
+    return str(uri).startswith("s3://")
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

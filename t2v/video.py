@@ -6,6 +6,13 @@ Reading never lets a raw library traceback escape: anything that cannot be decod
 
 libx264 with ``yuv420p`` needs even width and height: odd-sized frames are padded by repeating their last
 row/column (a warning is logged), so a written file may be one pixel larger than its input.
+
+Reproducible bytes: the RGB <-> YUV conversions (swscale) run with ``ACCURATE_RND | BITEXACT``, because
+swscale's default SIMD kernels round differently from its C code, so without these flags decoded pixels and
+encoded bitstreams depend on the CPU's instruction set (AVX2 or not, ...). With ``threads=1`` (the default)
+x264 runs with one frame thread, no sliced threads and one lookahead thread, and the mp4 is muxed with
+``+bitexact`` (no creation time, no libavformat version string): the same frames give the same file bytes
+on every machine with the same libx264 build.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from t2v.errors import UserError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -33,7 +42,7 @@ __all__ = [
 ]
 
 
-class VideoDecodeError(Exception):
+class VideoDecodeError(UserError):
     """A video could not be opened or decoded; ``str(err)`` is a one-line reason."""
 
 
@@ -57,6 +66,27 @@ def _pad_even(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _exact_sws() -> int | None:
+    """swscale flags for CPU-independent colour conversion: the default bilinear filter, with the C code's
+    accurate rounding and bit-exact results whichever SIMD kernels the CPU has (None, with a warning, on
+    a PyAV too old to pass these flags)."""
+    from av.video.reformatter import Interpolation
+
+    try:
+        return int(Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT)
+    except AttributeError:
+        global _warned_sws
+        if not _warned_sws:
+            _warned_sws = True
+            log.warning(
+                "this PyAV cannot pass swscale's BITEXACT flag: decoded/encoded pixels depend on the CPU"
+            )
+        return None
+
+
+_warned_sws = False
+
+
 def _encode(target: Any, frames: np.ndarray, fps: int, crf: int, preset: str, threads: int) -> None:
     import av
 
@@ -65,15 +95,30 @@ def _encode(target: Any, frames: np.ndarray, fps: int, crf: int, preset: str, th
         raise ValueError(f"fps must be an integer in [1, 1000], got {fps!r}")
     if not 0 <= int(crf) <= 51:
         raise ValueError(f"crf must be in [0, 51], got {crf!r}")
+    threads = int(threads)
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0 = let x264 choose), got {threads}")
     _, h, w, _ = arr.shape
-    with av.open(target, mode="w", format="mp4") as container:
+    sws = _exact_sws()
+    reformatter = av.video.reformatter.VideoReformatter()  # one swscale context for all the frames
+    # +bitexact: no libavformat version string in the file (and, as without it, a zero creation time).
+    with av.open(target, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264", rate=Fraction(int(fps), 1))
         stream.width = w
         stream.height = h
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(int(crf)), "preset": preset, "threads": str(int(threads))}
+        # PyAV's default is thread_count=0 (one per CPU); set the count before the codec opens.
+        stream.codec_context.thread_count = threads
+        stream.codec_context.thread_type = "SLICE"
+        options = {"crf": str(int(crf)), "preset": preset, "threads": str(threads)}
+        if threads == 1:  # one frame thread, no sliced threads, one lookahead thread: no timing in the output
+            options["x264-params"] = "threads=1:sliced-threads=0:lookahead-threads=1"
+        stream.options = options
         for frame in arr:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            # Convert to yuv420p here, bit-exactly, rather than in PyAV's encoder (default swscale flags).
+            rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            yuv = reformatter.reformat(rgb, format="yuv420p", interpolation=sws)
+            for packet in stream.encode(yuv):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -90,7 +135,8 @@ def write_mp4(
     """Write ``frames`` (uint8 [T, H, W, 3]) as an H.264/yuv420p mp4, atomically.
 
     ``crf`` is x264's constant rate factor (0 = lossless luma, 18 ~ visually lossless, 23 = x264 default).
-    ``threads=1`` (the default) makes the bitstream identical on every machine; 0 lets x264 choose.
+    ``threads=1`` (the default) makes the file bytes identical on every machine (with the same libx264
+    build); 0 lets x264 choose, and its slice split then depends on the number of CPUs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +154,7 @@ def write_mp4(
 def encode_mp4_bytes(
     frames: np.ndarray, fps: int, crf: int = 18, preset: str = "medium", threads: int = 1
 ) -> bytes:
-    """Encode ``frames`` to H.264 mp4 and return the file's bytes."""
+    """Encode ``frames`` to H.264 mp4 and return the file's bytes (reproducible as :func:`write_mp4`'s)."""
     buf = io.BytesIO()
     _encode(buf, frames, fps, crf, preset, threads)
     return buf.getvalue()
@@ -162,17 +208,19 @@ def _stream_fps(stream) -> float:
 def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a video file (path) or in-memory file (bytes) to (uint8 [T, H, W, 3] RGB frames, fps).
 
-    Raises :class:`VideoDecodeError` for missing, empty, truncated or garbage input, or a video with no
-    decodable frame.
+    The YUV -> RGB conversion is bit-exact (see the module docstring): the same file decodes to the same
+    pixels on every machine. Raises :class:`VideoDecodeError` for missing, empty, truncated or garbage
+    input, or a video with no decodable frame.
     """
     container = _open(src)
     frames: list[np.ndarray] = []
+    sws = _exact_sws()  # the same RGB pixels on every CPU (H.264 decoding itself is bit-exact)
     try:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
         try:
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(frame.to_ndarray(format="rgb24", interpolation=sws))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
         except Exception as exc:

@@ -1,24 +1,12 @@
 """The curate stage: raw videos -> scene-cut, scored, captioned clips in webdataset shards, a per-clip
-manifest with every score and drop reason, and an HTML report (see :mod:`components.curate.stage`).
+manifest with every score and drop reason, and an HTML report.
 
-The stage functions are imported lazily: importing the package (for example for its config class, or for
-the KFP component definitions) does not pull in webdataset, OpenCV or PyAV.
+* :mod:`components.curate.stage`           -- the curation logic on local folders (a shard, the merge);
+* :mod:`components.curate.filters`         -- the per-clip scores and drop reasons (pixels only);
+* :mod:`components.curate.report`          -- the HTML report, and each filter's precision/recall against
+  the synthetic world's planted truth;
+* :mod:`components.curate.component_stage` -- the two stages the pipeline runs (curate-shard, curate);
+* :mod:`components.curate.component`       -- their KFP components.
+
+Its settings are :class:`t2v.config.curate.CurateConfig`.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from components.curate.config import CurateConfig, load_curate_config
-
-_STAGE_NAMES = ("caption_clip", "curate_shard", "get_captioner", "kept_filter", "merge_manifests")
-
-__all__ = ["CurateConfig", "load_curate_config", *_STAGE_NAMES]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _STAGE_NAMES:
-        from components.curate import stage
-
-        return getattr(stage, name)
-    raise AttributeError(f"module 'components.curate' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Clip quality scores: each one a pure function of a clip's frames (RGB ``uint8 [T, H, W, 3]``).
 
 :func:`score_clip` resizes a clip to the analysis size and computes every score; :func:`decide` turns the
-scores into drop reasons with the thresholds of :class:`~components.curate.config.CurateConfig`. The
+scores into drop reasons with the thresholds of :class:`~t2v.config.curate.CurateConfig`. The
 reasons use the world's defect names (``static``, ``too_fast``, ``dark``, ``blurred``, ``subtitles``,
 ``watermark``, ``black_borders``, ``duplicate``) so that each filter can be scored against the planted
 truth; ``oversaturated``, ``too_short`` and ``concept_cap`` have no planted counterpart.
@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from components.curate.config import CurateConfig
+from t2v.config.curate import CurateConfig
 
 # Reasons with a planted counterpart in the synthetic world (same names as its defects).
 DEFECT_REASONS = (

@@ -15,8 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from components.curate.config import CurateConfig
 from components.curate.filters import DEFECT_REASONS
+from t2v.config.curate import CurateConfig
 
 CUT_TOLERANCE = 2  # frames
 

@@ -24,8 +24,9 @@ Idempotent and atomic: a shard's tars are written into a hidden temporary folder
 its manifest is written to a temporary name and renamed, and a ``done-{shard:03d}.json`` marker (holding
 the summary and a fingerprint of the config and the shard's inputs) is written last. Re-running a shard
 whose marker matches does no work; a crashed run leaves no tar or manifest where a reader would look.
-Everything is deterministic (x264 with one thread, fixed tar mtimes), so a recomputed shard has the same
-manifest.
+Everything is deterministic, so a recomputed shard has the same manifest and the same tar bytes: decoding
+and encoding are bit-exact on every CPU and x264 runs with one thread (:mod:`t2v.video`), and the tars are
+written with a fixed mtime (:func:`t2v.shards.write_tar`) rather than the clock's.
 
 Nothing here reads the world's planted ``defects``; :mod:`components.curate.report` uses them only to
 measure each filter's precision and recall.
@@ -47,16 +48,20 @@ from typing import Any
 
 import cv2
 import numpy as np
-import webdataset as wds
 
 from components.curate import filters
-from components.curate.config import CurateConfig
+from t2v import storage
+from t2v.config.curate import CurateConfig
+from t2v.progress import Progress
+from t2v.shards import write_tar
 from t2v.video import VideoDecodeError, encode_mp4_bytes, read_video
 
 log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
-STAGE_VERSION = "1"  # bump when the stage's outputs change meaning (invalidates done markers)
+# Bump when the stage's outputs change (invalidates done markers). 2: bit-exact decoding and encoding, and
+# tars with a fixed mtime (the same inputs give other bytes and slightly other scores than in 1).
+STAGE_VERSION = "2"
 
 
 # ---------------------------------------------------------------------------------------------- captions
@@ -187,13 +192,6 @@ def read_metadata(raw_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _jsonl(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
 
@@ -211,24 +209,6 @@ def _fingerprint(
         st = p.stat() if p.exists() else None
         h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
-
-
-class _Progress:
-    """Periodic log lines with rate and ETA."""
-
-    def __init__(self, total: int, what: str, every_s: float = 5.0):
-        self.total, self.what, self.every_s = total, what, every_s
-        self.t0 = self.last = time.monotonic()
-        self.done = 0
-
-    def step(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every_s or self.done == self.total:
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            log.info("%s: %d/%d (%.2f/s, ETA %.0fs)", self.what, self.done, self.total, rate, eta)
 
 
 def clip_id_of(video_id: str, start: int, end: int) -> str:
@@ -317,13 +297,13 @@ def curate_shard(
     t0 = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     done_path.unlink(missing_ok=True)
-    _atomic_write_text(out_dir / "curate-config.json", cfg.model_dump_json(indent=1))
+    storage.write_text(out_dir / "curate-config.json", cfg.model_dump_json(indent=1))
 
     records: list[dict[str, Any]] = []
     scene_records: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], tuple[np.ndarray, np.ndarray], int]] = []  # record, signature, fps
     clip_bytes: dict[str, tuple[bytes, tuple[int, ...]]] = {}  # kept so far: mp4 bytes, frames shape
-    progress = _Progress(len(videos), f"curate shard {tag} videos")
+    progress = Progress(f"curate shard {tag} videos", len(videos), every_s=5.0, logger=log)
     for pos, video in videos:
         vid = str(video["video_id"])
         path = raw_dir / str(video.get("file") or f"{vid}.mp4")
@@ -422,42 +402,38 @@ def curate_shard(
     tmp_dir = shards_dir / f".tmp-{tag}-{os.getpid()}"
     tmp_dir.mkdir(parents=True)
     kept_recs = [rec for rec, _, _ in pending if rec["keep"]]
+
+    def sample(rec: dict[str, Any]) -> dict[str, Any]:
+        mp4, shape = clip_bytes.pop(rec["clip_id"])
+        meta = {
+            "clip_id": rec["clip_id"],
+            "video_id": rec["video_id"],
+            "caption": rec["caption"],
+            "title": rec["title"],
+            "spec": rec["spec"],
+            "fps": rec["fps"],
+            "num_frames": int(shape[0]),
+            "height": int(shape[1]),
+            "width": int(shape[2]),
+            "start_frame": rec["start_frame"],
+            "end_frame": rec["end_frame"],
+            "scores": rec["scores"],
+        }
+        return {
+            "__key__": rec["clip_id"],
+            "mp4": mp4,
+            "json": json.dumps(meta, sort_keys=True).encode(),
+            "txt": rec["caption"].encode(),
+        }
+
     names: list[str] = []
-    if kept_recs:
-        writer = wds.ShardWriter(
-            str(tmp_dir / f"clips-{tag}-%04d.tar"), maxcount=cfg.shard_max_clips, verbose=0, mtime=0.0
-        )
-        try:
-            for i, rec in enumerate(kept_recs):
-                name = f"clips-{tag}-{i // cfg.shard_max_clips:04d}.tar"
-                rec["shard"] = f"{SHARDS_DIR}/{name}"
-                if not names or names[-1] != name:
-                    names.append(name)
-                mp4, shape = clip_bytes.pop(rec["clip_id"])
-                meta = {
-                    "clip_id": rec["clip_id"],
-                    "video_id": rec["video_id"],
-                    "caption": rec["caption"],
-                    "title": rec["title"],
-                    "spec": rec["spec"],
-                    "fps": rec["fps"],
-                    "num_frames": int(shape[0]),
-                    "height": int(shape[1]),
-                    "width": int(shape[2]),
-                    "start_frame": rec["start_frame"],
-                    "end_frame": rec["end_frame"],
-                    "scores": rec["scores"],
-                }
-                writer.write(
-                    {
-                        "__key__": rec["clip_id"],
-                        "mp4": mp4,
-                        "json": json.dumps(meta, sort_keys=True).encode(),
-                        "txt": rec["caption"].encode(),
-                    }
-                )
-        finally:
-            writer.close()
+    for first in range(0, len(kept_recs), cfg.shard_max_clips):  # shard_max_clips clips per tar
+        name = f"clips-{tag}-{first // cfg.shard_max_clips:04d}.tar"
+        group = kept_recs[first : first + cfg.shard_max_clips]
+        for rec in group:
+            rec["shard"] = f"{SHARDS_DIR}/{name}"
+        write_tar(tmp_dir / name, (sample(rec) for rec in group))
+        names.append(name)
     for old in shards_dir.glob(f"clips-{tag}-*.tar"):  # a previous run's tars of this shard
         if old.name not in names:
             old.unlink()
@@ -465,8 +441,8 @@ def curate_shard(
         os.replace(tmp_dir / name, shards_dir / name)
     shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    _atomic_write_text(out_dir / f"manifest-{tag}.jsonl", _jsonl(records))
-    _atomic_write_text(out_dir / f"scenes-{tag}.jsonl", _jsonl(scene_records))
+    storage.write_text(out_dir / f"manifest-{tag}.jsonl", _jsonl(records))
+    storage.write_text(out_dir / f"scenes-{tag}.jsonl", _jsonl(scene_records))
     summary = _summarize(records)
     summary.update(
         {
@@ -478,7 +454,7 @@ def curate_shard(
             "seconds": round(time.monotonic() - t0, 3),
         }
     )
-    _atomic_write_text(done_path, json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=1))
+    storage.write_text(done_path, json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=1))
     log.info(
         "curate shard %s: %d videos (%d corrupt), %d clips, %d kept in %.1fs",
         tag,
@@ -567,14 +543,14 @@ def merge_manifests(
             _mark_duplicate(r, clips[match[0]], match)
     _concept_cap(clips, cfg)
 
-    _atomic_write_text(out_dir / "manifest.jsonl", _jsonl(records))
+    storage.write_text(out_dir / "manifest.jsonl", _jsonl(records))
     _write_parquet(out_dir / "manifest.parquet", records)
     kept = [
         {"clip_id": r["clip_id"], "shard": r["shard"], "caption": r["caption"], "title": r["title"]}
         for r in clips
         if r["keep"]
     ]
-    _atomic_write_text(out_dir / "kept.jsonl", _jsonl(kept))
+    storage.write_text(out_dir / "kept.jsonl", _jsonl(kept))
 
     raw = Path(raw_dir) if raw_dir else None
     if raw is None:
@@ -597,7 +573,7 @@ def merge_manifests(
     )
     report.write_report(out_dir / "report.html", records, summary, cfg)
     summary["seconds"] = round(time.monotonic() - t0, 3)
-    _atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
+    storage.write_text(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
     log.info(
         "curate merge: %d clips from %d videos, %d kept (%s)",
         summary["clips"],

@@ -79,3 +79,39 @@ def test_promote_refuses_outside_ci(registry, monkeypatch):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("Error: promotion runs in CI")
+
+
+def test_alias_lookup_none_only_when_there_is_no_such_alias(registry, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from t2v.registry import version_by_alias
+
+    client, name, run_id, uri = registry
+    assert version_by_alias(uri, f"no-such-model-{uuid.uuid4().hex[:6]}", "champion") is None
+    assert version_by_alias(uri, name, "champion") is None  # the model exists, the alias does not
+    v1 = _version(client, name, run_id, "passed", 0.7)
+    client.set_registered_model_alias(name, "champion", v1)
+    assert version_by_alias(uri, name, "champion").version == v1
+    # a tracking server that does not answer is not "no champion"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    from tests.conftest import free_port
+
+    with pytest.raises(MlflowException):
+        version_by_alias(f"http://127.0.0.1:{free_port()}", name, "champion")
+
+
+def test_evaluate_fails_with_the_reason_when_the_champion_cannot_be_looked_up(monkeypatch, tmp_path):
+    from components.evaluate.stage import _champion_score
+    from components.framework.context import StageContext
+    from t2v.config import load_config
+    from t2v.errors import StageError
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    ctx = StageContext(load_config("tiny"), str(tmp_path), f"http://127.0.0.1:{free_port()}", "parent")
+    with pytest.raises(StageError, match=r"looking up step-video-t2v-tiny-dit@champion: .*127\.0\.0\.1"):
+        _champion_score(ctx)
+    local = StageContext(load_config("tiny"), str(tmp_path), f"sqlite:///{tmp_path}/m.db", "parent")
+    assert _champion_score(local) is None  # an empty registry: no champion yet

@@ -6,7 +6,10 @@ planted in 10 % of the scenes, so that every filter has a handful of positives t
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,9 @@ import yaml
 from pydantic import ValidationError
 
 from components.curate import filters
-from components.curate.config import CurateConfig, load_curate_config
 from components.curate.stage import curate_shard, kept_filter, merge_manifests
+from t2v.config import CurateConfig, load_curate_config
+from t2v.shards import write_tar
 
 REPO = Path(__file__).resolve().parents[2]
 DEFECTS = ("static", "too_fast", "dark", "blurred", "subtitles", "watermark", "black_borders", "duplicate")
@@ -191,10 +195,32 @@ def test_kept_clips_have_their_scene_caption(curated):
     assert all(index[r["clip_id"]]["caption"] == r["caption"] for r in kept)
 
 
+def _tar_differences(first: bytes, again: bytes) -> list[str]:
+    """What differs between two tars, member by member: names, header fields, payload bytes."""
+    with tarfile.open(fileobj=io.BytesIO(first)) as a, tarfile.open(fileobj=io.BytesIO(again)) as b:
+        ma, mb = a.getmembers(), b.getmembers()
+        out = [] if [m.name for m in ma] == [m.name for m in mb] else ["member names/order differ"]
+        for x, y in zip(ma, mb):
+            fields = ("name", "size", "mtime", "mode", "uid", "gid", "uname", "gname", "type", "pax_headers")
+            hx, hy = ({f: getattr(m, f) for f in fields} for m in (x, y))
+            if hx != hy:
+                out.append(f"{x.name}: header {hx} != {hy}")
+            px, py = a.extractfile(x).read(), b.extractfile(y).read()
+            if px != py:
+                at = next((i for i, (u, v) in enumerate(zip(px, py)) if u != v), min(len(px), len(py)))
+                out.append(f"{x.name}: payload differs from byte {at} ({len(px)} vs {len(py)} bytes)")
+    return out or ["tar framing differs"]
+
+
 def test_rerun_is_idempotent(curated):
+    """A recomputed shard is byte-for-byte the shard the first run wrote (tars and manifest)."""
     out, raw, cfg = curated["out"], curated["raw"], curated["cfg"]
     before = {p.name: p.read_bytes() for p in out.glob("manifest*.jsonl")}
-    tars = {p.name: p.read_bytes() for p in (out / "shards").glob("*.tar")}
+    shard0 = {p.name: p.read_bytes() for p in (out / "shards").glob("clips-000-*.tar")}
+    first = {p: p.read_bytes() for p in sorted((out / "shards").glob("clips-001-*.tar"))}
+    inodes = {p: p.stat().st_ino for p in first}
+    with tarfile.open(next(iter(first))) as tar:  # the comparison below is not vacuous
+        assert any(n.endswith(".mp4") for n in tar.getnames())
     again = curate_shard(raw, out, cfg, shard_index=0, num_shards=2)
     assert again.get("skipped") is True  # the done marker matches: no work
     redone = curate_shard(raw, out, cfg, shard_index=1, num_shards=2, force=True)
@@ -202,8 +228,43 @@ def test_rerun_is_idempotent(curated):
     merge_manifests(out)
     after = {p.name: p.read_bytes() for p in out.glob("manifest*.jsonl")}
     assert after == before
-    assert {p.name: p.read_bytes() for p in (out / "shards").glob("*.tar")} == tars
+    assert sorted((out / "shards").glob("clips-001-*.tar")) == list(first)
+    for path, data in first.items():
+        assert path.stat().st_ino != inodes[path], f"{path.name} was not rewritten"
+        recomputed = path.read_bytes()
+        assert recomputed == data, (
+            f"{path.name} recomputed with other bytes: {_tar_differences(data, recomputed)}"
+        )
+    assert {p.name: p.read_bytes() for p in (out / "shards").glob("clips-000-*.tar")} == shard0
     assert not list((out / "shards").glob(".tmp*"))
+
+
+def test_shard_tars_depend_on_their_samples_only(tmp_path):
+    """Clip and latent shards: the same samples give the same tar bytes, whenever they are written."""
+    import webdataset as wds
+
+    from t2v.shards import write_shards
+
+    samples = [
+        {"__key__": f"clip-{i}", "txt": f"caption {i}", "mp4": bytes([i]) * (700 + i), "json": b"{}"}
+        for i in range(3)
+    ]
+    write_tar(tmp_path / "a.tar", samples)
+    time.sleep(1.1)  # the clock moves on; the bytes must not
+    write_tar(tmp_path / "b.tar", [dict(s) for s in samples])
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == [f"clip-{i}.{e}" for i in range(3) for e in ("json", "mp4", "txt")]
+        assert all(m.mtime == 0 and m.isreg() for m in members)
+    read = list(wds.WebDataset(str(tmp_path / "a.tar"), shardshuffle=False, empty_check=False))
+    assert [r["__key__"] for r in read] == ["clip-0", "clip-1", "clip-2"]
+    assert read[1]["mp4"] == samples[1]["mp4"] and read[2]["txt"] == b"caption 2"
+    first = write_shards([dict(s) for s in samples], tmp_path / "one", "latents", 2)
+    time.sleep(1.1)
+    second = write_shards([dict(s) for s in samples], tmp_path / "two", "latents", 2)
+    assert [p.name for p in first] == ["latents-00000.tar", "latents-00001.tar"]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
 
 
 def test_bad_config_names_the_field(tmp_path):
