@@ -350,8 +350,7 @@ def test_planted_defects_are_visible(world):
             rows = slice(0, cfg.height // 2) if corner[0] == "t" else slice(cfg.height // 2, None)
             cols = slice(0, cfg.width // 2) if corner[1] == "l" else slice(cfg.width // 2, None)
             inside = int(changed[rows, cols].sum())
-            # in its corner: 79% of the changed pixels with the bit-exact yuv420p -> RGB of t2v.video (80%+ before)
-            assert inside > 20 and inside >= 0.75 * changed.sum()
+            assert inside > 20 and inside >= 0.8 * changed.sum()  # in its corner
         if d in (None, "static", "too_fast", "duplicate"):
             c = _centroids(clip, COLOURS[s.spec.background])
             steps = np.abs(np.diff(c, axis=0)).sum(-1)
