@@ -335,16 +335,19 @@ def curate_shard(
         scene_records.append({"video_id": vid, "video_index": pos, "num_frames": len(frames), "cuts": cuts})
         for scene_index, start, end, is_clip in split_clips(len(frames), cuts, cfg, with_short=True):
             cid = clip_id_of(vid, start, end)
+            where = {
+                "clip_id": cid,
+                "video_id": vid,
+                "video_index": pos,
+                "scene_index": scene_index,
+                "start_frame": start,
+                "end_frame": end,
+                "num_frames": end - start,
+            }
             if not is_clip:  # a scene (or a scene's remainder) shorter than clip_min_frames
                 records.append(
                     {
-                        "clip_id": cid,
-                        "video_id": vid,
-                        "video_index": pos,
-                        "scene_index": scene_index,
-                        "start_frame": start,
-                        "end_frame": end,
-                        "num_frames": end - start,
+                        **where,
                         "keep": False,
                         "drop_reasons": ["too_short"],
                         "caption": None,
@@ -360,13 +363,7 @@ def curate_shard(
             hashes = filters.clip_hashes(small[start:end], cfg.dedup_hash_size)
             thumbs = filters.colour_thumbnails(small[start:end])
             rec = {
-                "clip_id": cid,
-                "video_id": vid,
-                "video_index": pos,
-                "scene_index": scene_index,
-                "start_frame": start,
-                "end_frame": end,
-                "num_frames": end - start,
+                **where,
                 "fps": fps_out,
                 "keep": not reasons,
                 "drop_reasons": reasons,
