@@ -47,7 +47,6 @@ class StageRun:
     name: str  # the child run's name: the stage's, or one fan-out task's (curate-shard-0)
     uri: str  # where the manifest goes; a stage's own outputs go here too
     run_id: str  # the MLflow child run
-    settings: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def run_stage(stage: Stage, ctx: StageContext, arguments: Mapping[str, Any]) -> 
         if done is not None:
             mlflow.set_tag(SKIPPED_TAG, "up-to-date")
             return done
-        run = StageRun(ctx, name, where, child.info.run_id, settings)
+        run = StageRun(ctx, name, where, child.info.run_id)
         output = stage.body(run, **inputs, **options)
         extra = {**output.extra, **({"mirror": list(output.mirror)} if output.mirror else {})}
         manifest = write_manifest(
