@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
+
+from components.framework import catalog
+from components.framework.context import CONTEXT_KEYS, StageContext
+from components.framework.manifests import read_manifest, write_artifact
+from t2v.errors import UserError
 
 
 def configure_logging() -> None:
@@ -28,7 +33,7 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _read_input(artifact: Any, read_manifest: Callable[[Any], dict[str, Any]]) -> Any:
+def _read_input(artifact: Any) -> Any:
     """A KFP input artifact -> its manifest; a list of artifacts (``dsl.Collected``) -> a list; None stays."""
     if artifact is None:
         return None
@@ -47,11 +52,6 @@ def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = 
     ``arguments`` are the component's parameters: the context keys, the input artifacts (objects with
     ``.path``, or lists of them from ``dsl.Collected``), the output artifacts named in ``outputs``, and
     plain options passed on to the stage function."""
-    from components.framework import catalog
-    from components.framework.context import CONTEXT_KEYS, StageContext
-    from components.framework.manifests import read_manifest, write_artifact
-    from t2v.errors import UserError
-
     configure_logging()
     context = {k: arguments[k] for k in CONTEXT_KEYS}
     out_artifacts = {k: arguments[k] for k in outputs}
@@ -63,7 +63,7 @@ def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = 
         (inputs if is_artifact or value is None else options)[key] = value
     try:
         ctx = StageContext.from_params(**context)
-        manifests = {name: _read_input(artifact, read_manifest) for name, artifact in inputs.items()}
+        manifests = {name: _read_input(artifact) for name, artifact in inputs.items()}
         manifest = catalog.get(stage)(ctx, **manifests, **options)
     except UserError as exc:
         print(f"ERROR [{stage}] {exc}", file=sys.stderr, flush=True)

@@ -4,7 +4,7 @@ parameters every component receives."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from t2v import storage, tracking
 from t2v.config import ProjectConfig
@@ -22,7 +22,6 @@ class StageContext:
     pipeline_version: str = "dev"
     git_sha: str = "unknown"
     run_name: str = "local"
-    extra_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, config_json: str, **params: str) -> StageContext:
@@ -39,4 +38,4 @@ class StageContext:
     @property
     def tags(self) -> dict[str, str]:
         """The lineage tags every child run carries (the parent run carries the same)."""
-        return {**tracking.lineage_tags(self.config, self.run_name, self.git_sha, self.pipeline_version), **self.extra_tags}
+        return tracking.lineage_tags(self.config, self.run_name, self.git_sha, self.pipeline_version)
