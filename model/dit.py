@@ -106,6 +106,20 @@ def apply_rope_3d(
 # attention and feed-forward
 
 
+class AttentionCore(nn.Module):
+    """softmax(q k^T / sqrt(d)) v over ``[B, S, heads, head_dim]`` by the chosen backend; no parameters.
+
+    A module rather than a bare call so that a parallelism can wrap it without touching the network:
+    Ulysses sequence parallel (``trainer.sequence_parallel``) puts an all-to-all on either side of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.backend = "auto"  # a runtime choice, set by StepVideoDiT.set_attention_backend
+
+    def forward(self, q, k, v, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return attention(q, k, v, key_mask, self.backend)
+
+
 class SelfAttention(nn.Module):
     """Fused, per-head-interleaved qkv; RMSNorm on q and k per head; RoPE-3D; no bias anywhere."""
 
@@ -114,7 +128,7 @@ class SelfAttention(nn.Module):
         dim, self.head_dim = cfg.hidden_size, cfg.attention_head_dim
         self.n_heads = cfg.num_attention_heads
         self.rope_split = tuple(cfg.rope_split)
-        self.backend = "auto"  # a runtime choice, set by StepVideoDiT.set_attention_backend
+        self.core = AttentionCore()
         self.wqkv = nn.Linear(dim, 3 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
         self.q_norm = RMSNorm(self.head_dim, cfg.qk_norm_eps)
@@ -126,7 +140,7 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.split(self.head_dim, dim=-1)
         q = apply_rope_3d(self.q_norm(q), rope_cos, rope_sin, self.rope_split)
         k = apply_rope_3d(self.k_norm(k), rope_cos, rope_sin, self.rope_split)
-        out = attention(q, k, v, None, self.backend)
+        out = self.core(q, k, v)
         return self.wo(out.reshape(b, s, -1))
 
 
@@ -137,7 +151,7 @@ class CrossAttention(nn.Module):
         super().__init__()
         dim, self.head_dim = cfg.hidden_size, cfg.attention_head_dim
         self.n_heads = cfg.num_attention_heads
-        self.backend = "auto"  # a runtime choice, set by StepVideoDiT.set_attention_backend
+        self.core = AttentionCore()
         self.wq = nn.Linear(dim, dim, bias=False)
         self.wkv = nn.Linear(dim, 2 * dim, bias=False)
         self.wo = nn.Linear(dim, dim, bias=False)
@@ -149,7 +163,7 @@ class CrossAttention(nn.Module):
         q = self.q_norm(self.wq(x).view(b, s, self.n_heads, self.head_dim))
         kv = self.wkv(text).view(b, text.shape[1], self.n_heads, 2 * self.head_dim)  # per head: [k_h | v_h]
         k, v = kv.split(self.head_dim, dim=-1)
-        out = attention(q, self.k_norm(k), v, text_mask, self.backend)
+        out = self.core(q, self.k_norm(k), v, text_mask)
         return self.wo(out.reshape(b, s, -1))
 
 
@@ -288,7 +302,7 @@ class StepVideoDiT(nn.Module):
 
     def set_attention_backend(self, backend: str) -> None:
         for module in self.modules():
-            if isinstance(module, (SelfAttention, CrossAttention)):
+            if isinstance(module, AttentionCore):
                 module.backend = backend
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
@@ -345,3 +359,24 @@ class StepVideoDiT(nn.Module):
         x = x.reshape(b, f, h, w, p, p, self.out_channels)
         x = x.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, f, self.out_channels, h * p, w * p)
         return x
+
+
+# --------------------------------------------------------------------------------------------------------
+# initialisation one tensor at a time (for networks built on the meta device and sharded before they exist)
+
+
+def initial_value(module: nn.Module, param_name: str, shape, generator: torch.Generator) -> torch.Tensor:
+    """The initial value of ``module.<param_name>``, drawn from ``generator`` with the same distributions
+    the constructors use (PyTorch's Linear/Conv defaults, unit norms, the AdaLN tables' N(0, 1/D)).
+    Drawn whole on the CPU for one tensor, so a sharded network gets the same weights on any layout."""
+    shape = tuple(shape)
+    if param_name == "scale_shift_table":
+        return torch.randn(shape, generator=generator) / shape[-1] ** 0.5
+    if isinstance(module, (nn.LayerNorm, RMSNorm)):
+        return torch.ones(shape) if param_name == "weight" else torch.zeros(shape)
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        weight = module.weight
+        fan_in = math.prod(weight.shape[1:])
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        return torch.empty(shape).uniform_(-bound, bound, generator=generator)
+    raise TypeError(f"no initialisation rule for {type(module).__name__}.{param_name}")

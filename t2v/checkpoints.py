@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +134,83 @@ def dit_config_from_json(config: dict[str, Any]):
 # saving
 
 
+def shard_plan(sizes: dict[str, int], max_shard_size: int | str = MAX_SHARD_SIZE) -> list[list[str]]:
+    """Names grouped into shards of at most ``max_shard_size`` bytes, in the given order (a tensor larger
+    than the limit gets a shard of its own)."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    limit = parse_size_to_int(max_shard_size) if isinstance(max_shard_size, str) else int(max_shard_size)
+    shards: list[list[str]] = [[]]
+    filled = 0
+    for name, size in sizes.items():
+        if shards[-1] and filled + size > limit:
+            shards.append([])
+            filled = 0
+        shards[-1].append(name)
+        filled += size
+    return shards
+
+
+def save_tensors(
+    tensors: Iterable[tuple[str, Any]],
+    sizes: dict[str, int],
+    config: dict[str, Any],
+    uri: str,
+    weights_name: str,
+    state: dict[str, Any] | None = None,
+    max_shard_size: int | str = MAX_SHARD_SIZE,
+) -> dict[str, Any]:
+    """Write a checkpoint from a stream of ``(name, tensor)`` in the order of ``sizes`` (name -> bytes).
+
+    Only one shard's tensors are held at a time: each shard is written and uploaded when its last tensor
+    arrives, so a caller can gather a sharded model tensor by tensor. Layout as diffusers writes it: one
+    ``weights_name`` file, or numbered shards ``<stem>-0000i-of-0000n.safetensors`` with an index; then
+    ``config.json`` (and ``training_state.json``). Returns manifest file entries keyed by file name."""
+    from safetensors.torch import save_file
+
+    plan = shard_plan(sizes, max_shard_size)
+    stem = weights_name.removesuffix(".safetensors")
+    names = [weights_name] if len(plan) == 1 else [f"{stem}-{i:05d}-of-{len(plan):05d}.safetensors" for i in range(1, len(plan) + 1)]
+    shard_of = {name: index for index, shard in enumerate(plan) for name in shard}
+    entries: dict[str, Any] = {}
+    weight_map: dict[str, str] = {}
+    pending: dict[str, Any] = {}
+    shard = 0
+    with tempfile.TemporaryDirectory(prefix="t2v-ckpt-") as tmp:
+        tmp = Path(tmp)
+
+        def flush(index: int) -> None:
+            save_file(pending, str(tmp / names[index]), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(pending, names[index]))
+            entries.update(storage.upload_files(tmp, [names[index]], uri))
+            (tmp / names[index]).unlink()
+            pending.clear()
+
+        for name, tensor in tensors:
+            if name not in shard_of:
+                raise ValueError(f"tensor {name!r} is not in the shard plan")
+            while shard_of[name] != shard:
+                flush(shard)
+                shard += 1
+            pending[name] = tensor.detach().contiguous().cpu()
+        if len(weight_map) + len(pending) != len(sizes):
+            missing = [n for n in sizes if n not in weight_map and n not in pending]
+            raise ValueError(f"the tensor stream ended early: {missing[:5]} not written")
+        flush(shard)
+        small = []
+        if len(plan) > 1:
+            index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": dict(sorted(weight_map.items()))}
+            (tmp / index_name(weights_name)).write_text(json.dumps(index, indent=2, sort_keys=True))
+            small.append(index_name(weights_name))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        small.append("config.json")
+        if state is not None:
+            (tmp / "training_state.json").write_text(json.dumps(state, indent=2, sort_keys=True, default=str))
+            small.append("training_state.json")
+        entries.update(storage.upload_files(tmp, small, uri))
+    return dict(sorted(entries.items()))
+
+
 def save(
     model,
     config: dict[str, Any],
@@ -147,26 +224,9 @@ def save(
     ``config`` is written as ``config.json`` as given (use :func:`release_dit_config` for a DiT). Weights
     larger than ``max_shard_size`` are split into numbered shards with an index, as diffusers does.
     """
-    from huggingface_hub import save_torch_state_dict
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with tempfile.TemporaryDirectory(prefix="t2v-ckpt-") as tmp:
-        tmp = Path(tmp)
-        stem = weights_name.removesuffix(".safetensors")
-        save_torch_state_dict(
-            tensors,
-            tmp,
-            filename_pattern=stem + "{suffix}.safetensors",
-            max_shard_size=max_shard_size,
-            metadata={"format": "pt"},
-        )
-        weight_files = sorted(p.name for p in tmp.iterdir())  # shards (+ index) before the small files
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        files = [*weight_files, "config.json"]
-        if state is not None:
-            (tmp / "training_state.json").write_text(json.dumps(state, indent=2, sort_keys=True, default=str))
-            files.append("training_state.json")
-        return storage.upload_files(tmp, files, uri)
+    tensors = model.state_dict()
+    sizes = {k: v.numel() * v.element_size() for k, v in tensors.items()}
+    return save_tensors(tensors.items(), sizes, config, uri, weights_name, state, max_shard_size)
 
 
 def save_dit(dit, uri: str, state: dict[str, Any] | None = None, **kwargs) -> dict[str, Any]:
@@ -253,6 +313,26 @@ def load_state_dict(uri: str, weights_name: str) -> dict[str, Any]:
     candidates = by_name.get(weights_name, [("", weights_name)])
     with checkpoint_folder(uri, candidates) as (folder, name):
         return read_state_dict(weight_files(folder, name))
+
+
+@contextmanager
+def tensor_reader(uri: str, weights_name: str = DIT_WEIGHTS) -> Iterator[Any]:
+    """``read(name) -> tensor`` over a checkpoint's safetensors files, one tensor at a time (memory-mapped),
+    for a sharded load that never holds the whole state. ``read.names`` lists what the files hold."""
+    from safetensors import safe_open
+
+    by_name = {DIT_WEIGHTS: DIT_CANDIDATES, VAE_WEIGHTS: VAE_CANDIDATES}
+    with checkpoint_folder(uri, by_name.get(weights_name, [("", weights_name)])) as (folder, name):
+        handles = [safe_open(str(path), framework="pt") for path in weight_files(folder, name)]
+        where = {key: handle for handle in handles for key in handle.keys()}
+
+        def read(key: str):
+            if key not in where:
+                raise CheckpointError(f"{uri}: no tensor {key!r}")
+            return where[key].get_tensor(key)
+
+        read.names = sorted(where)
+        yield read
 
 
 def assign_state(net, state: dict[str, Any], where: str, device="cpu", dtype=None):

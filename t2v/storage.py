@@ -279,6 +279,20 @@ def list_uris(prefix: str) -> list[str]:
     )
 
 
+def delete_prefix(prefix: str) -> None:
+    """Remove every object under ``prefix`` (a folder locally); nothing there is not an error."""
+    prefix = prefix.rstrip("/")
+    if _is_s3(prefix):
+        bucket, _ = _split_s3(prefix)
+        keys = [_split_s3(uri)[1] for uri in list_uris(prefix)]
+        with _s3_errors(prefix):
+            for start in range(0, len(keys), 1000):
+                chunk = [{"Key": key} for key in keys[start : start + 1000]]
+                s3_client().delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+        return
+    shutil.rmtree(local_path(prefix), ignore_errors=True)
+
+
 def upload_dir(local_dir: str | Path, uri_prefix: str) -> list[str]:
     """Upload every file under ``local_dir`` to ``uri_prefix`` keeping relative paths."""
     local_dir = Path(local_dir)

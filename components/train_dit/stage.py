@@ -1,6 +1,6 @@
 """t2i / t2vi / t2v: the three flow-matching DiT training stages (one trainer, three configs).
 
-The component writes a job file, launches the trainer (:mod:`trainer.dit_worker`) through
+The component writes a job file, launches the trainer (:mod:`trainer.train`) through
 :mod:`t2v.launch` -- ``torchrun`` locally, a Kubeflow Trainer TrainJob on the cluster -- waits for it, and
 publishes the checkpoint manifest. Each stage starts from the previous stage's checkpoint, or from
 ``<stage>.init_from`` when set (for example the released weights).
@@ -20,7 +20,7 @@ from t2v.launch import LINEAGE_KFP_RUN_LABEL, LINEAGE_MLFLOW_RUN_LABEL, LaunchSp
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "trainer.dit_worker"
+WORKER_MODULE = "trainer.train"
 
 
 def _init_uri(ctx, stage: str, init: dict[str, Any] | None) -> str | None:
@@ -50,6 +50,8 @@ def _train(run: StageRun, latents: dict[str, Any], init: dict[str, Any] | None =
         "latents": latents,
         "init_checkpoint_uri": init_uri,
         "checkpoint_uri": storage.join(run.uri, "checkpoint"),
+        # resumable state: a restarted job (same run folder) continues from <train_state>/latest
+        "train_state_uri": storage.join(run.uri, "train_state"),
         "result_uri": storage.join(run.uri, "result.json"),
         "tracking_uri": ctx.tracking_uri,
         "mlflow_run_id": run.run_id,

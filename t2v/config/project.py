@@ -74,6 +74,17 @@ class ProjectConfig(Strict):
                 f"dit.in_channels ({self.dit.in_channels}) must equal vae.model.z_channels "
                 f"({self.vae.model.z_channels})"
             )
+        for name in ("t2i", "t2vi", "t2v"):
+            stage = getattr(self, name)
+            try:
+                stage.parallel.layout(stage.world_size)
+            except ValueError as exc:
+                raise ValueError(f"{name}.{exc} (num_nodes x nproc_per_node)") from None
+            if self.dit.num_attention_heads % stage.parallel.sequence_parallel:
+                raise ValueError(
+                    f"{name}.parallel.sequence_parallel ({stage.parallel.sequence_parallel}) must divide "
+                    f"dit.num_attention_heads ({self.dit.num_attention_heads}): Ulysses splits the heads"
+                )
         return self
 
     def to_json(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model.config import AttentionBackend, VAEConfig
 from t2v.config.curate import CurateConfig
@@ -129,6 +129,60 @@ class EncodeConfig(Strict):
     seed: int = 0
 
 
+class ParallelConfig(Strict):
+    """How the world of ``num_nodes x nproc_per_node`` ranks is laid out: world = replicas x shards x
+    sequence-parallel degree. ``data_parallel_shard`` -1 takes what is left of the world."""
+
+    data_parallel: Literal["fsdp", "ddp"] = Field(
+        "fsdp", description="fsdp: FSDP2 fully_shard per DiT block (ZeRO-3); ddp: a whole replica per rank"
+    )
+    data_parallel_replicate: int = Field(1, ge=1, description="HSDP: copies of the sharded model (fsdp only)")
+    data_parallel_shard: int = Field(-1, ge=-1, description="ranks one model is sharded over; -1: the rest")
+    sequence_parallel: int = Field(
+        1, ge=1, description="Ulysses degree: ranks that split one sample's tokens (divides the heads)"
+    )
+    reshard_after_forward: bool = Field(True, description="free gathered weights after each block's forward")
+    compile: bool = Field(False, description="torch.compile each DiT block")
+
+    def layout(self, world: int) -> tuple[int, int, int]:
+        """(replicate, shard, sequence-parallel) degrees for ``world`` ranks; ValueError naming the field."""
+        replicate, sp = self.data_parallel_replicate, self.sequence_parallel
+        if self.data_parallel == "ddp":
+            if world % sp:
+                raise ValueError(f"parallel.sequence_parallel ({sp}) must divide the world size ({world})")
+            return world // sp, 1, sp
+        fixed = replicate * sp * (self.data_parallel_shard if self.data_parallel_shard > 0 else 1)
+        if world % fixed:
+            raise ValueError(
+                f"parallel: data_parallel_replicate x data_parallel_shard x sequence_parallel ({fixed}) must "
+                f"divide the world size ({world})"
+            )
+        shard = self.data_parallel_shard if self.data_parallel_shard > 0 else world // (replicate * sp)
+        if replicate * shard * sp != world:
+            raise ValueError(
+                f"parallel: {replicate} x {shard} x {sp} ranks do not make the world size ({world}); "
+                "set data_parallel_shard to -1"
+            )
+        return replicate, shard, sp
+
+    @model_validator(mode="after")
+    def _shard(self):
+        if self.data_parallel_shard == 0:
+            raise ValueError("data_parallel_shard must be -1 (the rest of the world) or >= 1")
+        if self.data_parallel == "ddp" and self.data_parallel_replicate != 1:
+            raise ValueError("data_parallel_replicate is an fsdp (HSDP) setting; with ddp every rank replicates")
+        return self
+
+
+class TrainCheckpointConfig(Strict):
+    """Resumable training state (torch.distributed.checkpoint), apart from the exported release layout."""
+
+    every_steps: int = Field(0, ge=0, description="save every N optimizer steps; 0: only on SIGTERM and at the end")
+    keep_last: int = Field(2, ge=1, description="complete step-N checkpoints kept; older ones are deleted")
+    async_save: bool = Field(False, description="write in the background while training goes on")
+    resume: bool = Field(True, description="start from <stage>/train_state/latest when it exists")
+
+
 class DiTStageConfig(Strict):
     """One flow-matching training stage (t2i, t2vi or t2v). The report gives no optimizer settings,
     timestep distribution or data thresholds; these are our choices, exposed here."""
@@ -154,18 +208,45 @@ class DiTStageConfig(Strict):
     launcher: Literal["local", "trainjob", "pytorchjob"] = "local"
     # how the network runs while it trains (not saved with the checkpoint)
     attention_backend: AttentionBackend = Field("auto", description="auto (flash-attn when it applies, else SDPA), sdpa, flash or math")
-    activation_checkpointing: bool = Field(False, description="recompute each DiT block in the backward pass (less activation memory)")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: forward and backward under bf16 autocast; weights, gradients and optimizer state stay fp32"
+    activation_checkpointing: Literal["none", "full", "selective"] = Field(
+        "none",
+        description="recompute DiT blocks in the backward pass: full (every block whole) or selective "
+        "(keep matmul and attention outputs, recompute the rest); true/false mean full/none",
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: compute in bf16; master weights, gradient reduction and optimizer state stay fp32"
+    )
+    parallel: ParallelConfig = ParallelConfig()
+    # optimisation
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="after the linear warmup")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine: the final lr as a share of lr")
+    grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="EMA of the weights (exported when > 0); 0: off")
+    nonfinite_policy: Literal["skip", "reload", "fail"] = Field(
+        "skip", description="a non-finite loss or gradient norm: skip the step, reload the last checkpoint, or fail"
+    )
+    max_nonfinite_steps: int = Field(20, ge=1, description="consecutive non-finite steps before the run fails")
+    loss_spike_factor: float = Field(3.0, gt=1.0, description="log a spike when a loss exceeds this x its running mean")
+    checkpoint: TrainCheckpointConfig = TrainCheckpointConfig()
     seed: int = 0
     log_every: int = Field(10, ge=1)
+
+    @field_validator("activation_checkpointing", mode="before")
+    @classmethod
+    def _ac_bool(cls, value):
+        if isinstance(value, bool):
+            return "full" if value else "none"
+        return value
 
     @model_validator(mode="after")
     def _warmup(self):
         if self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps})")
         return self
+
+    @property
+    def world_size(self) -> int:
+        return self.num_nodes * self.nproc_per_node
 
 
 class EvaluateConfig(Strict):

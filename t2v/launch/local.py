@@ -18,7 +18,46 @@ from t2v.launch.spec import LaunchError, LaunchSpec
 
 log = logging.getLogger(__name__)
 
-_RANK_ERROR_RE = re.compile(r"^\[(default)?rank\d+\]:\s*[\w.]+(Error|Exception|Interrupt)\b")
+_RANK_ERROR_RE = re.compile(r"^\[(default)?rank(\d+)\]:\s*[\w.]+(Error|Exception|Interrupt)\b")
+# torchrun's failure summary: "Root Cause (first observed failure):" then "rank : 0 (local_rank: 0)",
+# "exitcode : -9 (pid: 123)  (SIGKILL)" ... -- the rank that failed first, not the ones torn down after it
+_ROOT_CAUSE_FIELD_RE = re.compile(r"^\s*(rank|exitcode|traceback)\s*:\s*(.*)$")
+
+
+class _RootCause:
+    """Reads torchrun's output for the first rank that failed and how."""
+
+    def __init__(self):
+        self.rank_errors: dict[str, str] = {}  # rank -> its first "[rankN]: SomeError: message" line
+        self.first_error: str | None = None
+        self.fields: dict[str, str] = {}
+        self._in_root = False
+
+    def feed(self, line: str) -> None:
+        text = line.strip()
+        match = _RANK_ERROR_RE.match(text)
+        if match:
+            self.rank_errors.setdefault(match.group(2), text[:300])
+            self.first_error = self.first_error or text[:300]
+        if "Root Cause (first observed failure)" in text:
+            self._in_root = True
+        elif self._in_root:
+            field = _ROOT_CAUSE_FIELD_RE.match(text)
+            if field:
+                self.fields.setdefault(field.group(1), field.group(2).strip())
+            elif text.startswith("===="):
+                self._in_root = False
+
+    def describe(self) -> str | None:
+        rank = self.fields.get("rank", "").split(" ")[0]
+        code = self.fields.get("exitcode", "")
+        signal_name = re.search(r"\((SIG\w+)\)", code)
+        if rank and signal_name:
+            hint = " (out of memory, or killed from outside)" if signal_name.group(1) == "SIGKILL" else ""
+            return f"rank {rank} was killed by {signal_name.group(1)}{hint}"
+        if rank and rank in self.rank_errors:
+            return self.rank_errors[rank]
+        return self.first_error
 
 
 def _torchrun_exe() -> list[str]:
@@ -51,7 +90,7 @@ def run_local(spec: LaunchSpec, *, stream: Any = None) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     out = stream if stream is not None else sys.stdout
     tail: deque[str] = deque(maxlen=20)
-    root_cause: str | None = None  # first "[rankN]: SomeError: message" line: the worker's own exception
+    root_cause = _RootCause()
     log.info("job %s: %s", spec.name, " ".join(cmd))
     start = time.monotonic()
     proc = subprocess.Popen(
@@ -81,8 +120,7 @@ def run_local(spec: LaunchSpec, *, stream: Any = None) -> int:
             out.flush()
             if line.strip():
                 tail.append(line.rstrip())
-                if root_cause is None and _RANK_ERROR_RE.match(line):
-                    root_cause = line.strip()[:300]
+                root_cause.feed(line)
         rc = proc.wait()
     except BaseException:
         _kill_group(proc)
@@ -93,7 +131,7 @@ def run_local(spec: LaunchSpec, *, stream: Any = None) -> int:
     if timed_out.is_set():
         raise LaunchError(f"job {spec.name}: torchrun timed out after {spec.timeout_s}s and was killed")
     if rc != 0:
-        last = root_cause or _last_error_line(tail)
+        last = root_cause.describe() or _last_error_line(tail)
         raise LaunchError(f"job {spec.name}: torchrun -m {spec.module} exited with code {rc}: {last}")
     log.info("job %s: torchrun finished in %.1fs", spec.name, elapsed)
     return rc

@@ -384,3 +384,48 @@ def test_spec_namespace_is_where_submit_and_wait_creates_the_job(monkeypatch):
     api = ScriptedCustomObjectsApi([{"conditions": [cond("Complete", reason="JobsCompleted")]}])
     launch(gpu_spec(namespace="team-a"), poll_s=0, kube_client=api)
     assert api.created[0][2] == "team-a"
+
+
+TORCHRUN_SUMMARY_RANK0_KILLED = """\
+[rank1]: RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection reset by peer
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+======================================================
+trainer.train FAILED
+------------------------------------------------------
+Failures:
+[1]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 6984)
+  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
+------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-01_11:25:41
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -9 (pid: 6983)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 6983
+======================================================
+"""
+
+
+def test_the_failure_names_the_rank_that_failed_first_not_the_ones_torn_down_after_it():
+    from t2v.launch.local import _RootCause
+
+    cause = _RootCause()
+    for line in TORCHRUN_SUMMARY_RANK0_KILLED.splitlines(keepends=True):
+        cause.feed(line)
+    assert cause.describe() == "rank 0 was killed by SIGKILL (out of memory, or killed from outside)"
+
+    raised = _RootCause()
+    for line in [
+        "[rank1]: RuntimeError: Connection reset by peer\n",
+        "[rank0]: ValueError: bad batch\n",
+        "Root Cause (first observed failure):\n",
+        "  rank      : 0 (local_rank: 0)\n",
+        "  exitcode  : 1 (pid: 5)\n",
+        "=====\n",
+    ]:
+        raised.feed(line)
+    assert raised.describe() == "[rank0]: ValueError: bad batch"

@@ -1,13 +1,18 @@
-"""The DiT trainer's loss step honours the training settings of its stage (precision, attention backend,
-activation checkpointing), which are not part of the network's config."""
+"""The DiT trainer's pieces in one process: the objective honours the stage's training settings
+(precision, attention backend, activation checkpointing), which are not part of the network's config;
+batches and schedules are pure functions of the seed and the step."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from model.dit import StepVideoDiT
 from t2v.config import load_config
-from trainer.dit_worker import Batch, training_loss
+from trainer.data import Batch
+from trainer.objectives import FlowMatching
+from trainer.parallel import apply_activation_checkpointing
 
 
 def _batch(cfg) -> Batch:
@@ -19,19 +24,18 @@ def _batch(cfg) -> Batch:
         llm_mask=torch.ones(2, te.llm_max_length, dtype=torch.bool),
         clip_states=torch.randn(2, te.clip_max_length, cfg.dit.clip_channels, generator=g),
         clip_mask=torch.ones(2, te.clip_max_length, dtype=torch.bool),
+        seeds=[11, 12],
     )
 
 
 def _loss_and_grads(cfg, stage_cfg):
     torch.manual_seed(0)
-    dit = StepVideoDiT(
-        cfg.dit,
-        attention_backend=stage_cfg.attention_backend,
-        activation_checkpointing=stage_cfg.activation_checkpointing,
-    ).train()
-    loss = training_loss(dit, _batch(cfg), stage_cfg, torch.Generator().manual_seed(1))
+    dit = StepVideoDiT(cfg.dit, attention_backend=stage_cfg.attention_backend).train()
+    apply_activation_checkpointing(dit, stage_cfg.activation_checkpointing)
+    objective = FlowMatching(stage_cfg, autocast_bf16=stage_cfg.precision == "bf16")
+    loss = objective(dit, _batch(cfg)).per_sample.mean()
     loss.backward()
-    return loss.detach(), {name: p.grad for name, p in dit.named_parameters()}
+    return loss.detach(), {name.replace("_checkpoint_wrapped_module.", ""): p.grad for name, p in dit.named_parameters()}
 
 
 def test_bf16_precision_runs_the_forward_in_bf16_and_keeps_fp32_weights_and_grads():
@@ -45,14 +49,102 @@ def test_bf16_precision_runs_the_forward_in_bf16_and_keeps_fp32_weights_and_grad
     assert all(g.dtype == torch.float32 for g in bf16_grads.values())
 
 
-def test_checkpointing_and_backend_from_the_stage_settings_give_the_same_loss():
+@pytest.mark.parametrize("mode", ["full", "selective"])
+def test_checkpointing_and_backend_from_the_stage_settings_give_the_same_loss(mode):
     cfg = load_config("tiny")
     plain, plain_grads = _loss_and_grads(cfg, cfg.t2i)
-    other = cfg.t2i.model_copy(update={"activation_checkpointing": True, "attention_backend": "math"})
+    other = cfg.t2i.model_copy(update={"activation_checkpointing": mode, "attention_backend": "math"})
     loss, grads = _loss_and_grads(cfg, other)
     assert torch.allclose(loss, plain, rtol=1e-5)
-    name = "transformer_blocks.0.attn1.wqkv.weight"
-    assert torch.allclose(grads[name], plain_grads[name], rtol=1e-4, atol=1e-6)
+    assert grads.keys() == plain_grads.keys()
+    for name in ("transformer_blocks.0.attn1.wqkv.weight", "transformer_blocks.2.ff.net.2.weight", "pos_embed.proj.weight"):
+        assert torch.allclose(grads[name], plain_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_activation_checkpointing_keeps_the_released_names():
+    cfg = load_config("tiny")
+    dit = StepVideoDiT(cfg.dit)
+    names = list(dit.state_dict())
+    apply_activation_checkpointing(dit, "full")
+    assert list(dit.state_dict()) == names
+
+
+def test_booleans_still_name_activation_checkpointing_modes():
+    cfg = load_config("tiny", ["t2i.activation_checkpointing=true", "t2v.activation_checkpointing=false"])
+    assert (cfg.t2i.activation_checkpointing, cfg.t2v.activation_checkpointing) == ("full", "none")
+
+
+def test_lr_schedules():
+    from trainer.optim import lr_factor
+
+    cfg = load_config("tiny").t2i.model_copy(update={"steps": 100, "warmup_steps": 10, "lr_schedule": "cosine", "min_lr_ratio": 0.1})
+    assert lr_factor(5, cfg) == pytest.approx(0.5)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+    constant = cfg.model_copy(update={"lr_schedule": "constant"})
+    assert lr_factor(100, constant) == 1.0
+
+
+def _tiny_samples(n: int = 10):
+    from t2v.shards import LatentSample
+
+    rng = np.random.default_rng(0)
+    return [
+        LatentSample(f"s{i}", rng.normal(size=(2, 8, 4, 4)).astype(np.float32), rng.normal(size=(1, 8, 4, 4)).astype(np.float32),
+                     np.full((3, 4), i, np.float32), np.ones(3, bool), np.full((5, 4), i, np.float32), np.ones(5, bool), {})
+        for i in range(n)
+    ]
+
+
+def test_one_rank_with_batch_2b_sees_what_two_ranks_with_b_see():
+    from trainer.data import LatentBatches
+
+    samples = _tiny_samples()
+    negative = {k: np.zeros_like(getattr(samples[0], k)) for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+    cfg = load_config("tiny").t2i.model_copy(update={"batch_size": 4, "data": "images+videos"})
+    whole = LatentBatches(samples, negative, cfg, 0, 1)
+    halves = [LatentBatches(samples, negative, cfg.model_copy(update={"batch_size": 2}), r, 2) for r in (0, 1)]
+    for _ in range(7):  # past an epoch (10 samples, 4 a step)
+        big = whole.next()
+        parts = [h.next() for h in halves]
+        assert torch.equal(big.latents, torch.cat([p.latents for p in parts]))
+        assert torch.equal(big.llm_states, torch.cat([p.llm_states for p in parts]))
+        assert big.seeds == parts[0].seeds + parts[1].seeds
+
+
+def test_the_loader_resumes_at_its_position_and_refuses_another_global_batch():
+    from trainer.data import LatentBatches
+
+    samples = _tiny_samples()
+    negative = {k: np.zeros_like(getattr(samples[0], k)) for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+    cfg = load_config("tiny").t2i.model_copy(update={"batch_size": 3})
+    first = LatentBatches(samples, negative, cfg)
+    for _ in range(5):
+        first.next()
+    state = first.state_dict()
+    expected = first.next()
+    again = LatentBatches(samples, negative, cfg)
+    again.load_state_dict(state)
+    assert torch.equal(again.next().latents, expected.latents)
+    other = LatentBatches(samples, negative, cfg.model_copy(update={"batch_size": 2}))
+    with pytest.raises(ValueError, match="global batch"):
+        other.load_state_dict(state)
+
+
+def test_initial_values_follow_the_constructors_distributions():
+    from model.dit import initial_value
+
+    cfg = load_config("tiny")
+    dit = StepVideoDiT(cfg.dit)
+    modules = dict(dit.named_modules())
+    g = torch.Generator().manual_seed(0)
+    for name, param in dit.named_parameters():
+        module_name, _, param_name = name.rpartition(".")
+        value = initial_value(modules[module_name], param_name, param.shape, g)
+        assert value.shape == param.shape, name
+        if param.numel() > 1000:  # the same spread as PyTorch's own init of this parameter
+            assert value.std().item() == pytest.approx(param.detach().std().item(), rel=0.1), name
 
 
 def test_a_checkpoint_config_holds_the_architecture_only(tmp_path):

@@ -1,0 +1,332 @@
+"""The DiT trainer: one process per GPU (or CPU slot), started by ``torchrun`` locally or by a Kubeflow
+Trainer TrainJob / PyTorchJob on the cluster. ``python -m trainer.train --job <uri>``.
+
+The job file (written by the t2i / t2vi / t2v component) names the resolved config, the latent shards,
+the checkpoint to start from, where the resumable training state lives, where to export the final
+checkpoint and the MLflow run to log into. :class:`Trainer` builds, in order: the world (process group and
+device mesh), the model (meta device -> parallelisms -> ``to_empty`` -> initialisation or a sharded load),
+the optimizer and lr schedule, the EMA, the data, the objective, the checkpointer and the metrics; then
+:meth:`Trainer.train` runs the loop:
+
+    resume from <train_state>/latest if there is one
+    for each optimizer step: grad_accum_steps x (batch -> objective -> backward), clip, guard, step, EMA
+        log metrics; every checkpoint.every_steps (or on SIGTERM) save the training state
+    save the final state; export the weights in the released layout, gathered one tensor at a time
+
+A restarted job (a pod evicted and rescheduled, or the same command again) continues from ``latest`` and
+logs the same losses an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from t2v import checkpoints, storage
+from t2v.config import ProjectConfig
+from t2v.errors import StageError
+from t2v.progress import Progress
+from t2v.shards import load_latents, load_negative
+from trainer.checkpoint import CheckpointManager
+from trainer.data import LatentBatches, mixed_seed, select_samples
+from trainer.metrics import StepMetrics, TrainLogger
+from trainer.objectives import FlowMatching
+from trainer.optim import EMA, build_lr_scheduler, build_optimizer
+from trainer.parallel import build_world, close_world, parallelize_dit
+
+log = logging.getLogger("t2v.trainer")
+
+WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.", "module.")
+
+
+def clean_name(name: str) -> str:
+    """A parameter's released name, without the prefixes wrappers add (checkpointing, compile, DDP)."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+class Preempted(SystemExit):
+    """SIGTERM arrived; the state was saved and the process exits so the restarted pod resumes."""
+
+
+class Trainer:
+    def __init__(self, job: dict[str, Any]):
+        self.job = job
+        self.config = ProjectConfig.from_json(job["config_json"])
+        self.stage = job["stage"]
+        self.cfg = getattr(self.config, self.stage)
+        self.world = build_world(self.cfg.parallel)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        self.step = 0
+        self.fsdp = self.world.distributed and self.cfg.parallel.data_parallel == "fsdp"
+        self.dit, self.model = self.build_model()
+        self.optimizer = build_optimizer(self.dit, self.cfg)
+        self.scheduler = build_lr_scheduler(self.optimizer, self.cfg)
+        self.ema = EMA(self.dit, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
+        self.data = self.build_data()
+        self.objective = FlowMatching(self.cfg, autocast_bf16=self.cfg.precision == "bf16" and not self.fsdp)
+        staging = Path(job.get("staging_dir") or tempfile.gettempdir()) / f"t2v-train-state-{zlib.crc32(job['train_state_uri'].encode()):08x}"
+        self.checkpoints = CheckpointManager(job["train_state_uri"], self.cfg.checkpoint, self.world, staging)
+        self.logger = TrainLogger(job, self.world, self.config.dit, self.cfg)
+        self._stop_requested = False
+
+    # build steps ---------------------------------------------------------------------------------------
+    def build_model(self):
+        from model.dit import StepVideoDiT
+
+        with torch.device("meta"):
+            dit = StepVideoDiT(self.config.dit, attention_backend=self.cfg.attention_backend)
+        if self.fsdp:  # shard first, so no rank ever materialises the whole network
+            model = parallelize_dit(dit, self.world, self.cfg)
+            dit.to_empty(device=self.world.device)
+            self._fill(dit)
+        else:
+            dit.to_empty(device=self.world.device)
+            self._fill(dit)
+            model = parallelize_dit(dit, self.world, self.cfg)
+        dit.train()
+        return dit, model
+
+    def _fill(self, dit) -> None:
+        """Initial weights, one tensor at a time: read from the init checkpoint (memory-mapped
+        safetensors) or drawn by :func:`model.dit.initial_value`, then scattered to this rank's shard."""
+        from model.dit import initial_value
+
+        init_uri = self.job.get("init_checkpoint_uri")
+        modules = dict(dit.named_modules())
+        with checkpoints.tensor_reader(init_uri) if init_uri else contextlib.nullcontext() as read:
+            if read is not None:
+                expected = sorted(clean_name(n) for n, _ in dit.named_parameters())
+                if read.names != expected:
+                    missing = sorted(set(expected) - set(read.names))[:5]
+                    extra = sorted(set(read.names) - set(expected))[:5]
+                    raise StageError(f"{init_uri}: does not fit dit (missing {missing}, unexpected {extra})")
+            for name, param in dit.named_parameters():
+                module_name, _, param_name = name.rpartition(".")
+                released = clean_name(name)
+                if read is not None:
+                    full = read(released)
+                else:
+                    generator = torch.Generator().manual_seed(mixed_seed(self.cfg.seed, zlib.crc32(released.encode())))
+                    full = initial_value(modules[module_name], param_name, param.shape, generator)
+                _copy_full_into(param, full)
+        if self.world.rank == 0:
+            log.info("%s: %s", self.stage, f"weights from {init_uri}" if init_uri else "weights initialised from the seed")
+
+    def build_data(self) -> LatentBatches:
+        samples = select_samples(load_latents(self.job["latents"]), self.cfg)
+        if not samples:
+            raise StageError(f"{self.stage}: no latent samples pass min_quality={self.cfg.min_quality}")
+        return LatentBatches(samples, load_negative(self.job["latents"]), self.cfg, self.world.dp_rank, self.world.dp_size)
+
+    # training state ------------------------------------------------------------------------------------
+    def _state_tensors(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_sd, "optimizer": optim_sd}
+        if self.ema is not None:
+            state["ema"] = {clean_name(k): v for k, v in self.ema.state_dict().items()}
+        return state
+
+    def save_state(self) -> None:
+        info = {
+            "scheduler": self.scheduler.state_dict(),
+            "data": self.data.state_dict(),
+            "metrics": self.logger.state(),
+            "stage": self.stage,
+        }
+        self.checkpoints.save(self.step, self._state_tensors(), info)
+
+    def load_state(self, step: int) -> None:
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        state = self._state_tensors()
+        info = self.checkpoints.load(step, state)
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict({k: state["ema"][clean_name(k)] for k in self.ema.names})
+        self.scheduler.load_state_dict(info["scheduler"])
+        self.data.load_state_dict(info["data"])
+        self.logger.load_state(info.get("metrics", {}))
+        self.step = int(info["step"])
+
+    def resume(self) -> None:
+        latest = self.checkpoints.latest_step() if self.cfg.checkpoint.resume else None
+        if latest is None:
+            return
+        self.load_state(latest)
+        if self.world.rank == 0:
+            log.info("%s: resumed from %s at step %d of %d", self.stage, self.checkpoints.step_uri(latest), self.step, self.cfg.steps)
+
+    # the loop ------------------------------------------------------------------------------------------
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def _stop_agreed(self) -> bool:
+        """Every rank stops at the same step once any rank got SIGTERM."""
+        if not self.world.distributed:
+            return self._stop_requested
+        flag = torch.tensor([int(self._stop_requested)], device=self.world.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _no_sync(self, last_micro: bool):
+        if not self.world.distributed or last_micro:
+            if self.fsdp:
+                self.model.set_requires_gradient_sync(True)
+            return contextlib.nullcontext()
+        if self.fsdp:
+            self.model.set_requires_gradient_sync(False)
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
+    def train_step(self, metrics: StepMetrics) -> None:
+        accum = self.cfg.grad_accum_steps
+        for micro in range(accum):
+            waited = time.monotonic()
+            batch = self.data.next().to(self.world.device)
+            metrics.data_seconds += time.monotonic() - waited
+            with self._no_sync(micro == accum - 1):
+                out = self.objective(self.model, batch)
+                (out.per_sample.mean() / accum).backward()
+            flops = self.logger.sample_flops(batch.latents.shape, batch.llm_states.shape[1], batch.clip_states.shape[1])
+            metrics.add(out.per_sample.detach(), out.timesteps, batch.tokens, flops)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.dit.parameters(), self.cfg.grad_clip)
+        metrics.grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        metrics.reduce(self.world)
+        metrics.lr = self.scheduler.get_last_lr()[0]
+        if metrics.finite:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def guard(self, metrics: StepMetrics, bad_in_a_row: int) -> int:
+        """The non-finite policy; returns the count of non-finite steps in a row."""
+        if metrics.finite:
+            return 0
+        bad_in_a_row += 1
+        policy = self.cfg.nonfinite_policy
+        if policy == "fail" or bad_in_a_row >= self.cfg.max_nonfinite_steps:
+            raise StageError(
+                f"{self.stage}: step {self.step}: loss {metrics.loss} / grad norm {float(metrics.grad_norm)} is "
+                f"not finite ({bad_in_a_row} in a row, policy {policy}); lower lr or check the data"
+            )
+        latest = self.checkpoints.latest_step() if policy == "reload" else None
+        if self.world.rank == 0:
+            log.warning("%s: step %d: non-finite loss or gradient; %s", self.stage, self.step,
+                        f"reloading step-{latest}" if latest is not None else "step skipped")
+        if latest is not None:
+            drawn = self.data.drawn
+            self.load_state(latest)
+            self.data.drawn = drawn  # go on with new batches, not the ones that went wrong
+        return bad_in_a_row
+
+    def train(self) -> dict[str, Any]:
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self.resume()
+            started_at = self.step
+            progress = Progress(f"{self.stage} rank {self.world.rank}", self.cfg.steps)
+            bad_in_a_row = 0
+            every = self.cfg.checkpoint.every_steps
+            while self.step < self.cfg.steps:
+                self.step += 1
+                metrics = StepMetrics(self.step)
+                self.train_step(metrics)
+                bad_in_a_row = self.guard(metrics, bad_in_a_row)
+                self.logger.log(metrics)
+                if self.world.rank == 0:
+                    progress.update(self.step, loss=metrics.loss)
+                stop = self._stop_agreed()
+                if stop or (every and self.step % every == 0 and self.step < self.cfg.steps):
+                    self.save_state()
+                if stop:
+                    self.checkpoints.wait()
+                    raise Preempted(f"{self.stage}: SIGTERM: training state saved at step {self.step}; restart to resume")
+            if self.step != started_at:  # not when resumed from the final step (only the export was left)
+                self.save_state()
+            self.checkpoints.wait()
+            return self.export()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.logger.close()
+
+    # export --------------------------------------------------------------------------------------------
+    def export(self) -> dict[str, Any]:
+        """The final weights (the EMA when on) in the released layout, gathered and written one tensor
+        at a time on rank 0; every rank takes part in each gather."""
+        if self.ema is not None:
+            source = {clean_name(n): t for n, t in self.ema.state_dict().items()}
+        else:
+            source = {clean_name(n): p for n, p in self.dit.named_parameters()}
+        order = [clean_name(n) for n, _ in self.dit.named_parameters()]
+        sizes = {n: source[n].numel() * 4 for n in order}
+
+        def gathered():
+            for name in order:
+                tensor = source[name]
+                yield name, (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().float().cpu()
+
+        result = {"stage": self.stage, **self.logger.result(self.data, self.step)}
+        if self.world.rank == 0:
+            state = {"stage": self.stage, "step": self.step, "init": self.job.get("init_checkpoint_uri"), "ema": self.ema is not None}
+            entries = checkpoints.save_tensors(
+                gathered(), sizes, checkpoints.release_dit_config(self.config.dit), self.job["checkpoint_uri"],
+                checkpoints.DIT_WEIGHTS, state=state,
+            )
+            result["files"] = {f"checkpoint/{k}": v for k, v in entries.items()}
+            storage.write_json(self.job["result_uri"], result)
+        else:
+            for _ in gathered():
+                pass
+        self.world.barrier()
+        return result
+
+
+def _copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy a whole tensor into a parameter, or into this rank's shard of a DTensor parameter."""
+    with torch.no_grad():
+        if hasattr(param, "device_mesh"):
+            from torch.distributed.tensor import distribute_tensor
+
+            local = distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements, src_data_rank=None)
+            param.to_local().copy_(local.to_local())
+        else:
+            if tuple(full.shape) != tuple(param.shape):
+                raise StageError(f"a weight of shape {list(full.shape)} does not fit {list(param.shape)}")
+            param.copy_(full.to(param.dtype))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True, help="URI of the job JSON written by the component")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    trainer = Trainer(storage.read_json(args.job))
+    try:
+        trainer.train()
+    except Preempted as stop:
+        log.warning("%s", stop)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        raise SystemExit(143) from None
+    close_world(trainer.world)
+
+
+if __name__ == "__main__":
+    main()
