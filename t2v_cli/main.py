@@ -9,6 +9,7 @@ t2v world generate --out DIR                                      the synthetic 
 t2v promote --model M [--version V] | --rollback                  move the champion alias (CI)
 t2v model summary --config P [--json]                             parameter names, shapes, counts
 t2v model verify URI --network dit|vae [--config P]               a checkpoint against a config (headers)
+t2v plan --profile P [--stage t2v] [--gpu h100-80gb] [--gpus N]   memory per GPU, FLOPs, step time
 t2v generate "a red square moving left" --model models:/M@champion  text in, mp4 out
 """
 
@@ -373,6 +374,37 @@ def model_summary(profile, overrides, as_json) -> None:
     for net in ("dit", "vae"):
         counts = summary["counts"][net]
         click.echo(f"{net}: {counts['parameters']:,} parameters in {counts['tensors']} tensors")
+
+
+@main.command()
+@profile_option
+@set_option
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["t2i", "t2vi", "t2v"]), help="default: all three")
+@click.option("--gpu", default=None, help="accelerator (default: cluster.gpu_type): h100-80gb, h200-141gb, a100-80gb, a100-40gb, l40s-48gb")
+@click.option("--gpus", type=int, default=None, help="GPUs in all (default: the stage's num_nodes x nproc_per_node)")
+@click.option("--frames", type=int, default=None, help="clip frames to plan for (default: encode.num_frames)")
+@click.option("--resolution", type=(int, int), default=None, help="HEIGHT WIDTH (default: encode.resolution)")
+@click.option("--mfu", type=float, default=0.4, show_default=True, help="model FLOPs utilisation for the step time")
+def plan(profile, overrides, stages, gpu, gpus, frames, resolution, mfu) -> None:
+    """The capacity plan of the DiT training stages: per-GPU memory (parameters, gradients, optimizer,
+    activations), FLOPs per step and step time at a stated MFU. Exits 1 when a plan does not fit."""
+    from trainer.planner import ACCELERATORS, plan_stage
+
+    config = _config(profile, overrides)
+    gpu = gpu or config.cluster.gpu_type
+    if gpu not in ACCELERATORS:
+        raise click.BadParameter(f"{gpu!r}; choose one of {', '.join(ACCELERATORS)}", param_hint="--gpu")
+    failed = []
+    for stage in stages or ("t2i", "t2vi", "t2v"):
+        try:
+            result = plan_stage(config, stage, gpu, gpus, frames, resolution, mfu)
+        except ValueError as exc:
+            raise click.ClickException(f"{stage}: {exc}") from None
+        click.echo(result.report())
+        if not result.fits:
+            failed.append(stage)
+    if failed:
+        raise click.ClickException(f"the plan of {', '.join(failed)} does not fit {gpu}")
 
 
 @model.command("verify")

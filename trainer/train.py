@@ -68,8 +68,10 @@ class Trainer:
         self.stage = job["stage"]
         self.cfg = getattr(self.config, self.stage)
         self.world = build_world(self.cfg.parallel)
+        self.check_plan()
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.step = 0
+        self.base_memory = _memory_now(self.world.device)
         self.fsdp = self.world.distributed and self.cfg.parallel.data_parallel == "fsdp"
         self.dit, self.model = self.build_model()
         self.optimizer = build_optimizer(self.dit, self.cfg)
@@ -83,6 +85,19 @@ class Trainer:
         self._stop_requested = False
 
     # build steps ---------------------------------------------------------------------------------------
+    def check_plan(self) -> None:
+        """On a GPU, refuse (before allocating anything) a configuration the planner says cannot fit."""
+        from trainer.planner import plan_stage, this_accelerator
+
+        accelerator = this_accelerator(self.world.device)
+        if accelerator is None:
+            return
+        plan = plan_stage(self.config, self.stage, accelerator=accelerator, gpus=self.world.size)
+        if self.world.rank == 0:
+            log.info("%s", plan.report())
+        if not plan.fits:
+            raise StageError(f"{self.stage}: the training plan does not fit this GPU:\n{plan.report()}")
+
     def build_model(self):
         from model.dit import StepVideoDiT
 
@@ -290,6 +305,7 @@ class Trainer:
         else:
             every = [held]
         result["bytes_per_rank"] = every
+        result["memory"] = {"base_bytes": self.base_memory, "peak_bytes": _memory_peak(self.world.device)}
         if self.world.rank == 0:
             state = {"stage": self.stage, "step": self.step, "init": self.job.get("init_checkpoint_uri"), "ema": self.ema is not None}
             entries = checkpoints.save_tensors(
@@ -303,6 +319,23 @@ class Trainer:
                 pass
         self.world.barrier()
         return result
+
+
+def _memory_now(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _memory_peak(device: torch.device) -> int:
+    """The process's high-water mark: CUDA's peak allocation, or the peak resident set on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:

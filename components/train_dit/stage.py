@@ -56,6 +56,14 @@ def _train(run: StageRun, latents: dict[str, Any], init: dict[str, Any] | None =
         "tracking_uri": ctx.tracking_uri,
         "mlflow_run_id": run.run_id,
     }
+    if stage_cfg.launcher != "local":  # refuse a plan that cannot fit before any GPU is asked for
+        from trainer.planner import plan_stage, plan_summary
+
+        plan = plan_stage(ctx.config, stage, accelerator=ctx.config.cluster.gpu_type)
+        log.info("%s", plan.report())
+        if not plan.fits:
+            raise StageError(f"{stage}: the training plan does not fit cluster.gpu_type={ctx.config.cluster.gpu_type}:\n{plan.report()}")
+        mlflow.log_params(plan_summary(plan))
     job_uri = storage.join(run.uri, "job.json")
     storage.write_json(job_uri, job)
     threads = max(1, (os.cpu_count() or 1) // stage_cfg.nproc_per_node)

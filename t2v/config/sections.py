@@ -293,6 +293,8 @@ class ClusterConfig(Strict):
     namespace: str | None = None
     # Pipeline runs run as this account (charts/pipeline-rbac): it may create TrainJobs and read pod logs.
     service_account: str = "t2v-pipeline-runner"
+    # the accelerator of the GPU pool: the capacity planner checks each training stage against it
+    gpu_type: Literal["h100-80gb", "h200-141gb", "a100-80gb", "a100-40gb", "l40s-48gb"] = "h100-80gb"
     pool_label: str = naming.GPU_POOL_LABEL
     cpu_pool: str = naming.POOL_CPU
     gpu_pool: str = naming.POOL_GPU
