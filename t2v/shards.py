@@ -150,6 +150,90 @@ def write_shards(samples: Iterable[dict[str, Any]], out_dir: Path, prefix: str, 
     return sorted(out_dir.glob(f"{prefix}-*.tar"))
 
 
+LATENT_INDEX = "latents.index.jsonl"
+
+
+def index_latent_shards(paths: list[Path]) -> list[dict[str, Any]]:
+    """One record per latent sample of local tar shards: where its members are (byte ranges), its video
+    latent shape and curation quality. With it a reader fetches any sample by one ranged read, on S3 too,
+    without downloading or holding the shards."""
+    import tarfile
+
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        with tarfile.open(path) as tar:
+            current: dict[str, Any] | None = None
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, field = member.name.partition(".")
+                if current is None or current["key"] != key:
+                    current = {"shard": path.name, "key": key, "start": member.offset, "members": {}}
+                    records.append(current)
+                current["members"][field] = [member.offset_data - current["start"], member.size]
+                current["end"] = member.offset_data + member.size
+                if field == "video.npy":
+                    handle = tar.extractfile(member)
+                    version = np.lib.format.read_magic(handle)
+                    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, _ = header(handle)
+                    current["shape"] = list(shape)
+                elif field == "json":
+                    current["quality"] = float(json.loads(tar.extractfile(member).read()).get("quality", 1.0))
+    for record in records:
+        record["length"] = record.pop("end") - record["start"]
+    return records
+
+
+class IndexedLatents:
+    """Latent samples read on demand by index (a ranged read each), from a shard index
+    (:func:`index_latent_shards`). Holds only the index; memory does not grow with the data set."""
+
+    def __init__(self, records: list[dict[str, Any]], shard_uri: dict[str, str]):
+        self.records, self.shard_uri = records, shard_uri
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> IndexedLatents | None:
+        """The encode manifest's index, or None for a manifest written before encode made one."""
+        uri = manifest.get("index_uri")
+        if not uri:
+            return None
+        records = [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
+        shards = {uri.rsplit("/", 1)[-1]: uri for uri in shard_uris(manifest)}
+        missing = sorted({r["shard"] for r in records} - set(shards))
+        if missing:
+            raise StageError(f"{uri}: names shards the manifest does not list: {missing[:3]}")
+        return cls(records, shards)
+
+    def where(self, keep) -> IndexedLatents:
+        return IndexedLatents([r for r in self.records if keep(r)], self.shard_uri)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> LatentSample:
+        record = self.records[index]
+        blob = storage.read_range(self.shard_uri[record["shard"]], record["start"], record["length"])
+
+        def member(field: str) -> bytes:
+            offset, size = record["members"][field]
+            return blob[offset : offset + size]
+
+        def array(field: str) -> np.ndarray:
+            return np.load(io.BytesIO(member(f"{field}.npy")), allow_pickle=False)
+
+        return LatentSample(
+            key=record["key"],
+            video=array("video"),
+            image=array("image"),
+            clip_states=array("clip_states"),
+            clip_mask=array("clip_mask"),
+            llm_states=array("llm_states"),
+            llm_mask=array("llm_mask"),
+            meta=json.loads(member("json")) if "json" in record["members"] else {},
+        )
+
+
 @dataclass
 class LatentSample:
     key: str

@@ -141,6 +141,24 @@ def read_bytes(uri: str) -> bytes:
         raise StorageError(f"{uri}: {exc.strerror or exc}") from None
 
 
+def read_range(uri: str, start: int, length: int) -> bytes:
+    """``length`` bytes of the object at ``uri`` from offset ``start`` (an HTTP range on S3, a seek locally)."""
+    if _is_s3(uri):
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri):
+            body = s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")["Body"]
+            return body.read()
+    try:
+        with open(local_path(uri), "rb") as handle:
+            handle.seek(start)
+            data = handle.read(length)
+    except FileNotFoundError:
+        raise StorageError(f"{uri}: no such file") from None
+    if len(data) != length:
+        raise StorageError(f"{uri}: {length} bytes at {start} asked for, {len(data)} there")
+    return data
+
+
 @contextlib.contextmanager
 def _renamed_into_place(final: Path) -> Iterator[Path]:
     """A hidden temporary sibling of ``final`` to write; renamed onto ``final`` when the block ends

@@ -170,7 +170,9 @@ class TrainLogger:
                 self._window.clear()
             return
         if self.jsonl is not None:
-            self.jsonl.write(json.dumps({"step": m.step, "loss": m.loss, "grad_norm": float(m.grad_norm), "lr": m.lr}) + "\n")
+            record = {"step": m.step, "loss": m.loss, "grad_norm": float(m.grad_norm), "lr": m.lr,
+                      "seconds": seconds, "data_seconds": m.data_seconds, "tokens": m.tokens}
+            self.jsonl.write(json.dumps(record) + "\n")
             self.jsonl.flush()
         if m.step % self.cfg.log_every == 0 or m.step == self.cfg.steps:
             self._flush_window()

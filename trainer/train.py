@@ -37,7 +37,7 @@ from t2v import checkpoints, storage
 from t2v.config import ProjectConfig
 from t2v.errors import StageError
 from t2v.progress import Progress
-from t2v.shards import load_latents, load_negative
+from t2v.shards import IndexedLatents, load_latents, load_negative
 from trainer.checkpoint import CheckpointManager
 from trainer.data import LatentBatches, mixed_seed, select_samples
 from trainer.metrics import StepMetrics, TrainLogger, held_bytes
@@ -141,7 +141,13 @@ class Trainer:
             log.info("%s: %s", self.stage, f"weights from {init_uri}" if init_uri else "weights initialised from the seed")
 
     def build_data(self) -> LatentBatches:
-        samples = select_samples(load_latents(self.job["latents"]), self.cfg)
+        """Latents read on demand through the encode stage's shard index (memory bounded whatever the
+        data set's size, S3 included); an older manifest without an index is loaded whole."""
+        indexed = IndexedLatents.from_manifest(self.job["latents"])
+        if indexed is not None:
+            samples = indexed.where(lambda record: record.get("quality", 1.0) >= self.cfg.min_quality)
+        else:
+            samples = select_samples(load_latents(self.job["latents"]), self.cfg)
         if not samples:
             raise StageError(f"{self.stage}: no latent samples pass min_quality={self.cfg.min_quality}")
         return LatentBatches(samples, load_negative(self.job["latents"]), self.cfg, self.world.dp_rank, self.world.dp_size)

@@ -25,7 +25,15 @@ from t2v import checkpoints, storage
 from t2v.errors import StageError
 from t2v.generate import conditioning, text_encoders_of
 from t2v.progress import Progress
-from t2v.shards import fit_clip, iter_clips, npy_bytes, to_model_video, write_shards
+from t2v.shards import (
+    LATENT_INDEX,
+    fit_clip,
+    index_latent_shards,
+    iter_clips,
+    npy_bytes,
+    to_model_video,
+    write_shards,
+)
 
 log = logging.getLogger(__name__)
 STAGE = "encode"
@@ -84,7 +92,9 @@ def _encode(run: StageRun, clips: dict[str, Any], vae: dict[str, Any], raw: dict
         buffer = io.BytesIO()
         np.savez(buffer, **{k: v[0] for k, v in negative.items()})
         (tmp / "negative.npz").write_bytes(buffer.getvalue())
-        names = [str(p.relative_to(tmp)) for p in shard_paths] + ["negative.npz"]
+        index = index_latent_shards(shard_paths)  # lets the trainer read any sample by a ranged read
+        (tmp / LATENT_INDEX).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in index))
+        names = [str(p.relative_to(tmp)) for p in shard_paths] + ["negative.npz", LATENT_INDEX]
         files = storage.upload_files(tmp, names, run.uri)
     summary = {
         "samples": len(samples),
@@ -100,6 +110,7 @@ def _encode(run: StageRun, clips: dict[str, Any], vae: dict[str, Any], raw: dict
         summary=summary,
         extra={
             "negative_uri": storage.join(run.uri, "negative.npz"),
+            "index_uri": storage.join(run.uri, LATENT_INDEX),
             "text_encoders": raw.get("text_encoders"),
             "vae_checkpoint_uri": vae["checkpoint_uri"],
         },

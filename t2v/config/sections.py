@@ -174,6 +174,18 @@ class ParallelConfig(Strict):
         return self
 
 
+class TrainResources(Strict):
+    """What each node of a cluster training job gets (the local backend ignores them)."""
+
+    cpu: str = Field("16", pattern=r"^\d+(\.\d+)?m?$", description="CPU per node (Kubernetes quantity)")
+    memory: str = Field("200Gi", pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="memory per node")
+    shm_size: str = Field("64Gi", pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="/dev/shm per node (NCCL, loader workers)")
+    max_restarts: int = Field(3, ge=0, le=100, description="restarts of a failed job; each resumes from <train_state>/latest")
+    termination_grace_s: int = Field(
+        300, ge=30, description="seconds between SIGTERM and SIGKILL: time to write the preemption checkpoint"
+    )
+
+
 class TrainCheckpointConfig(Strict):
     """Resumable training state (torch.distributed.checkpoint), apart from the exported release layout."""
 
@@ -228,6 +240,7 @@ class DiTStageConfig(Strict):
     max_nonfinite_steps: int = Field(20, ge=1, description="consecutive non-finite steps before the run fails")
     loss_spike_factor: float = Field(3.0, gt=1.0, description="log a spike when a loss exceeds this x its running mean")
     checkpoint: TrainCheckpointConfig = TrainCheckpointConfig()
+    resources: TrainResources = TrainResources()
     seed: int = 0
     log_every: int = Field(10, ge=1)
 

@@ -39,6 +39,10 @@ def torchrun_command(spec: LaunchSpec) -> list[str]:
 def build_trainjob(spec: LaunchSpec) -> dict[str, Any]:
     """A Kubeflow Trainer v2 TrainJob for ``spec``, validated with the kubeflow_trainer_api models."""
     pod_patch: dict[str, Any] = {"nodeSelector": spec.selected_nodes()}
+    if spec.shm_size:  # merged by name into the runtime's dshm volume
+        pod_patch["volumes"] = [_shm_volume(spec)]
+    if spec.termination_grace_s:
+        pod_patch["terminationGracePeriodSeconds"] = spec.termination_grace_s
     if spec.tolerations():
         pod_patch["tolerations"] = spec.tolerations()
     if spec.service_account:
@@ -95,6 +99,13 @@ def build_trainjob(spec: LaunchSpec) -> dict[str, Any]:
     return obj
 
 
+def _shm_volume(spec: LaunchSpec) -> dict[str, Any]:
+    empty_dir: dict[str, Any] = {"medium": "Memory"}
+    if spec.shm_size:
+        empty_dir["sizeLimit"] = spec.shm_size
+    return {"name": "dshm", "emptyDir": empty_dir}
+
+
 def _pod_template(spec: LaunchSpec) -> dict[str, Any]:
     lineage = {k: v for k, v in spec.all_labels().items() if k != KUEUE_QUEUE_LABEL}
     container: dict[str, Any] = {
@@ -109,8 +120,10 @@ def _pod_template(spec: LaunchSpec) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "containers": [container],
         "nodeSelector": spec.selected_nodes(),
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        "volumes": [_shm_volume(spec)],
     }
+    if spec.termination_grace_s:
+        pod["terminationGracePeriodSeconds"] = spec.termination_grace_s
     if spec.tolerations():
         pod["tolerations"] = spec.tolerations()
     if spec.service_account:
@@ -137,7 +150,7 @@ def build_pytorchjob(spec: LaunchSpec) -> dict[str, Any]:
             "nprocPerNode": str(spec.nproc_per_node),
             "runPolicy": {
                 "activeDeadlineSeconds": spec.timeout_s,
-                "backoffLimit": 0,
+                "backoffLimit": spec.max_restarts,  # each restart resumes from the latest checkpoint
                 "cleanPodPolicy": "None",
             },
             "pytorchReplicaSpecs": replicas,

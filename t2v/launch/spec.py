@@ -45,6 +45,9 @@ class LaunchSpec(BaseModel):
     cpu: str = Field(default="1", description="CPU request/limit per node (Kubernetes quantity)")
     memory: str = Field(default="4Gi", description="memory request/limit per node (Kubernetes quantity)")
     gpu: int = Field(default=0, ge=0, le=64, description="GPUs per node (nvidia.com/gpu)")
+    shm_size: str | None = Field(default=None, description="/dev/shm size per node (None: the node's default)")
+    max_restarts: int = Field(default=0, ge=0, le=100, description="PyTorchJob backoffLimit (TrainJob: the runtime's)")
+    termination_grace_s: int | None = Field(default=None, ge=1, description="pod terminationGracePeriodSeconds")
     env: dict[str, str] = Field(default_factory=dict)
     secret_env: dict[str, str] = Field(
         default_factory=dict,

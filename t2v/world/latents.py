@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from t2v import storage
-from t2v.shards import npy_bytes, write_shards
+from t2v.shards import LATENT_INDEX, index_latent_shards, npy_bytes, write_shards
 
 
 def write_synthetic_latents(
@@ -64,8 +64,15 @@ def write_synthetic_latents(
         clip_mask=np.ones(clip_tokens, bool),
     )
     (root / "negative.npz").write_bytes(buffer.getvalue())
+    (root / LATENT_INDEX).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in index_latent_shards(paths)))
     files = {f"shards/{p.name}": {"uri": storage.to_uri(p)} for p in paths}
-    return {"stage": "encode", "files": files, "negative_uri": storage.to_uri(root / "negative.npz"), "samples": samples}
+    return {
+        "stage": "encode",
+        "files": files,
+        "negative_uri": storage.to_uri(root / "negative.npz"),
+        "index_uri": storage.to_uri(root / LATENT_INDEX),
+        "samples": samples,
+    }
 
 
 def write_tiny_latents(root: Path, config, samples: int = 16, frames: int = 2, size: int = 4, seed: int = 0):

@@ -429,3 +429,69 @@ def test_the_failure_names_the_rank_that_failed_first_not_the_ones_torn_down_aft
     ]:
         raised.feed(line)
     assert raised.describe() == "[rank0]: ValueError: bad batch"
+
+
+def test_shm_restarts_and_grace_period_reach_both_job_kinds():
+    spec = gpu_spec(shm_size="64Gi", max_restarts=3, termination_grace_s=300)
+    pod_patch = build_trainjob(spec)["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod_patch["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}}]
+    assert pod_patch["terminationGracePeriodSeconds"] == 300
+    job = build_pytorchjob(gpu_spec(backend="pytorchjob", shm_size="64Gi", max_restarts=3, termination_grace_s=300))
+    assert job["spec"]["runPolicy"]["backoffLimit"] == 3
+    for rtype in ("Master", "Worker"):
+        template = job["spec"]["pytorchReplicaSpecs"][rtype]["template"]
+        assert template["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] == "64Gi"
+        assert template["spec"]["terminationGracePeriodSeconds"] == 300
+        k8s_validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"x-{rtype.lower()}"}, "template": template})
+
+
+def test_the_training_component_launches_with_the_stage_resources(monkeypatch, tmp_path):
+    """The t2v component's LaunchSpec carries the stage's GPUs, CPU, memory, shm and restarts."""
+    from components.train_dit import stage as train_stage
+    from t2v.config import load_config
+
+    config = load_config("step-video-t2v-30b")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_launch(spec):
+        seen["spec"] = spec
+        raise Stop
+
+    class Run:
+        name, run_id, uri = "t2v", "abc", str(tmp_path)
+
+        class ctx:
+            run_name = "r1"
+            tracking_uri = "sqlite:///x.db"
+
+    Run.ctx.config = config
+    monkeypatch.setattr(train_stage, "launch", fake_launch)
+    monkeypatch.setattr("mlflow.log_params", lambda params: seen.setdefault("params", {}).update(params))
+    with pytest.raises(Stop):
+        train_stage._train(Run, latents={"files": {}})
+    spec = seen["spec"]
+    assert (spec.gpu, spec.nproc_per_node, spec.num_nodes) == (8, 8, 16)
+    assert (spec.cpu, spec.memory, spec.shm_size, spec.max_restarts) == ("16", "200Gi", "64Gi", 3)
+    assert spec.image.endswith("cuda") or "cuda" in spec.image
+    assert seen["params"]["plan.memory_per_gpu_gib"] < 76  # the shipped plan fits an H100-80GB
+
+
+def test_the_training_component_refuses_a_plan_that_does_not_fit(monkeypatch, tmp_path):
+    from components.train_dit import stage as train_stage
+    from t2v.config import load_config
+    from t2v.errors import StageError
+
+    class Run:
+        name, run_id, uri = "t2v", "abc", str(tmp_path)
+
+        class ctx:
+            run_name = "r1"
+            tracking_uri = "sqlite:///x.db"
+
+    Run.ctx.config = load_config("step-video-t2v-30b", ["t2v.parallel.sequence_parallel=1"])
+    monkeypatch.setattr(train_stage, "launch", lambda spec: pytest.fail("launched a plan that does not fit"))
+    with pytest.raises(StageError, match="does not fit cluster.gpu_type=h100-80gb"):
+        train_stage._train(Run, latents={"files": {}})
