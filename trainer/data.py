@@ -1,11 +1,13 @@
 """Batches of latents for the DiT stages, the same whatever the number of ranks.
 
-Every random choice is a pure function of ``(seed, micro-batch index, position in the global batch)``:
+Every random choice is a pure function of ``(seed, optimizer step, position in the step's global batch)``:
 which sample sits at a position (epochs are seeded permutations of the data set), image or video for the
-micro-batch, caption dropout, and the seed the objective draws noise and timesteps from. So
+step, caption dropout, and the seed the objective draws noise and timesteps from. A step's global batch
+is ``batch_size x data-parallel ranks x grad_accum_steps`` samples; micro-batch m of rank r takes
+positions ``m * (B * ranks) + r * B + [0, B)``. So
 
-* a data-parallel rank takes positions ``[dp_rank * B, (dp_rank + 1) * B)`` of the global batch, and 1
-  rank with batch ``2B`` sees exactly what 2 ranks with ``B`` see together;
+* 1 rank with batch ``4B``, 2 ranks with ``2B``, or 2 ranks with ``B`` and 2 accumulation steps see the
+  same samples with the same noise in each optimizer step;
 * the loader's position is the number of micro-batches drawn; a resumed run, on any number of ranks,
   continues with the batches an uninterrupted run would have drawn.
 
@@ -64,7 +66,8 @@ class LatentBatches:
             raise ValueError("no latent samples")
         self.samples, self.negative, self.cfg = samples, negative, stage_cfg
         self.dp_rank, self.dp_size = dp_rank, dp_size
-        self.global_batch = stage_cfg.batch_size * dp_size
+        self.accum = stage_cfg.grad_accum_steps
+        self.global_batch = stage_cfg.batch_size * dp_size * self.accum  # samples per optimizer step
         self.drawn = 0  # micro-batches drawn so far: the loader's position
         self._orders: dict[int, np.ndarray] = {}
 
@@ -76,7 +79,8 @@ class LatentBatches:
         if int(state["global_batch"]) != self.global_batch:
             raise ValueError(
                 f"the checkpoint was trained with a global batch of {state['global_batch']} samples, this run "
-                f"has {self.global_batch} (batch_size x data-parallel ranks); resuming would change the data"
+                f"has {self.global_batch} (batch_size x data-parallel ranks x grad_accum_steps); resuming would "
+                "change the data"
             )
         self.drawn = int(state["micro_batches_drawn"])
 
@@ -87,23 +91,24 @@ class LatentBatches:
             self._orders = {epoch: np.random.default_rng(mixed_seed(self.cfg.seed, _ORDER, epoch)).permutation(len(self.samples))}
         return self.samples[int(self._orders[epoch][within])]
 
-    def kind(self, micro: int) -> str:
+    def kind(self, step: int) -> str:
         if self.cfg.data == "images":
             return "image"
         if self.cfg.data == "videos":
             return "video"
-        draw = np.random.default_rng(mixed_seed(self.cfg.seed, _KIND, micro)).random()
+        draw = np.random.default_rng(mixed_seed(self.cfg.seed, _KIND, step)).random()
         return "video" if draw < self.cfg.video_fraction else "image"
 
     def next(self) -> Batch:
-        micro = self.drawn
+        step, micro = divmod(self.drawn, self.accum)  # step counts from 0 here
         self.drawn += 1
-        kind = self.kind(micro)
+        kind = self.kind(step)
         size = self.cfg.batch_size
-        positions = range(self.dp_rank * size, (self.dp_rank + 1) * size)
-        picked = [self._sample_at(micro * self.global_batch + j) for j in positions]
+        first = micro * size * self.dp_size + self.dp_rank * size
+        positions = range(first, first + size)
+        picked = [self._sample_at(step * self.global_batch + j) for j in positions]
         drop = [
-            np.random.default_rng(mixed_seed(self.cfg.seed, _DROPOUT, micro, j)).random() < self.cfg.caption_dropout
+            np.random.default_rng(mixed_seed(self.cfg.seed, _DROPOUT, step, j)).random() < self.cfg.caption_dropout
             for j in positions
         ]
 
@@ -118,5 +123,5 @@ class LatentBatches:
             text("llm_mask").bool(),
             text("clip_states").float(),
             text("clip_mask").bool(),
-            seeds=[mixed_seed(self.cfg.seed, _SAMPLE, micro, j) for j in positions],
+            seeds=[mixed_seed(self.cfg.seed, _SAMPLE, step, j) for j in positions],
         )

@@ -83,6 +83,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(job["train_state_uri"], self.cfg.checkpoint, self.world, staging)
         self.logger = TrainLogger(job, self.world, self.config.dit, self.cfg)
         self._stop_requested = False
+        self._reloads = 0
 
     # build steps ---------------------------------------------------------------------------------------
     def check_plan(self) -> None:
@@ -242,10 +243,11 @@ class Trainer:
             return 0
         bad_in_a_row += 1
         policy = self.cfg.nonfinite_policy
-        if policy == "fail" or bad_in_a_row >= self.cfg.max_nonfinite_steps:
+        self._reloads += policy == "reload"
+        if policy == "fail" or max(bad_in_a_row, self._reloads) >= self.cfg.max_nonfinite_steps:
             raise StageError(
                 f"{self.stage}: step {self.step}: loss {metrics.loss} / grad norm {float(metrics.grad_norm)} is "
-                f"not finite ({bad_in_a_row} in a row, policy {policy}); lower lr or check the data"
+                f"not finite ({bad_in_a_row} in a row, {self._reloads} reloads, policy {policy}); lower lr or check the data"
             )
         latest = self.checkpoints.latest_step() if policy == "reload" else None
         if self.world.rank == 0:
