@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from tests.trainer_runs import make_job
 from t2v.errors import StageError
+from tests.trainer_runs import make_job
 from trainer.train import Trainer
 
 
