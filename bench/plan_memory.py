@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 ONE = r'''
-import json, resource, sys, psutil, torch
+import json, sys, psutil
+from trainer.train import resident_peak, torch
 from model.dit import StepVideoDiT
 from t2v.config import load_config
 from trainer.parallel import apply_activation_checkpointing
@@ -32,7 +33,7 @@ b, f, h, w = 4, 3, 32, 32
 args = (torch.randn(b, f, 8, h, w), torch.rand(b), torch.randn(b, 16, 64), torch.ones(b, 16, dtype=torch.bool), torch.randn(b, 8, 32))
 base = psutil.Process().memory_info().rss
 dit(*args).pow(2).mean().backward()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = resident_peak()
 print(json.dumps({"units": (peak - base) / (b * f * h * w * cfg.hidden_size * 4)}))
 '''
 

@@ -211,6 +211,10 @@ class IndexedLatents:
     def __len__(self) -> int:
         return len(self.records)
 
+    def shape(self, index: int) -> list[int]:
+        """The video latent's shape [F, C, h, w] of sample ``index``, from the index (no read)."""
+        return self.records[index]["shape"]
+
     def __getitem__(self, index: int) -> LatentSample:
         record = self.records[index]
         blob = storage.read_range(self.shard_uri[record["shard"]], record["start"], record["length"])

@@ -179,6 +179,9 @@ class WeedServer:
             "-volume.max=0",
             "-s3",
             f"-s3.port={self.ports['s3']}",
+            # no Iceberg catalog or Lance namespace: they listen on fixed ports two servers would share
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ]
         log = self.root / "weed.log"
         with open(log, "a") as handle:

@@ -12,6 +12,11 @@ positions ``m * (B * ranks) + r * B + [0, B)``. So
   continues with the batches an uninterrupted run would have drawn.
 
 Ranks of one sequence-parallel group share a ``dp_rank`` and so the same samples.
+
+Samples are bucketed by their latent grid (frames, height, width): a step draws image or video, then a
+bucket (in proportion to its samples), and every sample of the step comes from that bucket, with the
+bucket's batch size (``batch_size_per_bucket``, else ``batch_size``). Each bucket is its own stream of
+seeded epoch permutations; the loader's position is the micro-batch count and each bucket's cursor.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ import numpy as np
 import torch
 
 from t2v.shards import LatentSample
+
+
+def _video_shape(samples, index: int) -> tuple[int, ...]:
+    shape = getattr(samples, "shape", None)  # IndexedLatents knows shapes from its index
+    return tuple(shape(index)) if shape is not None else tuple(samples[index].video.shape)
 
 
 @dataclass
@@ -50,7 +60,7 @@ def mixed_seed(*key: int) -> int:
 
 
 # stream tags keep the random choices of one micro-batch independent of each other
-_ORDER, _KIND, _SAMPLE, _DROPOUT = 1, 2, 3, 4
+_ORDER, _KIND, _SAMPLE, _DROPOUT, _BUCKET = 1, 2, 3, 4, 5
 
 
 def select_samples(samples: list[LatentSample], stage_cfg) -> list[LatentSample]:
@@ -59,9 +69,18 @@ def select_samples(samples: list[LatentSample], stage_cfg) -> list[LatentSample]
 
 
 class LatentBatches:
-    """Micro-batches for one data-parallel rank over latents held in memory."""
+    """Micro-batches for one data-parallel rank over a sequence of latent samples (a list in memory, or
+    :class:`t2v.shards.IndexedLatents` reading on demand)."""
 
-    def __init__(self, samples, negative: dict[str, np.ndarray], stage_cfg, dp_rank: int = 0, dp_size: int = 1):
+    def __init__(
+        self,
+        samples,
+        negative: dict[str, np.ndarray],
+        stage_cfg,
+        dp_rank: int = 0,
+        dp_size: int = 1,
+        batch_sizes: dict[tuple[int, int, int], int] | None = None,
+    ):
         if not samples:
             raise ValueError("no latent samples")
         self.samples, self.negative, self.cfg = samples, negative, stage_cfg
@@ -69,13 +88,25 @@ class LatentBatches:
         self.accum = stage_cfg.grad_accum_steps
         self.global_batch = stage_cfg.batch_size * dp_size * self.accum  # samples per optimizer step
         self.drawn = 0  # micro-batches drawn so far: the loader's position
-        self._orders: dict[int, np.ndarray] = {}
+        grids: dict[tuple[int, int, int], list[int]] = {}
+        for index in range(len(samples)):
+            frames, _, height, width = _video_shape(samples, index)
+            grids.setdefault((frames, height, width), []).append(index)
+        self.buckets = sorted(grids)
+        self.members = {key: np.array(grids[key]) for key in self.buckets}
+        self.batch_sizes = dict(batch_sizes or {})
+        self.cursors = dict.fromkeys(self.buckets, 0)  # global positions used in each bucket's stream
+        self._orders: dict[tuple, np.ndarray] = {}
 
     # position ---------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, int]:
-        return {"micro_batches_drawn": self.drawn, "global_batch": self.global_batch}
+    def state_dict(self) -> dict:
+        return {
+            "micro_batches_drawn": self.drawn,
+            "global_batch": self.global_batch,
+            "cursors": {"x".join(map(str, key)): value for key, value in self.cursors.items()},
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         if int(state["global_batch"]) != self.global_batch:
             raise ValueError(
                 f"the checkpoint was trained with a global batch of {state['global_batch']} samples, this run "
@@ -83,13 +114,23 @@ class LatentBatches:
                 "change the data"
             )
         self.drawn = int(state["micro_batches_drawn"])
+        saved = {tuple(int(v) for v in key.split("x")): value for key, value in state.get("cursors", {}).items()}
+        if saved and set(saved) != set(self.buckets):
+            raise ValueError(f"the checkpoint's data has buckets {sorted(saved)}, this run's {self.buckets}")
+        self.cursors.update(saved)
 
     # drawing ----------------------------------------------------------------------------------------
-    def _sample_at(self, position: int) -> LatentSample:
-        epoch, within = divmod(position, len(self.samples))
-        if epoch not in self._orders:
-            self._orders = {epoch: np.random.default_rng(mixed_seed(self.cfg.seed, _ORDER, epoch)).permutation(len(self.samples))}
-        return self.samples[int(self._orders[epoch][within])]
+    def _sample_at(self, bucket: tuple[int, int, int], position: int):
+        members = self.members[bucket]
+        epoch, within = divmod(position, len(members))
+        tag = () if len(self.buckets) == 1 else (self.buckets.index(bucket) + 1,)
+        key = (bucket, epoch)
+        if key not in self._orders:
+            if len(self._orders) > 4 * len(self.buckets):
+                self._orders.clear()
+            order = np.random.default_rng(mixed_seed(self.cfg.seed, _ORDER, epoch, *tag)).permutation(len(members))
+            self._orders[key] = members[order]
+        return self.samples[int(self._orders[key][within])]
 
     def kind(self, step: int) -> str:
         if self.cfg.data == "images":
@@ -99,14 +140,28 @@ class LatentBatches:
         draw = np.random.default_rng(mixed_seed(self.cfg.seed, _KIND, step)).random()
         return "video" if draw < self.cfg.video_fraction else "image"
 
+    def bucket(self, step: int) -> tuple[int, int, int]:
+        if len(self.buckets) == 1:
+            return self.buckets[0]
+        sizes = np.array([len(self.members[key]) for key in self.buckets], dtype=np.float64)
+        draw = np.random.default_rng(mixed_seed(self.cfg.seed, _BUCKET, step)).choice(len(self.buckets), p=sizes / sizes.sum())
+        return self.buckets[int(draw)]
+
+    def batch_size(self, bucket: tuple[int, int, int], kind: str) -> int:
+        frames, height, width = bucket
+        return self.batch_sizes.get((1 if kind == "image" else frames, height, width), self.cfg.batch_size)
+
     def next(self) -> Batch:
         step, micro = divmod(self.drawn, self.accum)  # step counts from 0 here
         self.drawn += 1
-        kind = self.kind(step)
-        size = self.cfg.batch_size
+        kind, bucket = self.kind(step), self.bucket(step)
+        size = self.batch_size(bucket, kind)
         first = micro * size * self.dp_size + self.dp_rank * size
-        positions = range(first, first + size)
-        picked = [self._sample_at(step * self.global_batch + j) for j in positions]
+        positions = range(first, first + size)  # within the step's global batch
+        cursor = self.cursors[bucket]
+        picked = [self._sample_at(bucket, cursor + j) for j in positions]
+        if micro == self.accum - 1:
+            self.cursors[bucket] = cursor + size * self.dp_size * self.accum
         drop = [
             np.random.default_rng(mixed_seed(self.cfg.seed, _DROPOUT, step, j)).random() < self.cfg.caption_dropout
             for j in positions

@@ -151,7 +151,19 @@ class Trainer:
             samples = select_samples(load_latents(self.job["latents"]), self.cfg)
         if not samples:
             raise StageError(f"{self.stage}: no latent samples pass min_quality={self.cfg.min_quality}")
-        return LatentBatches(samples, load_negative(self.job["latents"]), self.cfg, self.world.dp_rank, self.world.dp_size)
+        return LatentBatches(
+            samples, load_negative(self.job["latents"]), self.cfg, self.world.dp_rank, self.world.dp_size,
+            batch_sizes=self._latent_batch_sizes(),
+        )
+
+    def _latent_batch_sizes(self) -> dict[tuple[int, int, int], int]:
+        """``batch_size_per_bucket`` (pixels) as latent grids: VAE frames and 16x16 (x patch) cells."""
+        vae = self.config.vae.model
+        out = {}
+        for key, size in self.cfg.batch_size_per_bucket.items():
+            frames, height, width = (int(v) for v in key.split("x"))
+            out[(vae.latent_frames(frames), height // vae.spatial_compression, width // vae.spatial_compression)] = size
+        return out
 
     # training state ------------------------------------------------------------------------------------
     def _state_tensors(self) -> dict[str, Any]:
@@ -341,6 +353,16 @@ def _memory_peak(device: torch.device) -> int:
     """The process's high-water mark: CUDA's peak allocation, or the peak resident set on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
+    return resident_peak()
+
+
+def resident_peak() -> int:
+    """Peak resident bytes of this process's memory since it started (``VmHWM``). Not ``ru_maxrss``: Linux
+    carries that over from the parent across fork + exec, so a child of a large process reports the
+    parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -206,6 +206,10 @@ class DiTStageConfig(Strict):
     init_from: str | None = Field(None, description="checkpoint URI overriding the previous stage's")
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1, description="per process")
+    batch_size_per_bucket: dict[str, int] = Field(
+        default_factory=dict,
+        description="per process, by clip shape FRAMESxHEIGHTxWIDTH in pixels (images: 1xHxW); others use batch_size",
+    )
     lr: float = Field(gt=0, le=1.0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -243,6 +247,16 @@ class DiTStageConfig(Strict):
     resources: TrainResources = TrainResources()
     seed: int = 0
     log_every: int = Field(10, ge=1)
+
+    @field_validator("batch_size_per_bucket")
+    @classmethod
+    def _buckets(cls, value: dict[str, int]):
+        import re
+
+        for key, size in value.items():
+            if not re.fullmatch(r"\d+x\d+x\d+", key) or size < 1:
+                raise ValueError(f"batch_size_per_bucket: {key!r}: {size!r} must be FRAMESxHEIGHTxWIDTH: a batch size >= 1")
+        return value
 
     @field_validator("activation_checkpointing", mode="before")
     @classmethod

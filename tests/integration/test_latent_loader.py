@@ -63,7 +63,8 @@ def test_indexed_reads_over_s3_are_ranged_reads_of_the_shards(tmp_path, s3_bucke
 
 
 MEASURE = r"""
-import json, resource, sys, psutil
+import json, sys, psutil
+from trainer.train import resident_peak
 from t2v.config import load_config
 from t2v.shards import IndexedLatents, load_latents, load_negative
 from trainer.data import LatentBatches
@@ -74,7 +75,7 @@ cfg = load_config("tiny").t2i.model_copy(update={"batch_size": 4, "data": "video
 batches = LatentBatches(source, load_negative(manifest), cfg)
 for _ in range(30):
     batches.next()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = resident_peak()
 print(json.dumps({"grew_mib": (peak - base) / 2**20}))
 """
 

@@ -185,3 +185,46 @@ def test_checkpoints_on_s3_survive_the_server_going_away(uninterrupted, tmp_path
         assert kept == {"step-18", "step-20"}  # keep_last = 2
     finally:
         server.stop()
+
+
+def test_async_checkpoints_resume_to_the_same_losses(uninterrupted, tmp_path):
+    job = make_job(tmp_path, [f"t2i.steps={STEPS}", "t2i.batch_size=2", "t2i.nproc_per_node=2", "t2i.checkpoint.every_steps=3",
+                              "t2i.checkpoint.async_save=true"])
+    run_and_interrupt(job, 2, 11, "kill")
+    latest = (tmp_path / "train_state" / "latest").read_text().strip()
+    assert latest in {"step-6", "step-9"}  # written once the background write of that step finished
+    run(job, 2)
+    assert losses(job) == losses(uninterrupted)
+
+
+def test_mixed_shape_buckets_train_the_same_on_two_ranks_as_on_one(tmp_path):
+    """Two clip shapes in one data set, each its own bucket with its own batch size."""
+    from t2v.config import load_config
+    from t2v.world.latents import write_synthetic_latents
+
+    config = load_config("tiny")
+    te = config.text_encoders
+
+    def part(name, frames, size, count, seed):
+        return write_synthetic_latents(tmp_path / name, samples=count, frames=frames, channels=config.dit.in_channels,
+                                       height=size, width=size, llm_tokens=te.llm_max_length, llm_channels=config.dit.caption_channels,
+                                       clip_tokens=te.clip_max_length, clip_channels=config.dit.clip_channels, seed=seed)
+
+    small, big = part("small", 2, 4, 10, 0), part("big", 3, 8, 6, 1)
+    index = tmp_path / "latents.index.jsonl"
+    index.write_text((tmp_path / "small" / "latents.index.jsonl").read_text()
+                     + (tmp_path / "big" / "latents.index.jsonl").read_text().replace("latents-00000.tar", "big-00000.tar"))
+    (tmp_path / "big" / "shards" / "latents-00000.tar").rename(tmp_path / "big" / "shards" / "big-00000.tar")
+    latents = dict(small, index_uri=str(index), files={**small["files"], "shards/big-00000.tar": {"uri": str(tmp_path / "big" / "shards" / "big-00000.tar")}})
+    # pixel keys: 3 latent frames of the tiny VAE are 17 frames; 8 latent cells are 64 pixels
+    vae = config.vae.model
+    key = f"{vae.frames_for_latents(3)}x{8 * vae.spatial_compression}x{8 * vae.spatial_compression}"
+    one = make_job(tmp_path / "one", [f"t2i.steps={STEPS}", "t2i.batch_size=4", "t2i.nproc_per_node=1", "t2i.data=videos",
+                                      f"t2i.batch_size_per_bucket={{{key}: 2}}"], latents=latents)
+    two = make_job(tmp_path / "two", [f"t2i.steps={STEPS}", "t2i.batch_size=2", "t2i.nproc_per_node=2", "t2i.data=videos",
+                                      f"t2i.batch_size_per_bucket={{{key}: 1}}"], latents=latents)
+    run(one, 1)
+    run(two, 2)
+    assert not _close(losses(two), losses(one), 1e-5)
+    tokens = {r["tokens"] for r in all_records(one)}
+    assert tokens == {4 * 2 * 4 * 4, 2 * 3 * 8 * 8}  # 4 small clips a step, or 2 big ones

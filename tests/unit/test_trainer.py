@@ -163,3 +163,62 @@ def test_a_checkpoint_config_holds_the_architecture_only(tmp_path):
     (tmp_path / "ckpt" / "config.json").write_text(json.dumps(legacy))
     loaded = checkpoints.load_dit(str(tmp_path / "ckpt"))
     assert loaded.cfg == cfg.dit
+
+
+def _two_bucket_samples():
+    from t2v.shards import LatentSample
+
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(14):
+        frames, size = (2, 4) if i % 3 else (3, 6)  # 9 samples of 2x4x4, 5 of 3x6x6
+        out.append(LatentSample(f"s{i}", rng.normal(size=(frames, 8, size, size)).astype(np.float32),
+                                rng.normal(size=(1, 8, size, size)).astype(np.float32),
+                                np.full((3, 4), i, np.float32), np.ones(3, bool), np.full((5, 4), i, np.float32), np.ones(5, bool), {}))
+    return out
+
+
+def test_batches_come_from_one_shape_bucket_with_its_own_batch_size():
+    from trainer.data import LatentBatches
+
+    samples = _two_bucket_samples()
+    negative = {k: np.zeros_like(getattr(samples[0], k)) for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+    cfg = load_config("tiny").t2i.model_copy(update={"batch_size": 4, "data": "images+videos"})
+    sizes = {(3, 6, 6): 2, (1, 6, 6): 3}  # latent grids: big clips 2 a batch, their images 3
+    loader = LatentBatches(samples, negative, cfg, batch_sizes=sizes)
+    assert loader.buckets == [(2, 4, 4), (3, 6, 6)]
+    seen = {}
+    for _ in range(40):
+        kind = loader.kind(loader.drawn)
+        batch = loader.next()
+        shape = tuple(batch.latents.shape)
+        expected = {("video", 6): 2, ("image", 6): 3}.get((kind, shape[-1]), 4)
+        assert shape[0] == expected, (kind, shape)
+        seen[shape[1:]] = seen.get(shape[1:], 0) + 1
+    assert {(2, 8, 4, 4), (3, 8, 6, 6), (1, 8, 4, 4), (1, 8, 6, 6)} <= set(seen)
+
+    # two ranks with half the per-bucket batch sizes see the same samples, step by step
+    halves = [LatentBatches(samples, negative, cfg.model_copy(update={"batch_size": 2}), r, 2,
+                            batch_sizes={k: max(1, v // 2) for k, v in {(3, 6, 6): 2, (1, 6, 6): 2}.items()}) for r in (0, 1)]
+    whole = LatentBatches(samples, negative, cfg, batch_sizes={(3, 6, 6): 2, (1, 6, 6): 2})
+    for _ in range(25):
+        big = whole.next()
+        parts = [h.next() for h in halves]
+        assert torch.equal(big.latents, torch.cat([p.latents for p in parts]))
+        assert big.seeds == parts[0].seeds + parts[1].seeds
+
+    # the position (micro-batches and every bucket's cursor) resumes exactly
+    state = whole.state_dict()
+    expected = [whole.next().latents for _ in range(6)]
+    again = LatentBatches(samples, negative, cfg, batch_sizes={(3, 6, 6): 2, (1, 6, 6): 2})
+    again.load_state_dict(state)
+    assert all(torch.equal(again.next().latents, e) for e in expected)
+
+
+def test_bucket_batch_sizes_are_validated_naming_the_field():
+    from t2v.config import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_size_per_bucket"):
+        load_config("tiny", ["t2v.batch_size_per_bucket={204x544: 1}"])
+    cfg = load_config("tiny", ["t2v.batch_size_per_bucket={204x544x992: 1, 1x544x992: 8}"])
+    assert cfg.t2v.batch_size_per_bucket == {"204x544x992": 1, "1x544x992": 8}
