@@ -210,7 +210,8 @@ def test_mixed_shape_buckets_train_the_same_on_two_ranks_as_on_one(tmp_path):
                                        height=size, width=size, llm_tokens=te.llm_max_length, llm_channels=config.dit.caption_channels,
                                        clip_tokens=te.clip_max_length, clip_channels=config.dit.clip_channels, seed=seed)
 
-    small, big = part("small", 2, 4, 10, 0), part("big", 3, 8, 6, 1)
+    small = part("small", 2, 4, 10, 0)
+    part("big", 3, 8, 6, 1)
     index = tmp_path / "latents.index.jsonl"
     index.write_text((tmp_path / "small" / "latents.index.jsonl").read_text()
                      + (tmp_path / "big" / "latents.index.jsonl").read_text().replace("latents-00000.tar", "big-00000.tar"))
