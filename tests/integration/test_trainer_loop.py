@@ -113,3 +113,19 @@ def test_a_finished_stage_run_again_only_exports(tmp_path):
     result = again.train()
     assert again.step == 6 and len(_records(tmp_path)) == lines  # resumed at the end: no step re-run
     assert result["steps"] == 6
+
+
+@pytest.mark.slow
+def test_torch_compile_per_block_gives_the_same_losses_and_released_names(tmp_path):
+    from safetensors import safe_open
+
+    plain = _trainer(tmp_path / "plain", "t2i.batch_size=2", "t2i.steps=2")
+    plain.train()
+    compiled = _trainer(tmp_path / "compiled", "t2i.batch_size=2", "t2i.steps=2", "t2i.parallel.compile=true",
+                        latents=json.loads((tmp_path / "plain" / "job.json").read_text())["latents"])
+    compiled.train()
+    for a, b in zip(_records(tmp_path / "plain"), _records(tmp_path / "compiled")):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    with safe_open(str(tmp_path / "compiled" / "checkpoint" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        names = set(f.keys())
+    assert names == {n for n, _ in plain.dit.named_parameters()}
