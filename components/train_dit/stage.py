@@ -27,6 +27,35 @@ def _init_uri(ctx, stage: str, init: dict[str, Any] | None) -> str | None:
     return getattr(ctx.config, stage).init_from or (init or {}).get("checkpoint_uri")
 
 
+# settings that say how a stage runs, not what it trains: a changed one resumes the same training state
+RUNTIME_FIELDS = frozenset({
+    "nproc_per_node", "num_nodes", "launcher", "resources", "checkpoint", "log_every", "parallel",
+    "attention_backend", "activation_checkpointing", "batch_size", "grad_accum_steps", "batch_size_per_bucket",
+})
+
+
+def train_state_uri(run_uri: str, config, stage: str, init_uri: str | None, latents: dict[str, Any]) -> str:
+    """Where the stage's resumable state lives: one folder per training trajectory. The same job (a
+    restarted pod, the same command again, another number of GPUs with the same global batch) finds its
+    state; changed data, initial weights or optimisation settings start a new one."""
+    import hashlib
+    import json
+
+    stage_cfg = getattr(config, stage)
+    replicate, shard, _ = stage_cfg.parallel.layout(stage_cfg.world_size)
+    ranks = replicate * shard * stage_cfg.grad_accum_steps  # samples per step = batch size x this
+    trajectory = {
+        "dit": config.section("dit"),
+        "stage": {k: v for k, v in config.section(stage).items() if k not in RUNTIME_FIELDS},
+        "global_batch": stage_cfg.batch_size * ranks,
+        "global_batch_per_bucket": {k: v * ranks for k, v in sorted(stage_cfg.batch_size_per_bucket.items())},
+        "init": init_uri,
+        "latents": sorted((name, entry.get("sha256") or entry.get("uri")) for name, entry in latents.get("files", {}).items()),
+    }
+    digest = hashlib.sha256(json.dumps(trajectory, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return storage.join(run_uri, "train_state", digest)
+
+
 def _settings_of(stage: str):
     def settings(ctx, latents, init=None) -> dict[str, Any]:
         return {
@@ -50,8 +79,8 @@ def _train(run: StageRun, latents: dict[str, Any], init: dict[str, Any] | None =
         "latents": latents,
         "init_checkpoint_uri": init_uri,
         "checkpoint_uri": storage.join(run.uri, "checkpoint"),
-        # resumable state: a restarted job (same run folder) continues from <train_state>/latest
-        "train_state_uri": storage.join(run.uri, "train_state"),
+        # resumable state: a restarted job continues from <train_state>/latest
+        "train_state_uri": train_state_uri(run.uri, ctx.config, stage, init_uri, latents),
         "result_uri": storage.join(run.uri, "result.json"),
         "tracking_uri": ctx.tracking_uri,
         "mlflow_run_id": run.run_id,

@@ -65,8 +65,10 @@ def test_sequence_parallel_forward_and_gradients_match_degree_one():
     assert sum(1 for c in cases if c.get("ok")) == 3
 
 
-# kill -9 of rank 0 at three steps drawn from a seeded generator (so a failure can be replayed)
-KILL_STEPS = sorted(random.Random(8).sample(range(3, STEPS - 1), 3))
+# kill -9 of rank 0 at three steps drawn from a seeded generator (so a failure can be replayed), one in each
+# third of the run: before, between and after periodic checkpoints
+_rng = random.Random(8)
+KILL_STEPS = [_rng.randint(3, 7), _rng.randint(8, 13), _rng.randint(14, STEPS - 2)]
 
 
 @pytest.fixture(scope="module")

@@ -495,3 +495,23 @@ def test_the_training_component_refuses_a_plan_that_does_not_fit(monkeypatch, tm
     monkeypatch.setattr(train_stage, "launch", lambda spec: pytest.fail("launched a plan that does not fit"))
     with pytest.raises(StageError, match="does not fit cluster.gpu_type=h100-80gb"):
         train_stage._train(Run, latents={"files": {}})
+
+
+def test_the_training_state_folder_follows_the_trajectory_not_how_it_runs():
+    from components.train_dit.stage import train_state_uri
+    from t2v.config import load_config
+
+    latents = {"files": {"shards/latents-00000.tar": {"uri": "s3://b/x.tar", "sha256": "ab"}}}
+
+    def where(*overrides, init=None, data=latents):
+        return train_state_uri("s3://b/run/t2i", load_config("tiny", list(overrides)), "t2i", init, data)
+
+    same = where()
+    assert same.startswith("s3://b/run/t2i/train_state/") and same == where()
+    # another layout with the same global batch (2 ranks x 16 = 1 rank x 32), checkpoint cadence, logging
+    assert where("t2i.nproc_per_node=1", "t2i.batch_size=32", "t2i.checkpoint.every_steps=50", "t2i.log_every=5") == same
+    # what changes the trajectory starts a new state
+    assert where("t2i.seed=11") != same
+    assert where("t2i.nproc_per_node=1") != same  # global batch 16, not 32
+    assert where(init="s3://b/other/checkpoint") != same
+    assert where(data={"files": {"shards/latents-00000.tar": {"uri": "s3://b/x.tar", "sha256": "cd"}}}) != same
