@@ -41,7 +41,7 @@ from t2v.shards import IndexedLatents, load_latents, load_negative
 from trainer.checkpoint import CheckpointManager
 from trainer.data import LatentBatches, mixed_seed, select_samples
 from trainer.metrics import StepMetrics, TrainLogger, held_bytes
-from trainer.objectives import FlowMatching
+from trainer.objectives import OBJECTIVES
 from trainer.optim import EMA, build_lr_scheduler, build_optimizer
 from trainer.parallel import build_world, close_world, parallelize_dit
 
@@ -78,7 +78,7 @@ class Trainer:
         self.scheduler = build_lr_scheduler(self.optimizer, self.cfg)
         self.ema = EMA(self.dit, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
         self.data = self.build_data()
-        self.objective = FlowMatching(self.cfg, autocast_bf16=self.cfg.precision == "bf16" and not self.fsdp)
+        self.objective = OBJECTIVES[self.cfg.objective](self.cfg, autocast_bf16=self.cfg.precision == "bf16" and not self.fsdp)
         staging = Path(job.get("staging_dir") or tempfile.gettempdir()) / f"t2v-train-state-{zlib.crc32(job['train_state_uri'].encode()):08x}"
         self.checkpoints = CheckpointManager(job["train_state_uri"], self.cfg.checkpoint, self.world, staging)
         self.logger = TrainLogger(job, self.world, self.config.dit, self.cfg)

@@ -215,6 +215,7 @@ class DiTStageConfig(Strict):
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    objective: Literal["flow_matching"] = Field("flow_matching", description="the loss (trainer.objectives.OBJECTIVES)")
     timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
