@@ -68,7 +68,7 @@ def run(job: Path, nproc: int, timeout: float = 300, check: bool = True, env: di
 
 def losses(job: Path) -> dict[int, float]:
     """step -> loss from the job's metrics lines; a step logged twice (re-run after a resume) keeps the
-    last value, and both must agree for the bitwise tests anyway (checked by :func:`logged_twice`)."""
+    last value (the bitwise tests also check every earlier value, through :func:`all_records`)."""
     out: dict[int, float] = {}
     for line in (job.parent / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)

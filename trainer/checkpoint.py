@@ -69,8 +69,11 @@ class CheckpointManager:
         end) finishes it and moves ``latest``."""
         self.wait()
         folder = self._local_dir(step)
-        if self.world.rank == 0 and folder.exists():
-            shutil.rmtree(folder)  # a partial write of this step from an interrupted attempt
+        # a partial write of this step from an interrupted attempt: the shared folder once, or each
+        # node's own staging folder
+        clears = self.world.local_rank == 0 if self.remote else self.world.rank == 0
+        if clears and folder.exists():
+            shutil.rmtree(folder)
         self.world.barrier()
         folder.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()

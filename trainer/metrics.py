@@ -68,6 +68,7 @@ class StepMetrics:
     def __init__(self, step: int):
         self.step = step
         self.started = time.monotonic()
+        self.seconds = 0.0  # the step's wall time, set when it is logged
         self.data_seconds = 0.0
         self.grad_norm: torch.Tensor | float = 0.0
         self.lr = 0.0
