@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) setuptools wheel
+	$(BIN)/python -m pip install --quiet --no-build-isolation -c $(CONSTRAINTS) -e '.[deepspeed]'
 	touch $@
 
 demo: env

@@ -365,18 +365,20 @@ class StepVideoDiT(nn.Module):
 # initialisation one tensor at a time (for networks built on the meta device and sharded before they exist)
 
 
-def initial_value(module: nn.Module, param_name: str, shape, generator: torch.Generator) -> torch.Tensor:
+def initial_value(
+    module: nn.Module, param_name: str, shape, generator: torch.Generator, weight_shape=None
+) -> torch.Tensor:
     """The initial value of ``module.<param_name>``, drawn from ``generator`` with the same distributions
     the constructors use (PyTorch's Linear/Conv defaults, unit norms, the AdaLN tables' N(0, 1/D)).
-    Drawn whole on the CPU for one tensor, so a sharded network gets the same weights on any layout."""
+    Drawn whole on the CPU for one tensor, so a sharded network gets the same weights on any layout.
+    ``weight_shape``: the whole shape of ``module.weight`` where the module holds only a partition of it."""
     shape = tuple(shape)
     if param_name == "scale_shift_table":
         return torch.randn(shape, generator=generator) / shape[-1] ** 0.5
     if isinstance(module, (nn.LayerNorm, RMSNorm)):
         return torch.ones(shape) if param_name == "weight" else torch.zeros(shape)
     if isinstance(module, (nn.Linear, nn.Conv2d)):
-        weight = module.weight
-        fan_in = math.prod(weight.shape[1:])
+        fan_in = math.prod(tuple(weight_shape or module.weight.shape)[1:])
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         return torch.empty(shape).uniform_(-bound, bound, generator=generator)
     raise TypeError(f"no initialisation rule for {type(module).__name__}.{param_name}")

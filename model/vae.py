@@ -384,12 +384,27 @@ class CausalVideoVAE(nn.Module):
         mean, logvar = params.chunk(2, dim=2)
         return mean, logvar.clamp(self.cfg.logvar_min, self.cfg.logvar_max)
 
-    def encode(self, video: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None):
-        """Latents [B, F, z, h, w]; ``sample=True`` draws from the posterior as the release does."""
+    def encode(
+        self,
+        video: torch.Tensor,
+        sample: bool = True,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ):
+        """Latents [B, F, z, h, w]; ``sample=True`` draws from the posterior as the release does.
+
+        ``generator`` is one generator for the batch, or a list of one per sample: then each sample's draw
+        depends on its own generator only, not on the batch it shares."""
         mean, logvar = self.encode_distribution(video)
         z = mean
         if sample:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
+            if isinstance(generator, (list, tuple)):
+                if len(generator) != mean.shape[0]:
+                    raise ValueError(f"{len(generator)} generators for a batch of {mean.shape[0]}")
+                noise = torch.stack(
+                    [torch.randn(mean.shape[1:], generator=g, device=mean.device, dtype=torch.float32) for g in generator]
+                )
+            else:
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
             z = mean + torch.exp(0.5 * logvar) * noise.to(mean.dtype)
         return (z - self.cfg.shift_factor) * self.cfg.scaling_factor
 

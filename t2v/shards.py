@@ -13,9 +13,10 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +69,14 @@ def kept_index(manifest: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     return {r["clip_id"]: r for r in records}
 
 
-def iter_clips(manifest: dict[str, Any], limit: int | None = None) -> Iterator[Clip]:
-    """Kept curated clips, in shard order, decoded to frames."""
+def iter_clip_records(
+    manifest: dict[str, Any], select: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, dict[str, Any], bytes]]:
+    """Kept curated clips, in shard order, not decoded: (clip id, meta, mp4 bytes). ``select(clip_id)``
+    False skips a clip before anything is done with it."""
     import webdataset as wds
 
-    from t2v.video import read_video
-
     kept = kept_index(manifest)
-    count = 0
     with local_shards(shard_uris(manifest)) as paths:
         dataset = wds.WebDataset(paths, shardshuffle=False, empty_check=False, nodesplitter=_every_shard)
         for sample in dataset:
@@ -83,27 +84,93 @@ def iter_clips(manifest: dict[str, Any], limit: int | None = None) -> Iterator[C
             clip_id = meta.get("clip_id", sample["__key__"])
             if kept is not None and clip_id not in kept:
                 continue
-            frames, fps = read_video(sample["mp4"])
+            if select is not None and not select(clip_id):
+                continue
             meta.update(kept.get(clip_id, {}) if kept else {})
-            yield Clip(clip_id, frames, fps, meta.get("caption", ""), meta)
-            count += 1
-            if limit is not None and count >= limit:
-                return
+            yield clip_id, meta, sample["mp4"]
 
 
-def fit_clip(frames: np.ndarray, num_frames: int, resolution: tuple[int, int]) -> np.ndarray:
-    """Resize (area) to ``resolution`` and take the first ``num_frames`` frames, repeating the last frame
-    when the clip is shorter. Returns uint8 [num_frames, H, W, 3]."""
+def list_clip_ids(manifest: dict[str, Any]) -> list[str]:
+    """The ids of the kept curated clips, sorted: the stable order data-parallel readers split. From the
+    manifest's training index (``kept.jsonl``) when it has one, else from a pass over its shards."""
+    kept = kept_index(manifest)
+    if kept is not None:
+        return sorted(kept)
+    return sorted(clip_id for clip_id, _, _ in iter_clip_records(manifest))
+
+
+def iter_clips(manifest: dict[str, Any], limit: int | None = None) -> Iterator[Clip]:
+    """Kept curated clips, in shard order, decoded to frames."""
+    from t2v.video import read_video
+
+    for count, (clip_id, meta, mp4) in enumerate(iter_clip_records(manifest), start=1):
+        frames, fps = read_video(mp4)
+        yield Clip(clip_id, frames, fps, meta.get("caption", ""), meta)
+        if limit is not None and count >= limit:
+            return
+
+
+Bucket = tuple[int, int, int]  # (frames, height, width) in pixels
+
+
+def bucket_name(bucket: Bucket) -> str:
+    """``FRAMESxHEIGHTxWIDTH``: how configs and metrics name a bucket."""
+    return "x".join(str(v) for v in bucket)
+
+
+def assign_bucket(num_frames: int, height: int, width: int, buckets: Sequence[Bucket]) -> Bucket:
+    """The bucket a clip of ``num_frames`` frames of ``height x width`` pixels goes to.
+
+    Among the buckets with no more frames than the clip, the one whose aspect ratio (height / width) is
+    nearest the clip's, measured as a ratio (max(a/b, b/a), so 2:1 and 1:2 are equally far from 1:1) and
+    compared exactly. Ties go to the bucket with more frames (more of the clip is kept), then to the one
+    listed first. A clip shorter than every bucket goes to the nearest-aspect bucket among those with the
+    fewest frames (:func:`fit_clip` then repeats its last frame)."""
+    if not buckets:
+        raise ValueError("no buckets")
+    if num_frames < 1 or height < 1 or width < 1:
+        raise ValueError(f"a clip of {num_frames} frames of {height}x{width} has no pixels")
+    fitting = [b for b in buckets if b[0] <= num_frames]
+    if not fitting:
+        fewest = min(b[0] for b in buckets)
+        fitting = [b for b in buckets if b[0] == fewest]
+    aspect = Fraction(height, width)
+
+    def distance(bucket: Bucket) -> Fraction:
+        ratio = Fraction(bucket[1], bucket[2]) / aspect
+        return max(ratio, 1 / ratio)
+
+    order = {b: i for i, b in reversed(list(enumerate(buckets)))}  # the first listing of each bucket
+    return min(fitting, key=lambda b: (distance(b), -b[0], order[b]))
+
+
+def center_crop_box(height: int, width: int, aspect_height: int, aspect_width: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the largest centered window of ``height x width`` whose aspect is
+    ``aspect_height : aspect_width`` (rounded to whole pixels)."""
+    if height * aspect_width > width * aspect_height:  # taller than the target: cut rows
+        rows = max(1, min(height, round(width * aspect_height / aspect_width)))
+        return (height - rows) // 2, 0, rows, width
+    cols = max(1, min(width, round(height * aspect_width / aspect_height)))
+    return 0, (width - cols) // 2, height, cols
+
+
+def fit_clip(frames: np.ndarray, num_frames: int, resolution: tuple[int, int], crop: bool = False) -> np.ndarray:
+    """Take the first ``num_frames`` frames, repeating the last frame when the clip is shorter, and resize
+    (area) to ``resolution``; with ``crop``, first cut the largest centered window of the resolution's
+    aspect ratio, so nothing is stretched. Returns uint8 [num_frames, H, W, 3]."""
     import cv2
 
     height, width = resolution
     frames = frames[:num_frames]
+    if crop:
+        top, left, rows, cols = center_crop_box(frames.shape[1], frames.shape[2], height, width)
+        frames = frames[:, top : top + rows, left : left + cols]
     if frames.shape[1:3] != (height, width):
         frames = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
     if len(frames) < num_frames:
         pad = np.repeat(frames[-1:], num_frames - len(frames), axis=0)
         frames = np.concatenate([frames, pad], axis=0)
-    return frames
+    return np.ascontiguousarray(frames)
 
 
 def to_model_video(frames: np.ndarray):

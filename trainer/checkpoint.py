@@ -5,6 +5,10 @@
     <root>/step-<N>/rng/rank-<r>.pt                   each rank's torch RNG states
     <root>/latest                                     "step-<N>": written last, after every rank's files
 
+With ``data_parallel: deepspeed`` the tensors are DeepSpeed's own files instead of DCP's
+(``mp_rank_00_model_states.pt``, ``zero_pp_rank_<r>_mp_rank_00_optim_states.pt``; see
+:mod:`trainer.deepspeed_zero`), in the same folder beside the same ``train.json`` and RNG files.
+
 A step folder is complete once ``latest`` names it; a crash while writing leaves ``latest`` on the previous
 one. Only the last ``keep_last`` complete folders are kept. DCP reshards on load, so a run may resume onto
 another number of ranks (the RNG files are then not used: the data and the objective draw from per-sample
@@ -63,10 +67,11 @@ class CheckpointManager:
         return int(found.group(1))
 
     # saving -------------------------------------------------------------------------------------------
-    def save(self, step: int, tensors: dict[str, Any], info: dict[str, Any]) -> None:
-        """Write step ``step`` (collective: every rank calls it). With ``async_save`` the tensors are
-        staged in memory and written in the background; :meth:`wait` (called by the next save and at the
-        end) finishes it and moves ``latest``."""
+    def save(self, step: int, tensors: dict[str, Any] | None, info: dict[str, Any], write=None) -> None:
+        """Write step ``step`` (collective: every rank calls it): ``tensors`` with DCP, or ``write(folder)``
+        for a backend with its own format (DeepSpeed). With ``async_save`` DCP stages the tensors in
+        memory and writes them in the background; :meth:`wait` (called by the next save and at the end)
+        finishes it and moves ``latest``."""
         self.wait()
         folder = self._local_dir(step)
         # a partial write of this step from an interrupted attempt: the shared folder once, or each
@@ -77,6 +82,10 @@ class CheckpointManager:
         self.world.barrier()
         folder.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
+        if write is not None:
+            write(folder)
+            self._finish(step, info, started)
+            return
         writer = dcp.FileSystemWriter(str(folder))
         if self.cfg.async_save:
             future = dcp.async_save(tensors, storage_writer=writer, process_group=self._async_group)
@@ -145,18 +154,24 @@ class CheckpointManager:
         return found
 
     # loading ------------------------------------------------------------------------------------------
-    def load(self, step: int, tensors: dict[str, Any]) -> dict[str, Any]:
-        """Load step ``step`` into ``tensors`` in place (DCP reshards onto this run's layout); returns the
-        step's ``train.json``. Restores this rank's RNG when the world size is unchanged."""
+    def load(self, step: int, tensors: dict[str, Any] | None, read=None) -> dict[str, Any]:
+        """Load step ``step`` into ``tensors`` in place (DCP reshards onto this run's layout), or with
+        ``read(folder, train_json)``; returns the step's ``train.json``. Restores this rank's RNG when the
+        world size is unchanged."""
         folder = self._local_dir(step)
         if self.remote:
             if self.world.local_rank == 0:
                 shutil.rmtree(folder, ignore_errors=True)
                 storage.download_dir(self.step_uri(step), folder)
-                storage.download_file(storage.join(self.step_uri(step), ".metadata"), folder / ".metadata")
+                metadata = storage.join(self.step_uri(step), ".metadata")  # DCP's (hidden) index
+                if storage.exists(metadata):
+                    storage.download_file(metadata, folder / ".metadata")
             self.world.barrier()
-        dcp.load(tensors, storage_reader=dcp.FileSystemReader(str(folder)))
         info = json.loads((folder / "train.json").read_text())
+        if read is not None:
+            read(folder, info)
+        else:
+            dcp.load(tensors, storage_reader=dcp.FileSystemReader(str(folder)))
         rng = folder / "rng" / f"rank-{self.world.rank}.pt"
         if info.get("world_size") == self.world.size and rng.is_file():
             _set_rng_state(torch.load(rng, weights_only=False))
@@ -166,13 +181,19 @@ class CheckpointManager:
         return info
 
 
+_RANK_FILE = re.compile(r"^__(\d+)_|zero_pp_rank_(\d+)_")  # DCP's per-rank files, DeepSpeed's
+
+
 def _written_by(relative: Path, rank: int) -> bool:
+    """Whether ``rank`` wrote (and so uploads) a file of a step folder: its own shard and RNG files;
+    rank 0 the shared ones (DCP's .metadata, train.json, DeepSpeed's model states at ZeRO 1/2)."""
     name = relative.name
-    if name == ".metadata" or name == "train.json":
-        return rank == 0
     if relative.parts[0] == "rng":
         return name == f"rank-{rank}.pt"
-    return name.startswith(f"__{rank}_")
+    found = _RANK_FILE.search(name)
+    if found:
+        return int(found.group(1) or found.group(2)) == rank
+    return rank == 0
 
 
 def _any_failed(world, failed: bool) -> bool:

@@ -17,11 +17,16 @@ Samples are bucketed by their latent grid (frames, height, width): a step draws 
 bucket (in proportion to its samples), and every sample of the step comes from that bucket, with the
 bucket's batch size (``batch_size_per_bucket``, else ``batch_size``). Each bucket is its own stream of
 seeded epoch permutations; the loader's position is the micro-batch count and each bucket's cursor.
+
+Drawing a micro-batch is two steps: :meth:`LatentBatches.plan` (cheap, in order: which samples, dropout,
+seeds) and :meth:`LatentBatches.load` (the storage reads). :class:`ReadAhead` runs the loads of the next
+micro-batches on worker threads (``<stage>.data_workers``) while the current one trains.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,7 +125,7 @@ class LatentBatches:
         self.cursors.update(saved)
 
     # drawing ----------------------------------------------------------------------------------------
-    def _sample_at(self, bucket: tuple[int, int, int], position: int):
+    def _index_at(self, bucket: tuple[int, int, int], position: int) -> int:
         members = self.members[bucket]
         epoch, within = divmod(position, len(members))
         tag = () if len(self.buckets) == 1 else (self.buckets.index(bucket) + 1,)
@@ -130,7 +135,7 @@ class LatentBatches:
                 self._orders.clear()
             order = np.random.default_rng(mixed_seed(self.cfg.seed, _ORDER, epoch, *tag)).permutation(len(members))
             self._orders[key] = members[order]
-        return self.samples[int(self._orders[key][within])]
+        return int(self._orders[key][within])
 
     def kind(self, step: int) -> str:
         if self.cfg.data == "images":
@@ -151,7 +156,8 @@ class LatentBatches:
         frames, height, width = bucket
         return self.batch_sizes.get((1 if kind == "image" else frames, height, width), self.cfg.batch_size)
 
-    def next(self) -> Batch:
+    def plan(self) -> BatchPlan:
+        """Advance the position by one micro-batch and say what it holds, without reading any sample."""
         step, micro = divmod(self.drawn, self.accum)  # step counts from 0 here
         self.drawn += 1
         kind, bucket = self.kind(step), self.bucket(step)
@@ -159,24 +165,102 @@ class LatentBatches:
         first = micro * size * self.dp_size + self.dp_rank * size
         positions = range(first, first + size)  # within the step's global batch
         cursor = self.cursors[bucket]
-        picked = [self._sample_at(bucket, cursor + j) for j in positions]
+        indices = [self._index_at(bucket, cursor + j) for j in positions]
         if micro == self.accum - 1:
             self.cursors[bucket] = cursor + size * self.dp_size * self.accum
         drop = [
             np.random.default_rng(mixed_seed(self.cfg.seed, _DROPOUT, step, j)).random() < self.cfg.caption_dropout
             for j in positions
         ]
+        seeds = [mixed_seed(self.cfg.seed, _SAMPLE, step, j) for j in positions]
+        return BatchPlan(kind, indices, drop, seeds)
+
+    def load(self, plan: BatchPlan) -> Batch:
+        """Read a planned micro-batch's samples (the slow part: storage reads) and stack them."""
+        picked = [self.samples[i] for i in plan.indices]
 
         def text(name: str) -> torch.Tensor:
-            rows = [self.negative[name] if d else getattr(s, name) for s, d in zip(picked, drop)]
+            rows = [self.negative[name] if d else getattr(s, name) for s, d in zip(picked, plan.drop)]
             return torch.from_numpy(np.stack(rows))
 
-        latents = torch.from_numpy(np.stack([s.video if kind == "video" else s.image for s in picked]))
+        latents = torch.from_numpy(np.stack([s.video if plan.kind == "video" else s.image for s in picked]))
         return Batch(
             latents.float(),
             text("llm_states").float(),
             text("llm_mask").bool(),
             text("clip_states").float(),
             text("clip_mask").bool(),
-            seeds=[mixed_seed(self.cfg.seed, _SAMPLE, step, j) for j in positions],
+            seeds=plan.seeds,
         )
+
+    def next(self) -> Batch:
+        return self.load(self.plan())
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """What one micro-batch holds: image or video, the samples' indices, their caption dropout and seeds."""
+
+    kind: str
+    indices: list[int]
+    drop: list[bool]
+    seeds: list[int]
+
+
+class ReadAhead:
+    """:class:`LatentBatches` with the next micro-batches read by ``workers`` threads while the current one
+    trains (storage reads release the GIL). Plans are made in order on the calling thread, so the batches
+    and the saved position are exactly those of the plain loader; the position saved is that of the
+    batches handed out, not of those read ahead."""
+
+    def __init__(self, batches: LatentBatches, workers: int, depth: int | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.batches, self.depth = batches, depth or 2 * workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="latent-reader")
+        self._queue: list[tuple[Any, dict]] = []  # (future batch, the loader's state once it is handed out)
+        self._handed_out = batches.state_dict()
+
+    def __getattr__(self, name):  # samples, buckets, global_batch, ... of the loader
+        return getattr(self.batches, name)
+
+    def _fill(self) -> None:
+        while len(self._queue) < self.depth:
+            plan = self.batches.plan()
+            self._queue.append((self._pool.submit(self.batches.load, plan), self.batches.state_dict()))
+
+    def next(self) -> Batch:
+        self._fill()
+        future, state = self._queue.pop(0)
+        batch = future.result()
+        self._handed_out = state
+        self._fill()
+        return batch
+
+    def _rewind(self) -> None:
+        for future, _ in self._queue:
+            future.cancel()
+        self._queue.clear()
+        self.batches.load_state_dict(self._handed_out)
+
+    def state_dict(self) -> dict:
+        return dict(self._handed_out)
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rewind()
+        self.batches.load_state_dict(state)
+        self._handed_out = self.batches.state_dict()
+
+    @property
+    def drawn(self) -> int:
+        return int(self._handed_out["micro_batches_drawn"])
+
+    @drawn.setter
+    def drawn(self, value: int) -> None:
+        self._rewind()
+        self.batches.drawn = value
+        self._handed_out = self.batches.state_dict()
+
+    def close(self) -> None:
+        self._rewind()
+        self._pool.shutdown(wait=True)

@@ -5,7 +5,8 @@
 :func:`build_world` initialises the process group (NCCL on GPUs with ``set_device(LOCAL_RANK)``, gloo on
 CPU) and the device mesh; :func:`parallelize_dit` then applies, in this order, Ulysses sequence parallel,
 activation checkpointing per block, ``torch.compile`` per block, and the data parallelism: FSDP2
-``fully_shard`` per block and at the root with a mixed-precision policy, or DDP.
+``fully_shard`` per block and at the root with a mixed-precision policy, or DDP (DeepSpeed ZeRO wraps the
+network in its engine afterwards: :mod:`trainer.deepspeed_zero`).
 
 Ranks in one sequence-parallel group see the same samples; the data loader shards over the data-parallel
 ranks only (:attr:`World.dp_rank`, :attr:`World.dp_size`).
@@ -170,6 +171,8 @@ def parallelize_dit(dit: nn.Module, world: World, stage_cfg) -> nn.Module:
         return dit
     if parallel.data_parallel == "fsdp":
         apply_fsdp(dit, world, stage_cfg.precision, parallel.reshard_after_forward)
+        return dit
+    if parallel.data_parallel == "deepspeed":  # the trainer hands it to a DeepSpeed engine
         return dit
     from torch.nn.parallel import DistributedDataParallel
 

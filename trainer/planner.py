@@ -1,7 +1,8 @@
 """Capacity planner: memory per GPU, FLOPs and step time of a DiT training stage, before any GPU is asked for.
 
 Per GPU, with P parameters, N_s ranks the weights are sharded over (FSDP: data_parallel_shard x
-sequence_parallel; DDP: 1), b samples per micro-batch, s = S / sequence_parallel video tokens per rank,
+sequence_parallel; DDP: 1; DeepSpeed: the world for what its zero_stage shards -- the optimizer state
+from stage 1, the gradients from 2, the weights and the EMA from 3 -- and 1 for the rest), b samples per micro-batch, s = S / sequence_parallel video tokens per rank,
 hidden size D, L layers and activations of a bytes (2 in bf16, 4 in fp32):
 
     parameters      4 P / N_s                     fp32 master weights
@@ -144,8 +145,14 @@ def plan_stage(
     device = ACCELERATORS[accelerator] if isinstance(accelerator, str) else accelerator
     layout = stage_cfg.parallel.layout(world)
     replicate, shard, sp = layout
-    fsdp = stage_cfg.parallel.data_parallel == "fsdp" and world > 1
+    backend = stage_cfg.parallel.data_parallel if world > 1 else "ddp"
+    fsdp = backend == "fsdp"
     shards = shard * sp if fsdp else 1
+    zero = stage_cfg.parallel.zero_stage if backend == "deepspeed" else 0
+    # ZeRO-1 shards the optimizer state, ZeRO-2 the gradients too, ZeRO-3 the weights too (as FSDP)
+    param_shards, grad_shards, optim_shards = (
+        (world if zero >= 3 else 1), (world if zero >= 2 else 1), (world if zero >= 1 else 1)
+    ) if zero else (shards, shards, shards)
     total, block, root = _block_and_root_params(config.dit)
     bf16 = stage_cfg.precision == "bf16"
     compute_bytes = 2 if bf16 else 4
@@ -153,12 +160,12 @@ def plan_stage(
     plan = Plan(stage, device, world, layout, tokens, -(-tokens // sp), stage_cfg.batch_size * replicate * shard * stage_cfg.grad_accum_steps, mfu=mfu)
     if tokens % sp:
         plan.problems.append(f"sequence_parallel={sp} does not divide the {tokens:,} tokens per sample")
-    plan.memory["parameters"] = 4 * total // shards
-    plan.memory["gradients"] = 4 * total // shards
-    plan.memory["optimizer"] = 8 * total // shards
+    plan.memory["parameters"] = 4 * total // param_shards
+    plan.memory["gradients"] = 4 * total // grad_shards
+    plan.memory["optimizer"] = 8 * total // optim_shards
     if stage_cfg.ema_decay > 0:
-        plan.memory["ema"] = 4 * total // shards
-    if fsdp:
+        plan.memory["ema"] = 4 * total // param_shards
+    if fsdp or zero == 3:
         plan.memory["gathered"] = (2 * block + root) * compute_bytes + 4 * block
     kept, recomputed = ACTIVATION_UNITS[stage_cfg.activation_checkpointing]
     per_token = stage_cfg.batch_size * plan.tokens_per_rank * config.dit.hidden_size * compute_bytes
@@ -170,6 +177,7 @@ def plan_stage(
         plan.problems.append(
             f"{plan.total / GIB:.1f} GiB per GPU is more than {FIT_SHARE:.0%} of {device.name}'s {device.memory / GIB:.1f} GiB; "
             "raise sequence_parallel or data_parallel_shard, turn on activation_checkpointing, or lower batch_size"
+            + ("; sequence_parallel needs data_parallel: fsdp" if zero else "")
         )
     return plan
 

@@ -39,7 +39,7 @@ from t2v.errors import StageError
 from t2v.progress import Progress
 from t2v.shards import IndexedLatents, load_latents, load_negative
 from trainer.checkpoint import CheckpointManager
-from trainer.data import LatentBatches, mixed_seed, select_samples
+from trainer.data import LatentBatches, ReadAhead, mixed_seed, select_samples
 from trainer.metrics import StepMetrics, TrainLogger, held_bytes
 from trainer.objectives import OBJECTIVES
 from trainer.optim import EMA, build_lr_scheduler, build_optimizer
@@ -72,13 +72,25 @@ class Trainer:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.step = 0
         self.base_memory = _memory_now(self.world.device)
-        self.fsdp = self.world.distributed and self.cfg.parallel.data_parallel == "fsdp"
+        backend = self.cfg.parallel.data_parallel
+        self.fsdp = self.world.distributed and backend == "fsdp"
+        self.zero = None  # the DeepSpeed engine (trainer.deepspeed_zero) with data_parallel: deepspeed
+        if backend == "deepspeed":
+            from trainer import deepspeed_zero
+
+            deepspeed_zero.init_distributed(self.world)
         self.dit, self.model = self.build_model()
         self.optimizer = build_optimizer(self.dit, self.cfg)
         self.scheduler = build_lr_scheduler(self.optimizer, self.cfg)
+        if backend == "deepspeed":
+            self.zero = deepspeed_zero.ZeroEngine(self.dit, self.optimizer, self.scheduler, self.cfg, self.world)
+            self.model = self.zero
         self.ema = EMA(self.dit, self.cfg.ema_decay) if self.cfg.ema_decay > 0 else None
         self.data = self.build_data()
-        self.objective = OBJECTIVES[self.cfg.objective](self.cfg, autocast_bf16=self.cfg.precision == "bf16" and not self.fsdp)
+        # bf16 autocast where the weights are fp32 (one process, DDP); FSDP2 casts them itself and the
+        # DeepSpeed engine autocasts (its torch_autocast section)
+        autocast = self.cfg.precision == "bf16" and not self.fsdp and self.zero is None
+        self.objective = OBJECTIVES[self.cfg.objective](self.cfg, autocast_bf16=autocast)
         staging = Path(job.get("staging_dir") or tempfile.gettempdir()) / f"t2v-train-state-{zlib.crc32(job['train_state_uri'].encode()):08x}"
         self.checkpoints = CheckpointManager(job["train_state_uri"], self.cfg.checkpoint, self.world, staging)
         self.logger = TrainLogger(job, self.world, self.config.dit, self.cfg)
@@ -102,6 +114,15 @@ class Trainer:
     def build_model(self):
         from model.dit import StepVideoDiT
 
+        if self.cfg.parallel.data_parallel == "deepspeed" and self.cfg.parallel.zero_stage == 3:
+            from trainer.deepspeed_zero import partitioned_construction
+
+            with partitioned_construction(self.cfg):  # each parameter partitioned as it is made
+                dit = StepVideoDiT(self.config.dit, attention_backend=self.cfg.attention_backend).to(self.world.device)
+            self._fill(dit)
+            model = parallelize_dit(dit, self.world, self.cfg)  # checkpointing, compile; the engine wraps later
+            dit.train()
+            return dit, model
         with torch.device("meta"):
             dit = StepVideoDiT(self.config.dit, attention_backend=self.cfg.attention_backend)
         if self.fsdp:  # shard first, so no rank ever materialises the whole network
@@ -136,12 +157,22 @@ class Trainer:
                     full = read(released)
                 else:
                     generator = torch.Generator().manual_seed(mixed_seed(self.cfg.seed, zlib.crc32(released.encode())))
-                    full = initial_value(modules[module_name], param_name, param.shape, generator)
-                _copy_full_into(param, full)
+                    module = modules[module_name]
+                    shape = getattr(param, "ds_shape", param.shape)  # a ZeRO-3 partition knows its whole shape
+                    weight_shape = getattr(getattr(module, "weight", None), "ds_shape", None)
+                    full = initial_value(module, param_name, shape, generator, weight_shape=weight_shape)
+                if hasattr(param, "ds_id"):  # ZeRO-3: gathered, written on rank 0, scattered back
+                    from trainer.deepspeed_zero import whole
+
+                    with whole(param, modifier=True):
+                        if self.world.rank == 0:
+                            _copy_full_into(param, full)
+                else:
+                    _copy_full_into(param, full)
         if self.world.rank == 0:
             log.info("%s: %s", self.stage, f"weights from {init_uri}" if init_uri else "weights initialised from the seed")
 
-    def build_data(self) -> LatentBatches:
+    def build_data(self) -> LatentBatches | ReadAhead:
         """Latents read on demand through the encode stage's shard index (memory bounded whatever the
         data set's size, S3 included); an older manifest without an index is loaded whole."""
         indexed = IndexedLatents.from_manifest(self.job["latents"])
@@ -151,10 +182,11 @@ class Trainer:
             samples = select_samples(load_latents(self.job["latents"]), self.cfg)
         if not samples:
             raise StageError(f"{self.stage}: no latent samples pass min_quality={self.cfg.min_quality}")
-        return LatentBatches(
+        batches = LatentBatches(
             samples, load_negative(self.job["latents"]), self.cfg, self.world.dp_rank, self.world.dp_size,
             batch_sizes=self._latent_batch_sizes(),
         )
+        return ReadAhead(batches, self.cfg.data_workers) if self.cfg.data_workers else batches
 
     def _latent_batch_sizes(self) -> dict[tuple[int, int, int], int]:
         """``batch_size_per_bucket`` (pixels) as latent grids: VAE frames and 16x16 (x patch) cells."""
@@ -181,17 +213,30 @@ class Trainer:
             "data": self.data.state_dict(),
             "metrics": self.logger.state(),
             "stage": self.stage,
+            "backend": self.cfg.parallel.data_parallel,
         }
+        if self.zero is not None:  # DeepSpeed's own checkpoint files, in the same step folder
+            ema = {"ema": {clean_name(k): v.cpu() for k, v in self.ema.state_dict().items()}} if self.ema else {}
+            self.checkpoints.save(self.step, None, info, write=lambda folder: self.zero.save(folder, ema))
+            return
         self.checkpoints.save(self.step, self._state_tensors(), info)
 
     def load_state(self, step: int) -> None:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+        if self.zero is not None:
+            state: dict[str, Any] = {}
+            info = self.checkpoints.load(
+                step, None, read=lambda folder, saved: state.update(self.zero.load(folder, saved.get("world_size")))
+            )
+            if self.ema is not None:
+                self.ema.load_state_dict({k: state["ema"][clean_name(k)] for k in self.ema.names})
+        else:
+            from torch.distributed.checkpoint.state_dict import set_state_dict
 
-        state = self._state_tensors()
-        info = self.checkpoints.load(step, state)
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict({k: state["ema"][clean_name(k)] for k in self.ema.names})
+            state = self._state_tensors()
+            info = self.checkpoints.load(step, state)
+            set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+            if self.ema is not None:
+                self.ema.load_state_dict({k: state["ema"][clean_name(k)] for k in self.ema.names})
         self.scheduler.load_state_dict(info["scheduler"])
         self.data.load_state_dict(info["data"])
         self.logger.load_state(info.get("metrics", {}))
@@ -228,6 +273,8 @@ class Trainer:
         return self.model.no_sync()
 
     def train_step(self, metrics: StepMetrics) -> None:
+        if self.zero is not None:
+            return self._zero_train_step(metrics)
         accum = self.cfg.grad_accum_steps
         for micro in range(accum):
             waited = time.monotonic()
@@ -247,6 +294,24 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _zero_train_step(self, metrics: StepMetrics) -> None:
+        """The DeepSpeed step: the engine accumulates, clips, reduces and steps at the last micro-batch
+        (and skips the update itself when the gradient norm is not finite, ZeRO 1/2)."""
+        for _ in range(self.cfg.grad_accum_steps):
+            waited = time.monotonic()
+            batch = self.data.next().to(self.world.device)
+            metrics.data_seconds += time.monotonic() - waited
+            out = self.objective(self.zero, batch)
+            self.zero.backward_and_step(out.per_sample.mean())
+            flops = self.logger.sample_flops(batch.latents.shape, batch.llm_states.shape[1], batch.clip_states.shape[1])
+            metrics.add(out.per_sample.detach(), out.timesteps, batch.tokens, flops)
+        metrics.grad_norm = torch.tensor(self.zero.grad_norm())
+        metrics.reduce(self.world)
+        metrics.lr = self.scheduler.get_last_lr()[0]
+        if metrics.finite and self.ema is not None:
+            self.ema.update()
         self.scheduler.step()
 
     def guard(self, metrics: StepMetrics, bad_in_a_row: int) -> int:
@@ -300,6 +365,8 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.logger.close()
+            if isinstance(self.data, ReadAhead):
+                self.data.close()
 
     # export --------------------------------------------------------------------------------------------
     def export(self) -> dict[str, Any]:
@@ -310,15 +377,18 @@ class Trainer:
         else:
             source = {clean_name(n): p for n, p in self.dit.named_parameters()}
         order = [clean_name(n) for n, _ in self.dit.named_parameters()]
-        sizes = {n: source[n].numel() * 4 for n in order}
+        sizes = {n: _full_numel(source[n]) * 4 for n in order}
 
         def gathered():
+            if self.zero is not None and self.ema is None:
+                yield from self.zero.full_tensors(order, clean_name)
+                return
             for name in order:
                 tensor = source[name]
                 yield name, (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().float().cpu()
 
         result = {"stage": self.stage, **self.logger.result(self.data, self.step)}
-        held = held_bytes(self.dit, self.optimizer)
+        held = self.zero.held_bytes() if self.zero is not None else held_bytes(self.dit, self.optimizer)
         if self.world.distributed:
             every: list[Any] = [None] * self.world.size
             dist.all_gather_object(every, held)
@@ -366,6 +436,12 @@ def resident_peak() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _full_numel(tensor: torch.Tensor) -> int:
+    """Elements of the whole tensor: a ZeRO-3 parameter's ``ds_shape``, else its (global) shape."""
+    shape = getattr(tensor, "ds_shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else tensor.numel()
 
 
 def _copy_full_into(param: torch.Tensor, full: torch.Tensor) -> None:

@@ -31,6 +31,7 @@ def _init_uri(ctx, stage: str, init: dict[str, Any] | None) -> str | None:
 RUNTIME_FIELDS = frozenset({
     "nproc_per_node", "num_nodes", "launcher", "resources", "checkpoint", "log_every", "parallel",
     "attention_backend", "activation_checkpointing", "batch_size", "grad_accum_steps", "batch_size_per_bucket",
+    "data_workers",
 })
 
 

@@ -74,6 +74,7 @@ class ProjectConfig(Strict):
                 f"dit.in_channels ({self.dit.in_channels}) must equal vae.model.z_channels "
                 f"({self.vae.model.z_channels})"
             )
+        self.encode.check_buckets(self.vae.model, self.dit.patch_size)
         for name in ("t2i", "t2vi", "t2v"):
             stage = getattr(self, name)
             try:

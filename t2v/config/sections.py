@@ -121,20 +121,81 @@ class VAEStageConfig(Strict):
 
 
 class EncodeConfig(Strict):
-    num_frames: int = Field(17, ge=1, description="frames per video clip fed to the VAE")
-    resolution: tuple[int, int] = Field(description="(height, width) clips are resized to")
-    batch_size: int = Field(8, ge=1)
+    num_frames: int = Field(17, ge=1, description="frames per video clip fed to the VAE (when buckets is empty)")
+    resolution: tuple[int, int] = Field(description="(height, width) clips are resized to (when buckets is empty)")
+    buckets: list[tuple[int, int, int]] = Field(
+        default_factory=list,
+        description="clip shapes in pixels, 'FRAMESxHEIGHTxWIDTH' or [frames, height, width]: each clip goes to "
+        "the one of nearest aspect ratio among those it has the frames for, center-cropped to its aspect; "
+        "empty: every clip is resized to num_frames x resolution",
+    )
+    workers: int = Field(1, ge=1, le=1024, description="data-parallel encode workers (processes), each a share of the clips")
+    batch_size: int = Field(8, ge=1, description="clips per VAE batch (of one bucket)")
     sample_posterior: bool = Field(True, description="the release's encode() samples; False takes the mean")
     shard_size: int = Field(256, ge=1, description="samples per latent shard")
-    seed: int = 0
+    seed: int = Field(0, description="with a clip's id, seeds that clip's posterior sample")
+
+    @field_validator("buckets", mode="before")
+    @classmethod
+    def _parse_buckets(cls, value):
+        import re
+
+        if value is None:
+            return []
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"encode.buckets: expected a list of FRAMESxHEIGHTxWIDTH shapes, got {value!r}")
+        shapes: list[tuple[int, int, int]] = []
+        for i, item in enumerate(value):
+            if isinstance(item, str) and re.fullmatch(r"\s*\d+\s*x\s*\d+\s*x\s*\d+\s*", item):
+                shape = tuple(int(part) for part in item.split("x"))
+            elif (
+                isinstance(item, (list, tuple))
+                and len(item) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+            ):
+                shape = tuple(item)
+            else:
+                raise ValueError(f"encode.buckets[{i}]: {item!r} is not 'FRAMESxHEIGHTxWIDTH' or [frames, height, width]")
+            if min(shape) < 1:
+                raise ValueError(f"encode.buckets[{i}]: {item!r}: frames, height and width must be >= 1")
+            if shape in shapes:
+                raise ValueError(f"encode.buckets[{i}]: {item!r} is listed twice")
+            shapes.append(shape)
+        return shapes
+
+    def shapes(self) -> list[tuple[int, int, int]]:
+        """The buckets clips are encoded in: ``buckets``, else the one shape ``num_frames x resolution``."""
+        return list(self.buckets) or [(self.num_frames, *self.resolution)]
+
+    def check_buckets(self, vae: VAEConfig, patch_size: int) -> None:
+        """ValueError naming ``encode.buckets[i]`` unless every bucket suits the VAE and the DiT: height and
+        width multiples of the VAE's spatial compression x the DiT's patch size, frames a count the VAE
+        encodes (whole chunks, or a trailing chunk of 1 + k x its temporal compression)."""
+        step = vae.spatial_compression * patch_size
+        for i, (frames, height, width) in enumerate(self.buckets):
+            where = f"encode.buckets[{i}] ({frames}x{height}x{width})"
+            if height % step or width % step:
+                raise ValueError(
+                    f"{where}: height and width must be multiples of {step} (the VAE's spatial compression "
+                    f"{vae.spatial_compression} x dit.patch_size {patch_size})"
+                )
+            try:
+                vae.latent_frames(frames)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
 
 
 class ParallelConfig(Strict):
     """How the world of ``num_nodes x nproc_per_node`` ranks is laid out: world = replicas x shards x
     sequence-parallel degree. ``data_parallel_shard`` -1 takes what is left of the world."""
 
-    data_parallel: Literal["fsdp", "ddp"] = Field(
-        "fsdp", description="fsdp: FSDP2 fully_shard per DiT block (ZeRO-3); ddp: a whole replica per rank"
+    data_parallel: Literal["fsdp", "ddp", "deepspeed"] = Field(
+        "fsdp",
+        description="fsdp: FSDP2 fully_shard per DiT block (ZeRO-3); ddp: a whole replica per rank; "
+        "deepspeed: a DeepSpeed ZeRO engine at zero_stage",
+    )
+    zero_stage: Literal[1, 2, 3] = Field(
+        2, description="deepspeed: 1 shards the optimizer state, 2 also the gradients, 3 also the weights"
     )
     data_parallel_replicate: int = Field(1, ge=1, description="HSDP: copies of the sharded model (fsdp only)")
     data_parallel_shard: int = Field(-1, ge=-1, description="ranks one model is sharded over; -1: the rest")
@@ -147,7 +208,7 @@ class ParallelConfig(Strict):
     def layout(self, world: int) -> tuple[int, int, int]:
         """(replicate, shard, sequence-parallel) degrees for ``world`` ranks; ValueError naming the field."""
         replicate, sp = self.data_parallel_replicate, self.sequence_parallel
-        if self.data_parallel == "ddp":
+        if self.data_parallel in ("ddp", "deepspeed"):
             if world % sp:
                 raise ValueError(f"parallel.sequence_parallel ({sp}) must divide the world size ({world})")
             return world // sp, 1, sp
@@ -169,8 +230,10 @@ class ParallelConfig(Strict):
     def _shard(self):
         if self.data_parallel_shard == 0:
             raise ValueError("data_parallel_shard must be -1 (the rest of the world) or >= 1")
-        if self.data_parallel == "ddp" and self.data_parallel_replicate != 1:
-            raise ValueError("data_parallel_replicate is an fsdp (HSDP) setting; with ddp every rank replicates")
+        if self.data_parallel != "fsdp" and self.data_parallel_replicate != 1:
+            raise ValueError(f"data_parallel_replicate is an fsdp (HSDP) setting; with {self.data_parallel} every rank replicates")
+        if self.data_parallel == "deepspeed" and self.sequence_parallel != 1:
+            raise ValueError("sequence_parallel needs data_parallel: fsdp (or ddp); the deepspeed backend runs without it")
         return self
 
 
@@ -238,6 +301,9 @@ class DiTStageConfig(Strict):
     lr_schedule: Literal["constant", "cosine"] = Field("constant", description="after the linear warmup")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine: the final lr as a share of lr")
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    data_workers: int = Field(
+        2, ge=0, le=64, description="threads reading the next micro-batches' latents while one trains; 0: read in the loop"
+    )
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="EMA of the weights (exported when > 0); 0: off")
     nonfinite_policy: Literal["skip", "reload", "fail"] = Field(
         "skip", description="a non-finite loss or gradient norm: skip the step, reload the last checkpoint, or fail"
@@ -270,6 +336,20 @@ class DiTStageConfig(Strict):
     def _warmup(self):
         if self.warmup_steps > self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed steps ({self.steps})")
+        return self
+
+    @model_validator(mode="after")
+    def _zero3(self):
+        """What the deepspeed backend does not do at ZeRO-3 (its weights exist only as partitions)."""
+        if self.parallel.data_parallel != "deepspeed" or self.parallel.zero_stage != 3:
+            return self
+        if self.ema_decay > 0:
+            raise ValueError("ema_decay: the EMA is not kept at parallel.zero_stage 3; use zero_stage 1/2 or data_parallel: fsdp")
+        if self.nonfinite_policy == "skip":
+            raise ValueError(
+                "nonfinite_policy: skip needs parallel.zero_stage 1 or 2 (ZeRO-3 applies a non-finite step "
+                "outside fp16); use reload or fail, or data_parallel: fsdp"
+            )
         return self
 
     @property

@@ -63,6 +63,21 @@ def test_shapes_round_trip(vae, frames, latent_frames, b):
     assert out.shape == x.shape
 
 
+def test_one_generator_per_sample_makes_a_samples_draw_its_own(vae, monkeypatch):
+    """A list of generators, one per sample: a sample's posterior draw follows its generator, not its
+    place in the batch (the encode stage seeds one per clip)."""
+    x = video(17, b=2)
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)  # batch-invariant CPU convolutions
+    with torch.no_grad():
+        mean, logvar = vae.encode_distribution(x)
+        ab = vae.encode(x, generator=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+        ba = vae.encode(x.flip(0), generator=[torch.Generator().manual_seed(2), torch.Generator().manual_seed(1)])
+        assert torch.equal(ab, ba.flip(0)) and not torch.equal(ab, mean)
+        noise = torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(ab[1], mean[1] + torch.exp(0.5 * logvar[1]) * noise)
+        with pytest.raises(ValueError, match="1 generators for a batch of 2"):
+            vae.encode(x, generator=[torch.Generator()])
+
 def test_spatial_only_knob_gives_8x_spatial():
     cfg = tiny_cfg(num_spatial_only_downsamples=0, dual_path=False, encoder_channel_mult=[1, 1, 2, 4])
     assert (cfg.spatial_compression, cfg.temporal_compression) == (8, 8)

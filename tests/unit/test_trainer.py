@@ -222,3 +222,40 @@ def test_bucket_batch_sizes_are_validated_naming_the_field():
         load_config("tiny", ["t2v.batch_size_per_bucket={204x544: 1}"])
     cfg = load_config("tiny", ["t2v.batch_size_per_bucket={204x544x992: 1, 1x544x992: 8}"])
     assert cfg.t2v.batch_size_per_bucket == {"204x544x992": 1, "1x544x992": 8}
+
+
+def test_reading_ahead_on_threads_hands_out_the_plain_loaders_batches_and_position():
+    import threading
+    import time
+
+    from trainer.data import LatentBatches, ReadAhead
+
+    samples = _two_bucket_samples()
+    negative = {k: np.zeros_like(getattr(samples[0], k)) for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
+    cfg = load_config("tiny").t2i.model_copy(update={"batch_size": 2, "data": "images+videos", "grad_accum_steps": 2})
+    readers: set[str] = set()
+
+    class SlowStorage(list):  # a read takes a while, as from S3, and says which thread did it
+        def __getitem__(self, index):
+            readers.add(threading.current_thread().name)
+            time.sleep(0.002)
+            return list.__getitem__(self, index)
+
+    plain = LatentBatches(samples, negative, cfg)
+    ahead = ReadAhead(LatentBatches(SlowStorage(samples), negative, cfg), workers=3)
+    try:
+        for i in range(30):
+            a, b = plain.next(), ahead.next()
+            assert torch.equal(a.latents, b.latents) and torch.equal(a.llm_states, b.llm_states) and a.seeds == b.seeds
+            # the saved position is that of the batches handed out, not of those read ahead
+            assert ahead.state_dict() == plain.state_dict(), i
+        assert any(name.startswith("latent-reader") for name in readers)
+        state = ahead.state_dict()
+        expected = [plain.next().latents for _ in range(5)]
+        ahead.load_state_dict(state)  # a resume (or a reload) rewinds what was read ahead
+        assert all(torch.equal(ahead.next().latents, e) for e in expected)
+        ahead.drawn = 3  # the non-finite reload's "go on from here"
+        plain.load_state_dict(ahead.state_dict())
+        assert torch.equal(ahead.next().latents, plain.next().latents)
+    finally:
+        ahead.close()
