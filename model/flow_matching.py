@@ -110,6 +110,30 @@ def flow_matching_loss(
     return per_sample.mean()
 
 
+def flow_dpo_loss(
+    policy_preferred: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_preferred: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diffusion-DPO (Wallace et al., 2023) on flow-matching velocity errors.
+
+    Each argument is [B]: a model's mean squared velocity error on the preferred or the rejected video
+    of a pair, both noised with the same noise at the same ``t``; the policy's carry gradients, the frozen
+    reference's do not. The implicit reward margin of a pair is
+
+        margin = -beta / 2 * ((policy_preferred - reference_preferred) - (policy_rejected - reference_rejected))
+
+    (positive when the policy has improved on the preferred video more than on the rejected one, relative
+    to the reference) and the loss is ``-log sigmoid(margin)``. Returns (loss [B], margin [B]), fp32."""
+    improvement = (policy_preferred.float() - reference_preferred.float()) - (
+        policy_rejected.float() - reference_rejected.float()
+    )
+    margin = -0.5 * beta * improvement
+    return torch.nn.functional.softplus(-margin), margin
+
+
 # --------------------------------------------------------------------------------------------------------
 # sampling
 

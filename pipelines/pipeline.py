@@ -1,7 +1,7 @@
 """The training pipeline: the whole chain of stages as one KFP DAG.
 
     prepare-data -> curate-shard x N (ParallelFor) -> curate (Collected) -> train-vae -> encode
-                 -> t2i -> t2vi -> t2v -> evaluate -> register
+                 -> t2i -> t2vi -> t2v -> dpo -> evaluate -> register
     exit handler: finish-tracking closes the MLflow parent run whatever happened.
 
 The stages and their order are the catalog's (:mod:`components.framework.catalog`); a test checks that
@@ -16,6 +16,7 @@ the local runner ignores them.
 from kfp import dsl, kubernetes
 
 from components.curate.component import curate_merge, curate_shard
+from components.dpo.component import dpo
 from components.encode.component import encode
 from components.evaluate.component import evaluate
 from components.framework import catalog
@@ -51,7 +52,7 @@ def build_pipeline(cluster: ClusterConfig):
     """The pipeline function, with the cluster placement of the given profile baked in."""
     res = cluster.resources
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Step-Video-T2V training: curate -> VAE -> T2I -> T2VI -> T2V -> eval -> register")
+    @dsl.pipeline(name=PIPELINE_NAME, description="Step-Video-T2V training: curate -> VAE -> T2I -> T2VI -> T2V -> DPO -> eval -> register")
     def training_pipeline(
         config_json: str,
         run_root: str,
@@ -76,13 +77,19 @@ def build_pipeline(cluster: ClusterConfig):
             vae = _place(train_vae(clips=clips.outputs["clips"], **ctx).set_display_name("train-vae"), res.gpu_single, cluster)
             latents = encode(clips=clips.outputs["clips"], vae=vae.outputs["vae"], raw=raw.outputs["raw"], **ctx)
             _place(latents.set_display_name("encode"), res.gpu_single, cluster, retries=1)
-            previous = None
-            for stage in catalog.producing("dit"):  # the training cascade: t2i -> t2vi -> t2v
-                kwargs = {"init": previous.outputs["dit"]} if previous is not None else {}
+            previous, model = None, None
+            for stage in catalog.producing("dit"):  # the training cascade t2i -> t2vi -> t2v, then dpo
+                if stage == "dpo":
+                    task = dpo(dit=model, vae=vae.outputs["vae"], latents=latents.outputs["latents"], **ctx)
+                    previous = _place(task.set_display_name(stage), res.trainer_launcher, cluster)
+                    model = previous.outputs["dpo_dit"]
+                    continue
+                kwargs = {"init": model} if model is not None else {}
                 task = train_dit(stage=stage, latents=latents.outputs["latents"], **kwargs, **ctx)
                 previous = _place(task.set_display_name(stage), res.trainer_launcher, cluster)
+                model = previous.outputs["dit"]
             evaluation = evaluate(
-                dit=previous.outputs["dit"],
+                dit=model,
                 vae=vae.outputs["vae"],
                 latents=latents.outputs["latents"],
                 raw=raw.outputs["raw"],
@@ -90,7 +97,7 @@ def build_pipeline(cluster: ClusterConfig):
             )
             _place(evaluation.set_display_name("evaluate"), res.gpu_single, cluster)
             registered = register(
-                dit=previous.outputs["dit"],
+                dit=model,
                 vae=vae.outputs["vae"],
                 evaluation=evaluation.outputs["evaluation"],
                 clips=clips.outputs["clips"],

@@ -120,9 +120,8 @@ def text_encoders_of(manifest: dict[str, Any], cfg: TextEncoderConfig, stack: Ex
     return open_text_encoders(cfg, uris["clip"], uris["llm"], stack)
 
 
-def sample_videos(
+def sample_latents(
     dit,
-    vae,
     text: dict[str, Any],
     negative: dict[str, Any],
     latent_shape,
@@ -130,10 +129,10 @@ def sample_videos(
     guidance_scale: float,
     shift: float,
     seed: int,
-) -> list[np.ndarray]:
-    """Sample latents for every prompt in ``text`` (one batch, fixed seed), contrast them with the
-    ``negative`` prompt (classifier-free guidance; its arrays have a batch dimension of 1), decode them:
-    uint8 videos [T, H, W, 3]."""
+):
+    """Sample clean latents [B, F, C, h, w] for every prompt in ``text`` (one batch, noise from ``seed``),
+    contrasted with the ``negative`` prompt (classifier-free guidance; its arrays have a batch dimension
+    of 1)."""
     import torch
 
     from model import flow_matching as fm
@@ -153,7 +152,7 @@ def sample_videos(
         return dit(latents, timestep, **cond)
 
     with torch.no_grad():
-        latents = fm.sample(
+        return fm.sample(
             denoiser,
             noise,
             cond=batch(text),
@@ -162,8 +161,31 @@ def sample_videos(
             guidance_scale=guidance_scale,
             shift=shift,
         )
+
+
+def decode_videos(vae, latents) -> list[np.ndarray]:
+    """uint8 videos [T, H, W, 3] from latents [B, F, C, h, w]."""
+    import torch
+
+    with torch.no_grad():
         videos = vae.decode(latents)
     return [from_model_video(v) for v in videos]
+
+
+def sample_videos(
+    dit,
+    vae,
+    text: dict[str, Any],
+    negative: dict[str, Any],
+    latent_shape,
+    num_steps: int,
+    guidance_scale: float,
+    shift: float,
+    seed: int,
+) -> list[np.ndarray]:
+    """:func:`sample_latents`, decoded: uint8 videos [T, H, W, 3]."""
+    latents = sample_latents(dit, text, negative, latent_shape, num_steps, guidance_scale, shift, seed)
+    return decode_videos(vae, latents)
 
 
 def generate(

@@ -302,6 +302,7 @@ class IndexedLatents:
             llm_states=array("llm_states"),
             llm_mask=array("llm_mask"),
             meta=json.loads(member("json")) if "json" in record["members"] else {},
+            rejected=array("rejected") if "rejected.npy" in record["members"] else None,
         )
 
 
@@ -315,6 +316,7 @@ class LatentSample:
     llm_states: np.ndarray
     llm_mask: np.ndarray
     meta: dict[str, Any]
+    rejected: np.ndarray | None = None  # a preference pair's rejected video latents (Video-DPO data)
 
 
 def load_latents(manifest: dict[str, Any]) -> list[LatentSample]:
@@ -335,6 +337,7 @@ def load_latents(manifest: dict[str, Any]) -> list[LatentSample]:
                     llm_states=sample["llm_states.npy"],
                     llm_mask=sample["llm_mask.npy"],
                     meta=sample["json"],
+                    rejected=sample.get("rejected.npy"),
                 )
             )
     return out

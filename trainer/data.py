@@ -47,10 +47,16 @@ class Batch:
     clip_states: torch.Tensor
     clip_mask: torch.Tensor
     seeds: list[int] = field(default_factory=list)  # one per sample: the objective's noise and timestep
+    rejected: torch.Tensor | None = None  # [B, F, C, h, w]: preference pairs' rejected videos (Video-DPO)
 
     def to(self, device) -> Batch:
         moved = {k: getattr(self, k).to(device, non_blocking=True) for k in ("latents", "llm_states", "llm_mask", "clip_states", "clip_mask")}
-        return Batch(**moved, seeds=self.seeds)
+        rejected = self.rejected.to(device, non_blocking=True) if self.rejected is not None else None
+        return Batch(**moved, seeds=self.seeds, rejected=rejected)
+
+    def text(self) -> dict[str, torch.Tensor]:
+        """The DiT's text inputs, by keyword."""
+        return {k: getattr(self, k) for k in ("llm_states", "llm_mask", "clip_states", "clip_mask")}
 
     @property
     def tokens(self) -> int:
@@ -184,6 +190,9 @@ class LatentBatches:
             return torch.from_numpy(np.stack(rows))
 
         latents = torch.from_numpy(np.stack([s.video if plan.kind == "video" else s.image for s in picked]))
+        rejected = None
+        if plan.kind == "video" and all(s.rejected is not None for s in picked):
+            rejected = torch.from_numpy(np.stack([s.rejected for s in picked])).float()
         return Batch(
             latents.float(),
             text("llm_states").float(),
@@ -191,6 +200,7 @@ class LatentBatches:
             text("clip_states").float(),
             text("clip_mask").bool(),
             seeds=plan.seeds,
+            rejected=rejected,
         )
 
     def next(self) -> Batch:

@@ -76,8 +76,13 @@ class StepMetrics:
         self.loss = math.nan
         self.samples = self.tokens = self.flops = 0.0
         self.bucket_loss: dict[str, float] = {}
+        self._extra_sums: dict[str, float] = {}  # the objective's per-sample figures, summed
+        self.extras: dict[str, float] = {}  # ... and their means over the step, once reduced
 
-    def add(self, per_sample: torch.Tensor, timesteps: torch.Tensor, tokens: int, flops: float) -> None:
+    def add(self, per_sample: torch.Tensor, timesteps: torch.Tensor, tokens: int, flops: float,
+            extras: dict[str, torch.Tensor] | None = None) -> None:
+        for name, values in (extras or {}).items():
+            self._extra_sums[name] = self._extra_sums.get(name, 0.0) + float(values.double().sum())
         losses, t = per_sample.double().cpu(), timesteps.double().cpu()
         self._sums[0] += losses.sum()
         self._sums[1] += losses.numel()
@@ -91,14 +96,17 @@ class StepMetrics:
     def reduce(self, world) -> None:
         sums = self._sums.clone()
         flops = torch.tensor([self.flops], dtype=torch.float64)
+        names = sorted(self._extra_sums)  # the same objective on every rank: the same names
+        extras = torch.tensor([self._extra_sums[n] for n in names], dtype=torch.float64)
         if world.distributed:
-            packed = torch.cat([sums, flops]).to(world.device)
+            packed = torch.cat([sums, flops, extras]).to(world.device)
             dist.all_reduce(packed)
             packed = packed.cpu()
-            sums, flops = packed[:-1], packed[-1:]
             # the ranks of one sequence-parallel group hold the same samples: count them once
-            sums, flops = sums / world.sp, flops / world.sp
+            packed = packed / world.sp
+            sums, flops, extras = packed[: len(sums)], packed[len(sums) : len(sums) + 1], packed[len(sums) + 1 :]
         self.loss = float(sums[0] / sums[1])
+        self.extras = {name: float(extras[i] / sums[1]) for i, name in enumerate(names)}
         self.samples, self.tokens, self.flops = float(sums[1]), float(sums[2]), float(flops[0])
         n = len(TIMESTEP_BUCKETS) - 1
         for i in range(n):
@@ -172,7 +180,7 @@ class TrainLogger:
             return
         if self.jsonl is not None:
             record = {"step": m.step, "loss": m.loss, "grad_norm": float(m.grad_norm), "lr": m.lr,
-                      "seconds": seconds, "data_seconds": m.data_seconds, "tokens": m.tokens}
+                      "seconds": seconds, "data_seconds": m.data_seconds, "tokens": m.tokens, **m.extras}
             self.jsonl.write(json.dumps(record) + "\n")
             self.jsonl.flush()
         if m.step % self.cfg.log_every == 0 or m.step == self.cfg.steps:
@@ -193,6 +201,8 @@ class TrainLogger:
             "train/data_wait_share": sum(m.data_seconds for m in window) / seconds,
             "train/loss_spikes": float(self.spikes),
             **last.bucket_loss,
+            # the objective's own figures (Video-DPO: accuracy, reward margin, ...), over the window
+            **{name: sum(m.extras[name] for m in window) / len(window) for name in last.extras},
         }
         if self.peak:
             values["train/mfu"] = sum(m.flops for m in window) / seconds / (self.peak * self.world.size)

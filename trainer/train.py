@@ -91,6 +91,8 @@ class Trainer:
         # DeepSpeed engine autocasts (its torch_autocast section)
         autocast = self.cfg.precision == "bf16" and not self.fsdp and self.zero is None
         self.objective = OBJECTIVES[self.cfg.objective](self.cfg, autocast_bf16=autocast)
+        if getattr(self.objective, "needs_reference", False):  # Video-DPO: the frozen starting weights
+            self.objective.reference = self.build_reference()
         staging = Path(job.get("staging_dir") or tempfile.gettempdir()) / f"t2v-train-state-{zlib.crc32(job['train_state_uri'].encode()):08x}"
         self.checkpoints = CheckpointManager(job["train_state_uri"], self.cfg.checkpoint, self.world, staging)
         self.logger = TrainLogger(job, self.world, self.config.dit, self.cfg)
@@ -135,6 +137,26 @@ class Trainer:
             model = parallelize_dit(dit, self.world, self.cfg)
         dit.train()
         return dit, model
+
+    def build_reference(self):
+        """A frozen copy of the starting weights (read from the init checkpoint), built and sharded like
+        the policy (sequence parallel and FSDP; no optimizer, no gradients)."""
+        from model.dit import StepVideoDiT
+        from trainer.parallel import apply_fsdp
+        from trainer.sequence_parallel import apply_sequence_parallel
+
+        if not self.job.get("init_checkpoint_uri"):
+            raise StageError(f"{self.stage}: {self.cfg.objective} needs a checkpoint to start from (its reference model)")
+        with torch.device("meta"):
+            reference = StepVideoDiT(self.config.dit, attention_backend=self.cfg.attention_backend)
+        if self.world.sp > 1:
+            apply_sequence_parallel(reference, self.world.sp_group)
+        if self.fsdp:
+            apply_fsdp(reference, self.world, self.cfg.precision, self.cfg.parallel.reshard_after_forward)
+        reference.to_empty(device=self.world.device)
+        self._fill(reference)
+        reference.requires_grad_(False)
+        return reference.eval()
 
     def _fill(self, dit) -> None:
         """Initial weights, one tensor at a time: read from the init checkpoint (memory-mapped
@@ -284,7 +306,8 @@ class Trainer:
                 out = self.objective(self.model, batch)
                 (out.per_sample.mean() / accum).backward()
             flops = self.logger.sample_flops(batch.latents.shape, batch.llm_states.shape[1], batch.clip_states.shape[1])
-            metrics.add(out.per_sample.detach(), out.timesteps, batch.tokens, flops)
+            flops *= getattr(self.objective, "flops_factor", 1.0)
+            metrics.add(out.per_sample.detach(), out.timesteps, batch.tokens, flops, out.extras)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.dit.parameters(), self.cfg.grad_clip)
         metrics.grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         metrics.reduce(self.world)
@@ -306,7 +329,8 @@ class Trainer:
             out = self.objective(self.zero, batch)
             self.zero.backward_and_step(out.per_sample.mean())
             flops = self.logger.sample_flops(batch.latents.shape, batch.llm_states.shape[1], batch.clip_states.shape[1])
-            metrics.add(out.per_sample.detach(), out.timesteps, batch.tokens, flops)
+            flops *= getattr(self.objective, "flops_factor", 1.0)
+            metrics.add(out.per_sample.detach(), out.timesteps, batch.tokens, flops, out.extras)
         metrics.grad_norm = torch.tensor(self.zero.grad_norm())
         metrics.reduce(self.world)
         metrics.lr = self.scheduler.get_last_lr()[0]

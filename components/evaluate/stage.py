@@ -6,8 +6,9 @@ the same shape is scored the same way as a floor, and the current ``champion`` (
 Step-Video-T2V-Eval prompts (128 prompts, 11 categories) are generated and logged for human review when
 ``evaluate.prompts`` is ``step-video-t2v-eval``; they carry no automatic score here.
 
-The gate passes when the mean checker score reaches ``evaluate.gate_min_score`` and beats the untrained
-floor; ``register`` sets the ``challenger`` alias only then.
+The gate (:func:`components.evaluate.gate.decide`) passes when the mean checker score reaches
+``evaluate.gate_min_score``, beats the untrained floor and does not fall more than
+``evaluate.gate_max_regression`` below the champion's; ``register`` sets the ``challenger`` alias only then.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from components.evaluate import gate
 from components.framework.skeleton import Stage, StageOutput, StageRun
 from t2v import checkpoints, registry, storage, tracking
 from t2v.errors import StageError
@@ -131,17 +133,13 @@ def _evaluate(
             summary["untrained_scores"] = results["untrained"]["mean"]
         champion = _champion_score(ctx)
         summary["champion_score_total"] = champion
-        if summary["score_total"] is None:
-            summary["gate_passed"] = False
-            summary["gate_reason"] = "no automatic score for this prompt set: review the samples"
-        else:
-            reasons = []
-            if summary["score_total"] < cfg.gate_min_score:
-                reasons.append(f"score {summary['score_total']:.3f} < gate_min_score {cfg.gate_min_score}")
-            if "untrained_score_total" in summary and summary["score_total"] <= summary["untrained_score_total"]:
-                reasons.append("does not beat the untrained model")
-            summary["gate_passed"] = not reasons
-            summary["gate_reason"] = "; ".join(reasons) or "passed"
+        decision = gate.decide(
+            summary["score_total"], cfg.gate_min_score, cfg.gate_max_regression,
+            untrained_score=summary.get("untrained_score_total"), champion_score=champion,
+        )
+        summary["gate_passed"] = decision.passed
+        summary["gate_reason"] = decision.reason
+        summary["gate_notes"] = decision.notes
         mlflow.log_metric("gate_passed", float(summary["gate_passed"]))
         mlflow.set_tag("t2v.gate", summary["gate_reason"])
 

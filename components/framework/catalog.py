@@ -22,6 +22,7 @@ STAGE_MODULES = (
     "components.train_vae.stage",
     "components.encode.stage",
     "components.train_dit.stage",  # t2i, t2vi, t2v
+    "components.dpo.stage",  # Video-DPO (passes the t2v checkpoint through without a dpo section)
     "components.evaluate.stage",
     "components.register.stage",
 )
@@ -51,7 +52,7 @@ def get(name: str) -> Stage:
 
 
 def producing(kind: str) -> tuple[str, ...]:
-    """The stages whose output is of ``kind`` (``dit``: the training cascade t2i, t2vi, t2v)."""
+    """The stages whose output is of ``kind`` (``dit``: the training cascade t2i, t2vi, t2v, then dpo)."""
     return tuple(name for name, stage in stages().items() if stage.output == kind)
 
 

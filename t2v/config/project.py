@@ -32,6 +32,7 @@ from t2v.config.sections import (
     CurateStageConfig,
     DataSourceConfig,
     DiTStageConfig,
+    DPOStageConfig,
     EncodeConfig,
     EvaluateConfig,
     RegisterConfig,
@@ -63,6 +64,7 @@ class ProjectConfig(Strict):
     t2i: DiTStageConfig
     t2vi: DiTStageConfig
     t2v: DiTStageConfig
+    dpo: DPOStageConfig | None = None
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegisterConfig = RegisterConfig()
     cluster: ClusterConfig = ClusterConfig()
@@ -75,8 +77,10 @@ class ProjectConfig(Strict):
                 f"({self.vae.model.z_channels})"
             )
         self.encode.check_buckets(self.vae.model, self.dit.patch_size)
-        for name in ("t2i", "t2vi", "t2v"):
+        for name in ("t2i", "t2vi", "t2v", "dpo"):
             stage = getattr(self, name)
+            if stage is None:
+                continue
             try:
                 stage.parallel.layout(stage.world_size)
             except ValueError as exc:

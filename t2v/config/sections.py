@@ -357,6 +357,45 @@ class DiTStageConfig(Strict):
         return self.num_nodes * self.nproc_per_node
 
 
+class DPOStageConfig(DiTStageConfig):
+    """Video-DPO after t2v (or from any DiT checkpoint with ``init_from``): each round samples
+    ``samples_per_prompt`` videos per training prompt from the current policy, scores them with
+    ``reward``, pairs the best with the worst when their scores differ by at least ``pair_margin``, and
+    trains on the pairs with :class:`trainer.objectives.FlowMatchingDPO` against the round's starting
+    weights. A next round samples with the updated policy and takes it as its reference."""
+
+    data: Literal["videos"] = "videos"
+    objective: Literal["flow_dpo"] = "flow_dpo"
+    caption_dropout: float = Field(0.0, ge=0.0, le=1.0)
+    beta: float = Field(500.0, gt=0.0, description="the DPO temperature on mean squared velocity errors")
+    rounds: int = Field(1, ge=1, le=20, description="on-policy rounds: sample, score, pair, train")
+    num_prompts: int = Field(16, ge=1, description="training prompts, drawn from the latent set's captions")
+    samples_per_prompt: int = Field(4, ge=2, le=64, description="K videos per prompt, seeds seed..seed+K-1")
+    pair_margin: float = Field(0.05, ge=0.0, description="least reward gap between preferred and rejected")
+    reward: Literal["checker", "clip", "labels"] = Field(
+        "checker",
+        description="checker: the synthetic world's exact checker; clip: text-video similarity of a CLIP "
+        "model at reward_model_uri; labels: human raters' choices in labels_uri (a filled labelling sheet)",
+    )
+    reward_model_uri: str | None = Field(None, description="reward: clip -- a local or s3:// CLIP directory")
+    labels_uri: str | None = Field(None, description="reward: labels -- the filled labels.csv of a labelling sheet")
+    labelling_sheet: bool = Field(True, description="write each round's candidates as a sheet for human raters")
+    sample_steps: int = Field(20, ge=1, le=1000, description="sampler steps for the candidates")
+    guidance_scale: float = Field(4.0, ge=1.0, le=30.0)
+    shift: float = Field(3.0, gt=0.0)
+    num_frames: int = Field(17, ge=1, description="frames of each candidate video")
+
+    @model_validator(mode="after")
+    def _reward_source(self):
+        if self.reward == "clip" and not self.reward_model_uri:
+            raise ValueError("reward_model_uri: reward clip needs a CLIP model directory (local or s3://)")
+        if self.reward == "labels" and not self.labels_uri:
+            raise ValueError("labels_uri: reward labels needs a filled labels.csv (from a round's labelling/ sheet)")
+        if self.reward == "labels" and self.rounds != 1:
+            raise ValueError("rounds: human labels train one round (a new round needs new labels)")
+        return self
+
+
 class EvaluateConfig(Strict):
     prompts: Literal["heldout", "step-video-t2v-eval"] = "heldout"
     num_prompts: int = Field(16, ge=1)
@@ -371,6 +410,9 @@ class EvaluateConfig(Strict):
     attention_backend: AttentionBackend = Field("auto", description="attention of the DiT while sampling")
     # The gate: the challenger alias is set only when the mean checker score reaches this.
     gate_min_score: float = Field(0.5, ge=0.0, le=1.0)
+    gate_max_regression: float = Field(
+        0.02, ge=0.0, le=1.0, description="the most the score may fall below the champion's and still pass"
+    )
 
 
 class RegisterConfig(Strict):

@@ -32,6 +32,10 @@ FAST = [
     "evaluate.num_prompts=4",
     "evaluate.num_steps=6",
     "evaluate.num_sample_videos=1",
+    "dpo.num_prompts=4",
+    "dpo.sample_steps=6",
+    "dpo.steps=8",
+    "dpo.pair_margin=0.0",
 ]
 
 
@@ -119,10 +123,33 @@ def test_model_versions_with_lineage(pipeline_run):
             assert version.tags.get(tag), tag
     assert dit.tags["t2v.vae_model"] == f"{vae.name}/{vae.version}"
     assert dit.tags["t2v.text_encoders.clip"].startswith("s3://") and dit.tags["t2v.text_encoders.llm"].startswith("s3://")
-    assert dit.tags["t2v.init_checkpoint_uri"].endswith("/t2vi/checkpoint")
+    assert dit.tags["t2v.init_checkpoint_uri"].endswith("/t2v/checkpoint")  # the registered DiT is dpo's
+    assert dit.tags["t2v.checkpoint_uri"].endswith("/dpo/round-0/checkpoint")
     gate_passed = pipeline_run["summary"]["evaluation"]["gate"] == "passed"
     aliases = client.get_registered_model(registered["dit_model"]).aliases
     assert ("challenger" in aliases) == gate_passed
+
+
+def test_dpo_trained_on_pairs_of_the_policys_own_samples(pipeline_run):
+    root = pipeline_run["summary"]["run_root"]
+    manifest = storage.read_json(storage.join(root, "dpo", "manifest.json"))
+    summary = manifest["summary"]
+    assert summary["pairs"] >= 1 and summary["samples_per_prompt"] == 4 and summary["prompts"] == 4
+    assert 0.0 <= summary["reward_before"] <= 1.0 and 0.0 <= summary["reward_after"] <= 1.0
+    candidates = storage.read_json(storage.join(root, "dpo", "round-0", "candidates.json"))
+    assert len(candidates["rewards"]) == 4 and all(len(row) == 4 for row in candidates["rewards"])
+    for prompt, preferred, rejected in candidates["pairs"]:
+        assert candidates["rewards"][prompt][preferred] > candidates["rewards"][prompt][rejected]
+    mlflow.set_tracking_uri(pipeline_run["tracking_uri"])
+    client = mlflow.MlflowClient()
+    parent = client.get_run(pipeline_run["summary"]["parent_run_id"])
+    (dpo_run,) = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.run_name = 'dpo'",
+    )
+    for key in ("dpo/accuracy", "dpo/reward_margin", "dpo/divergence_from_reference", "dpo/reward_before"):
+        assert key in dpo_run.data.metrics, key
+    assert dpo_run.data.params["dpo.beta"] == "500.0"
 
 
 def test_rerun_with_same_name_skips_finished_stages(pipeline_run):

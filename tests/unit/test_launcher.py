@@ -498,7 +498,7 @@ def test_the_training_component_refuses_a_plan_that_does_not_fit(monkeypatch, tm
 
 
 def test_the_training_state_folder_follows_the_trajectory_not_how_it_runs():
-    from components.train_dit.stage import train_state_uri
+    from components.framework.training import train_state_uri
     from t2v.config import load_config
 
     latents = {"files": {"shards/latents-00000.tar": {"uri": "s3://b/x.tar", "sha256": "ab"}}}
