@@ -400,12 +400,14 @@ class CausalVideoVAE(nn.Module):
             if isinstance(generator, (list, tuple)):
                 if len(generator) != mean.shape[0]:
                     raise ValueError(f"{len(generator)} generators for a batch of {mean.shape[0]}")
+                # drawn where each generator lives (a CPU generator gives the same draw for a GPU encode)
                 noise = torch.stack(
-                    [torch.randn(mean.shape[1:], generator=g, device=mean.device, dtype=torch.float32) for g in generator]
+                    [torch.randn(mean.shape[1:], generator=g, device=g.device, dtype=torch.float32) for g in generator]
                 )
             else:
-                noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=torch.float32)
-            z = mean + torch.exp(0.5 * logvar) * noise.to(mean.dtype)
+                where = generator.device if generator is not None else mean.device
+                noise = torch.randn(mean.shape, generator=generator, device=where, dtype=torch.float32)
+            z = mean + torch.exp(0.5 * logvar) * noise.to(mean.device, mean.dtype)
         return (z - self.cfg.shift_factor) * self.cfg.scaling_factor
 
     # --- decoding ---------------------------------------------------------------------------------------

@@ -110,11 +110,13 @@ def _run_summary(result) -> dict:
         "evaluation": {
             "score_total": evaluation.get("score_total"),
             "untrained_score_total": evaluation.get("untrained_score_total"),
+            "start_score_total": evaluation.get("start_score_total"),
             "vae_ceiling_total": evaluation.get("vae_ceiling_total"),
             "scores": evaluation.get("scores"),
             "untrained_scores": evaluation.get("untrained_scores"),
             "gate": evaluation.get("gate_reason"),
         },
+        "dpo": {k: result.manifests.get("dpo", {}).get("summary", {}).get(k) for k in ("pairs", "reward_before", "reward_after", "skipped")},
         "registered": registered,
     }
 
@@ -131,8 +133,11 @@ def _print_summary(summary: dict) -> None:
         f"  curated clips: {summary['curate'].get('kept')} kept of {summary['curate'].get('clips')} from {summary['curate'].get('videos')} videos",
         f"  VAE reconstruction PSNR: {fmt(summary['vae_eval_psnr'])} dB",
         "  final losses: " + ", ".join(f"{k} {fmt(v)}" for k, v in summary["losses"].items()),
-        f"  checker score (held-out prompts): trained {fmt(ev['score_total'])} vs untrained {fmt(ev['untrained_score_total'])}"
-        f" (VAE round trip of the true videos: {fmt(ev['vae_ceiling_total'])})",
+        f"  checker score (held-out prompts): trained {fmt(ev['score_total'])}"
+        + (f" vs {fmt(ev['start_score_total'])} before its last stage" if ev.get("start_score_total") is not None else "")
+        + f" vs untrained {fmt(ev['untrained_score_total'])} (VAE round trip of the true videos: {fmt(ev['vae_ceiling_total'])})",
+        *([f"  dpo: {summary['dpo']['pairs']} preference pairs; checker reward on its training prompts "
+           f"{fmt(summary['dpo']['reward_before'])} -> {fmt(summary['dpo']['reward_after'])}"] if summary["dpo"].get("pairs") else []),
         f"  gate: {ev['gate']}",
         f"  registered: {reg.get('dit_model')} v{reg.get('dit_version')}, {reg.get('vae_model')} v{reg.get('vae_version')}"
         + (f" (aliases: {', '.join(reg.get('aliases') or [])})" if reg.get("aliases") else ""),

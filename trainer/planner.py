@@ -9,6 +9,8 @@ hidden size D, L layers and activations of a bytes (2 in bf16, 4 in fp32):
     gradients       4 P / N_s                     fp32 (reduced in fp32)
     optimizer       8 P / N_s                     AdamW's two fp32 moments
     EMA             4 P / N_s                     when ema_decay > 0
+    reference       4 P / N_s                     Video-DPO's frozen copy (its activations count twice:
+                                                  each step's batch is b pairs, 2b videos)
     gathered        2 x P_block x w + P_root x w  FSDP: the block in use and the one prefetched, and the
                     + 4 P_block                   root's weights, in the compute dtype w; one block's
                                                   unsharded fp32 gradient before its reduce-scatter
@@ -167,12 +169,17 @@ def plan_stage(
         plan.memory["ema"] = 4 * total // param_shards
     if fsdp or zero == 3:
         plan.memory["gathered"] = (2 * block + root) * compute_bytes + 4 * block
+    dpo = stage_cfg.objective == "flow_dpo"  # a frozen reference, and both videos of each pair in one forward
+    if dpo:
+        plan.memory["reference"] = 4 * total // param_shards
     kept, recomputed = ACTIVATION_UNITS[stage_cfg.activation_checkpointing]
-    per_token = stage_cfg.batch_size * plan.tokens_per_rank * config.dit.hidden_size * compute_bytes
+    per_token = (2 if dpo else 1) * stage_cfg.batch_size * plan.tokens_per_rank * config.dit.hidden_size * compute_bytes
     plan.memory["activations"] = int(per_token * (config.dit.num_layers * kept + recomputed))
     if device is not None:
         plan.memory["reserve"] = GPU_RESERVE
     plan.flops_per_step = float(training_flops(config.dit, tokens, config.text_encoders.llm_max_length, config.text_encoders.clip_max_length)) * plan.global_batch
+    if dpo:  # policy forward + backward on 2B, the reference's forward on 2B: 8/3 of B's training FLOPs
+        plan.flops_per_step *= 8.0 / 3.0
     if device is not None and plan.total > FIT_SHARE * device.memory:
         plan.problems.append(
             f"{plan.total / GIB:.1f} GiB per GPU is more than {FIT_SHARE:.0%} of {device.name}'s {device.memory / GIB:.1f} GiB; "

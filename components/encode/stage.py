@@ -29,6 +29,8 @@ A clip's latents do not depend on the number of workers or on the batch it share
 rounding: its posterior sample comes from a generator seeded by ``(encode.seed, its clip id)``
 (:func:`clip_seed`). The last bits can differ, since oneDNN's (and cuDNN's) convolutions round by batch
 size; turning oneDNN off makes them bitwise equal, at about 4x the CPU encode time, so it stays on.
+Worker ``k`` runs the VAE on GPU ``k`` modulo the pod's GPUs when it has any (the posterior's noise is
+still drawn on the CPU, so a GPU encode samples the same noise); the text encoders stay on the CPU.
 
 On a cluster the fan-out maps one worker to one pod: pod ``k`` calls :func:`encode_worker` with the same
 plain arguments (config JSON, the clips manifest, URIs, ``worker=k``) and writes its result beside its
@@ -95,6 +97,15 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
+def _worker_device(worker: int):
+    """Worker k's device: GPU k modulo the GPUs this pod has, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda", worker % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
 def encode_worker(
     *,
     config_json: str,
@@ -134,12 +145,13 @@ def encode_worker(
     padded = 0
 
     with ExitStack() as stack:
-        autoencoder = checkpoints.load_vae(vae_checkpoint_uri)
+        device = _worker_device(worker)
+        autoencoder = checkpoints.load_vae(vae_checkpoint_uri, device=str(device))
         encoders = open_text_encoders(config.text_encoders, clip_encoder_uri, llm_encoder_uri, stack)
         progress = Progress(name, len(mine), logger=log)  # rate and ETA of the encoding, models loaded
 
         def encode_batch(bucket: tuple[int, int, int], batch: list[tuple[str, dict[str, Any], np.ndarray]]):
-            video = torch.stack([to_model_video(frames) for _, _, frames in batch])
+            video = torch.stack([to_model_video(frames) for _, _, frames in batch]).to(device)
             generators = [torch.Generator().manual_seed(clip_seed(cfg.seed, clip_id)) for clip_id, _, _ in batch]
             with torch.no_grad():
                 video_latents = autoencoder.encode(video, sample=cfg.sample_posterior, generator=generators)
@@ -158,8 +170,8 @@ def encode_worker(
                 }
                 yield {
                     "__key__": clip_id.replace(".", "_"),
-                    "video.npy": npy_bytes(video_latents[i].float().numpy()),
-                    "image.npy": npy_bytes(image_latents[i].float().numpy()),
+                    "video.npy": npy_bytes(video_latents[i].float().cpu().numpy()),
+                    "image.npy": npy_bytes(image_latents[i].float().cpu().numpy()),
                     **{f"{k}.npy": npy_bytes(v[i]) for k, v in text.items()},
                     "json": json.dumps(sample_meta).encode(),
                 }

@@ -13,17 +13,18 @@ The gate (:func:`components.evaluate.gate.decide`) passes when the mean checker 
 
 from __future__ import annotations
 
-import html
 import json
 import logging
+import tempfile
 import time
 from contextlib import ExitStack
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from components.evaluate import gate
+from components.evaluate import compare, gate, report
 from components.framework.skeleton import Stage, StageOutput, StageRun
 from t2v import checkpoints, registry, storage, tracking
 from t2v.errors import StageError
@@ -33,6 +34,7 @@ from t2v.shards import from_model_video, load_negative
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
+MODEL_ORDER = ("challenger", "champion", "start", "untrained")  # columns of the report
 #: package data (the ``configs`` package), so the installed project finds it wherever it is installed
 EVAL_PROMPTS = ("configs", "eval/step-video-t2v-eval-prompts.txt")
 # Table 7 of the report: the prompts stand in contiguous blocks in this order and count.
@@ -66,6 +68,55 @@ def _settings(ctx, **_inputs) -> dict[str, Any]:
     return ctx.config.section("evaluate")
 
 
+def evaluation_prompts(ctx) -> tuple[list | None, list[str], list[str]]:
+    """(scene specs or None, categories, prompts) of ``evaluate.prompts``: held-out scenes of the synthetic
+    world, the 128 Step-Video-T2V-Eval prompts, or a prompt file (one prompt a line, or
+    ``category<TAB>prompt``); the first ``num_prompts``."""
+    cfg = ctx.config.evaluate
+    if cfg.prompts == "heldout":
+        from t2v.world import heldout_prompts
+
+        specs = heldout_prompts(ctx.config.world, cfg.num_prompts)
+        return specs, ["heldout"] * len(specs), [spec.caption() for spec in specs]
+    if cfg.prompts == "step-video-t2v-eval":
+        pairs = step_video_eval_prompts()[: cfg.num_prompts]
+    else:
+        lines = [line.strip() for line in storage.read_text(cfg.prompt_file).splitlines() if line.strip()]
+        pairs = [tuple(line.split("\t", 1)) if "\t" in line else ("prompts", line) for line in lines][: cfg.num_prompts]
+        if not pairs:
+            raise StageError(f"evaluate.prompt_file {cfg.prompt_file}: no prompts")
+    return None, [c for c, _ in pairs], [p for _, p in pairs]
+
+
+def _champion_checkpoint(ctx) -> tuple[str, str] | None:
+    """(version, checkpoint URI) of the registered champion DiT; None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    reg = ctx.config.registry
+    try:
+        version = registry.version_by_alias(ctx.tracking_uri, reg.dit_model_name, reg.champion_alias)
+    except MlflowException as exc:
+        raise StageError(f"looking up {reg.dit_model_name}@{reg.champion_alias}: {exc.message}") from None
+    if version is None:
+        return None
+    uri = (version.tags or {}).get(registry.TAG_CHECKPOINT)
+    if not uri:
+        raise StageError(f"{reg.dit_model_name} v{version.version} ({reg.champion_alias}) has no {registry.TAG_CHECKPOINT} tag")
+    return str(version.version), uri
+
+
+def _score_videos(videos, prompts, specs, clip, aesthetic) -> list[dict[str, float]]:
+    from t2v.video_metrics import video_metrics
+
+    rows = video_metrics(videos, prompts, clip=clip, aesthetic=aesthetic)
+    if specs is not None:
+        from t2v.world import score_video
+
+        for row, video, spec in zip(rows, videos, specs):
+            row.update({f"checker_{k}": v for k, v in score_video(video, spec).items()})
+    return rows
+
+
 def _evaluate(
     run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[str, Any], raw: dict[str, Any]
 ) -> StageOutput:
@@ -73,103 +124,151 @@ def _evaluate(
     import torch
 
     from model.dit import StepVideoDiT
+    from t2v.video_metrics import ClipSimilarity, load_plugin
 
     ctx = run.ctx
     cfg = ctx.config.evaluate
+    start = time.monotonic()
+    specs, categories, prompts = evaluation_prompts(ctx)
     with ExitStack() as stack:
-        start = time.monotonic()
-        if cfg.prompts == "heldout":
-            from t2v.world import heldout_prompts
-
-            specs = heldout_prompts(ctx.config.world, cfg.num_prompts)
-            prompts = [spec.caption() for spec in specs]
-            categories = ["heldout"] * len(prompts)
-        else:
-            specs = None
-            pairs = step_video_eval_prompts()[: cfg.num_prompts]
-            categories, prompts = [c for c, _ in pairs], [p for _, p in pairs]
         text = conditioning(text_encoders_of(raw, ctx.config.text_encoders, stack), prompts)
-        negative = {k: v[None] for k, v in load_negative(latents).items()}  # a batch of one prompt
-        autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
-        latent_shape = list(latents["summary"]["video_latent_shape"])
-        latent_shape[0] = autoencoder.cfg.latent_frames(cfg.num_frames)
+    negative = {k: v[None] for k, v in load_negative(latents).items()}  # a batch of one prompt
+    autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
+    latent_shape = list(latents["summary"]["video_latent_shape"])
+    latent_shape[0] = autoencoder.cfg.latent_frames(cfg.num_frames)
+    clip = ClipSimilarity(cfg.clip_model_uri) if cfg.clip_model_uri else None
+    aesthetic = load_plugin(cfg.aesthetic_plugin) if cfg.aesthetic_plugin else None
+    score_metric = "checker_total" if specs is not None else "clip_similarity" if clip is not None else None
 
-        models = {"trained": checkpoints.load_dit(dit["checkpoint_uri"])}
-        models["trained"].set_attention_backend(cfg.attention_backend)
-        if cfg.compare_untrained and specs is not None:
+    models: dict[str, Any] = {"challenger": dit["checkpoint_uri"]}
+    champion = _champion_checkpoint(ctx) if cfg.compare_champion else None
+    if champion is not None and champion[1] != dit["checkpoint_uri"]:
+        models["champion"] = champion[1]
+    start_uri = dit.get("init_checkpoint_uri")
+    if cfg.compare_start and start_uri and start_uri not in models.values():
+        models["start"] = start_uri  # what the last training stage started from (t2v, before dpo)
+    if cfg.compare_untrained and specs is not None:
+        models["untrained"] = None
+    results: dict[str, dict[str, Any]] = {}
+    progress = Progress(STAGE, len(models))
+    for done, (name, uri) in enumerate(models.items(), start=1):
+        if uri is None:
             torch.manual_seed(cfg.seed)
-            models["untrained"] = StepVideoDiT(ctx.config.dit, attention_backend=cfg.attention_backend).eval()
-        results: dict[str, dict[str, Any]] = {}
-        progress = Progress(STAGE, len(models))
-        for done_count, (name, net) in enumerate(models.items(), start=1):
-            videos = sample_videos(
-                net, autoencoder, text, negative, latent_shape, cfg.num_steps, cfg.guidance_scale, cfg.shift, cfg.seed
-            )
-            results[name] = {"videos": videos}
-            if specs is not None:
-                from t2v.world import score_video
+            net = StepVideoDiT(ctx.config.dit, attention_backend=cfg.attention_backend).eval()
+        else:
+            net = checkpoints.load_dit(uri)
+            net.set_attention_backend(cfg.attention_backend)
+        videos = sample_videos(net, autoencoder, text, negative, latent_shape, cfg.num_steps, cfg.guidance_scale, cfg.shift, cfg.seed)
+        del net
+        scores = _score_videos(videos, prompts, specs, clip, aesthetic)
+        results[name] = {"videos": videos, "scores": scores,
+                         "mean": {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}}
+        progress.update(done)
+    if clip is not None:
+        clip.close()
 
-                scores = [score_video(v, s) for v, s in zip(videos, specs)]
-                results[name]["scores"] = scores
-                results[name]["mean"] = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
-            progress.update(done_count)
+    sampler = {"num_steps": cfg.num_steps, "guidance_scale": cfg.guidance_scale, "shift": cfg.shift,
+               "seed": cfg.seed, "num_frames": cfg.num_frames, "negative_prompt": cfg.negative_prompt}
+    summary: dict[str, Any] = {"prompts": len(prompts), "prompt_set": cfg.prompts, "sampler": sampler,
+                               "score_metric": score_metric, "model_means": {m: r["mean"] for m, r in results.items()}}
+    if specs is not None:
+        summary["vae_ceiling_scores"] = _vae_ceiling(ctx, autoencoder, specs)
+        summary["vae_ceiling_total"] = summary["vae_ceiling_scores"]["total"]
+    metrics = {f"{name}/{key}": value for name, result in results.items() for key, value in result["mean"].items()}
+    metrics.update({f"vae_ceiling/{k}": v for k, v in summary.get("vae_ceiling_scores", {}).items()})
+    mlflow.log_metrics(metrics)
 
-        summary: dict[str, Any] = {"prompts": len(prompts), "prompt_set": cfg.prompts}
-        if specs is not None:
-            summary["vae_ceiling_scores"] = _vae_ceiling(ctx, autoencoder, specs)
-            summary["vae_ceiling_total"] = summary["vae_ceiling_scores"]["total"]
-        metrics: dict[str, float] = {}
+    def mean_score(name: str) -> float | None:
+        return results[name]["mean"].get(score_metric) if name in results and score_metric else None
+
+    summary["score_total"] = mean_score("challenger")
+    summary["scores"] = results["challenger"]["mean"]
+    if "untrained" in results:
+        summary["untrained_score_total"] = mean_score("untrained")
+    if "start" in results:
+        summary["start_checkpoint_uri"] = models["start"]
+        summary["start_score_total"] = mean_score("start")
+    summary["champion_version"] = champion[0] if champion else None
+    summary["champion_score_total"] = mean_score("champion") if "champion" in results else (
+        summary["score_total"] if champion else None  # the champion is this very checkpoint
+    )
+    if "champion" in results and score_metric:
+        summary["champion_comparison"] = compare.compare(
+            categories, [s[score_metric] for s in results["challenger"]["scores"]],
+            [s[score_metric] for s in results["champion"]["scores"]], cfg.tie_tolerance, cfg.bootstrap_samples, cfg.seed,
+        )
+        versus = summary["champion_comparison"]
+        mlflow.log_metrics({"champion/win_rate": versus["win_rate"], "champion/wins": versus["wins"],
+                            "champion/ties": versus["ties"], "champion/losses": versus["losses"]})
+    decision = gate.decide(
+        summary["score_total"], cfg.gate_min_score, cfg.gate_max_regression,
+        untrained_score=summary.get("untrained_score_total"), champion_score=summary["champion_score_total"],
+    )
+    summary["gate_passed"] = decision.passed
+    summary["gate_reason"] = decision.reason
+    summary["gate_notes"] = decision.notes
+    mlflow.log_metric("gate_passed", float(decision.passed))
+    mlflow.set_tag("t2v.gate", decision.reason)
+
+    rows = []
+    for i, prompt in enumerate(prompts):
+        row = {"index": i, "category": categories[i], "prompt": prompt}
         for name, result in results.items():
-            for key, value in result.get("mean", {}).items():
-                metrics[f"{name}/{key}"] = value
-        for key, value in summary.get("vae_ceiling_scores", {}).items():
-            metrics[f"vae_ceiling/{key}"] = value
-        mlflow.log_metrics(metrics)
-        trained_mean = results["trained"].get("mean", {})
-        summary["score_total"] = trained_mean.get("total")
-        summary["scores"] = trained_mean
-        if "untrained" in results:
-            summary["untrained_score_total"] = results["untrained"]["mean"]["total"]
-            summary["untrained_scores"] = results["untrained"]["mean"]
-        champion = _champion_score(ctx)
-        summary["champion_score_total"] = champion
-        decision = gate.decide(
-            summary["score_total"], cfg.gate_min_score, cfg.gate_max_regression,
-            untrained_score=summary.get("untrained_score_total"), champion_score=champion,
-        )
-        summary["gate_passed"] = decision.passed
-        summary["gate_reason"] = decision.reason
-        summary["gate_notes"] = decision.notes
-        mlflow.log_metric("gate_passed", float(summary["gate_passed"]))
-        mlflow.set_tag("t2v.gate", summary["gate_reason"])
+            row.update({f"{name}.{k}": v for k, v in result["scores"][i].items()})
+        rows.append(row)
+    mlflow.log_table({"prompt": [r["prompt"] for r in rows], **_columns(rows)}, artifact_file="eval/per_prompt.json")
+    for i in range(min(cfg.num_sample_videos, len(prompts))):
+        tracking.log_video_sample(results["challenger"]["videos"][i], f"sample-{i:02d}", artifact_path="samples")
+    files = _write_outputs(run, ctx, cfg, summary, rows, results, categories, prompts)
+    summary["seconds"] = round(time.monotonic() - start, 1)
+    log.info("evaluate: %s %s vs untrained %s, champion %s; gate %s", score_metric, summary["score_total"],
+             summary.get("untrained_score_total"), summary["champion_score_total"], decision.reason)
+    return StageOutput(
+        files=files,
+        summary=summary,
+        extra={"text_encoders": latents.get("text_encoders")},
+        mirror=("score_total", "start_score_total", "untrained_score_total", "vae_ceiling_total", "gate_passed"),
+    )
 
-        rows = []
-        for i, prompt in enumerate(prompts):
-            row = {"index": i, "category": categories[i], "prompt": prompt}
-            for name, result in results.items():
-                if "scores" in result:
-                    row.update({f"{name}.{k}": v for k, v in result["scores"][i].items()})
-            rows.append(row)
-        mlflow.log_table({"prompt": [r["prompt"] for r in rows], **_columns(rows)}, artifact_file="eval/per_prompt.json")
-        for i in range(min(cfg.num_sample_videos, len(prompts))):
-            tracking.log_video_sample(results["trained"]["videos"][i], f"sample-{i:02d}", artifact_path="samples")
-        report = _report_html(prompts, categories, results, summary)
-        mlflow.log_text(report, "eval/report.html")
-        storage.write_text(storage.join(run.uri, "report.html"), report)
-        storage.write_json(storage.join(run.uri, "per_prompt.json"), rows)
-        summary["seconds"] = round(time.monotonic() - start, 1)
-        log.info(
-            "evaluate: trained %.3f vs untrained %s; gate %s",
-            summary["score_total"] or float("nan"),
-            summary.get("untrained_score_total"),
-            summary["gate_reason"],
-        )
-        return StageOutput(
-            files={"report.html": {"uri": storage.join(run.uri, "report.html")}},
-            summary=summary,
-            extra={"text_encoders": latents.get("text_encoders")},
-            mirror=("score_total", "untrained_score_total", "vae_ceiling_total", "gate_passed"),
-        )
+
+def _vbench_name(prompt: str, index: int) -> str:
+    """VBench's file name for a prompt's ``index``-th video: the prompt itself (path separators replaced)."""
+    return f"{prompt.replace('/', ' ').strip()[:200]}-{index}.mp4"
+
+
+def _write_outputs(run, ctx, cfg, summary, rows, results, categories, prompts) -> dict[str, Any]:
+    """The report (page + GIFs), the per-prompt table and the challenger's videos in VBench's layout,
+    uploaded under the stage's folder and logged to MLflow."""
+    import mlflow
+
+    from t2v.video import write_gif, write_mp4
+
+    fps = ctx.config.world.fps
+    with tempfile.TemporaryDirectory(prefix="t2v-evaluate-") as tmp_name:
+        tmp = Path(tmp_name)
+        grid = []
+        for i in range(min(cfg.report_videos, len(prompts))):
+            videos = {}
+            for name in MODEL_ORDER:
+                if name in results:
+                    relative = f"videos/{i:03d}-{name}.gif"
+                    if write_gif(tmp / "report" / relative, results[name]["videos"][i], fps):
+                        videos[name] = relative
+            grid.append({"prompt": prompts[i], "category": categories[i], "videos": videos})
+        page = report.render(summary, rows, [m for m in MODEL_ORDER if m in results], grid)
+        (tmp / "report" / "index.html").write_text(page, encoding="utf-8")
+        (tmp / "per_prompt.json").write_text(json.dumps(rows, indent=1, default=float))
+        if cfg.vbench_layout:
+            seen: dict[str, int] = {}
+            for i, prompt in enumerate(prompts):  # a repeated prompt's videos are <prompt>-0, -1, ...
+                seen[prompt] = seen.get(prompt, -1) + 1
+                write_mp4(tmp / "vbench" / _vbench_name(prompt, seen[prompt]), results["challenger"]["videos"][i], fps)
+        names = [str(f.relative_to(tmp)) for f in sorted(tmp.rglob("*")) if f.is_file()]
+        files = storage.upload_files(tmp, names, run.uri)
+        mlflow.log_artifacts(str(tmp / "report"), "eval/report")
+    mlflow.set_tag("t2v.eval_report", "eval/report/index.html")
+    return {"report/index.html": files["report/index.html"], "per_prompt.json": files["per_prompt.json"],
+            **{k: v for k, v in files.items() if k.startswith("vbench/")}}
 
 
 def _vae_ceiling(ctx, autoencoder, specs) -> dict[str, float]:
@@ -192,39 +291,6 @@ def _vae_ceiling(ctx, autoencoder, specs) -> dict[str, float]:
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     keys = [k for k in rows[0] if k != "prompt"]
     return {k: [r.get(k) for r in rows] for k in keys}
-
-
-def _champion_score(ctx) -> float | None:
-    """The champion DiT's evaluation score from its model-version tags; None when there is no champion
-    yet (no such registered model, or no such alias). Any other failure (the tracking server is down,
-    permissions) fails the stage with its reason rather than pass for "no champion"."""
-    from mlflow.exceptions import MlflowException
-
-    reg = ctx.config.registry
-    try:
-        version = registry.version_by_alias(ctx.tracking_uri, reg.dit_model_name, reg.champion_alias)
-    except MlflowException as exc:
-        raise StageError(f"looking up {reg.dit_model_name}@{reg.champion_alias}: {exc.message}") from None
-    if version is None:
-        return None
-    value = version.tags.get("eval.score_total")
-    return float(value) if value not in (None, "", "None") else None
-
-
-def _report_html(prompts, categories, results, summary) -> str:
-    head = "".join(f"<th>{html.escape(name)} total</th>" for name in results if "scores" in results[name])
-    body = []
-    for i, prompt in enumerate(prompts):
-        cells = "".join(
-            f"<td>{results[name]['scores'][i]['total']:.2f}</td>" for name in results if "scores" in results[name]
-        )
-        body.append(f"<tr><td>{i}</td><td>{html.escape(categories[i])}</td><td>{html.escape(prompt)}</td>{cells}</tr>")
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Evaluation</title>"
-        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
-        f"<h1>Evaluation</h1><pre>{html.escape(json.dumps(summary, indent=2, default=str))}</pre>"
-        f"<table><tr><th>#</th><th>category</th><th>prompt</th>{head}</tr>{''.join(body)}</table></body></html>"
-    )
 
 
 STAGES = (

@@ -397,7 +397,12 @@ class DPOStageConfig(DiTStageConfig):
 
 
 class EvaluateConfig(Strict):
-    prompts: Literal["heldout", "step-video-t2v-eval"] = "heldout"
+    prompts: Literal["heldout", "step-video-t2v-eval", "file"] = Field(
+        "heldout",
+        description="heldout: the synthetic world's held-out scenes (scored exactly by its checker); "
+        "step-video-t2v-eval: the 128 prompts of the report's benchmark; file: prompt_file",
+    )
+    prompt_file: str | None = Field(None, description="prompts: file -- one prompt a line, or category<TAB>prompt")
     num_prompts: int = Field(16, ge=1)
     num_steps: int = Field(30, ge=1, le=1000)
     guidance_scale: float = Field(4.0, ge=1.0, le=30.0)
@@ -408,11 +413,25 @@ class EvaluateConfig(Strict):
     num_sample_videos: int = Field(4, ge=0)
     compare_untrained: bool = Field(True, description="also score a randomly initialised DiT as a floor")
     attention_backend: AttentionBackend = Field("auto", description="attention of the DiT while sampling")
+    clip_model_uri: str | None = Field(None, description="a transformers CLIP folder (local or s3://): text-video alignment")
+    aesthetic_plugin: str | None = Field(None, description="module:callable scoring a list of videos (an aesthetic model)")
+    compare_champion: bool = Field(True, description="sample the registered champion on the same prompts and seed")
+    compare_start: bool = Field(True, description="also score the checkpoint the last stage started from (t2v, before dpo)")
+    tie_tolerance: float = Field(0.01, ge=0.0, description="a per-prompt score difference within this is a tie")
+    bootstrap_samples: int = Field(2000, ge=100, le=100_000, description="resamples of the win rate's interval")
+    report_videos: int = Field(8, ge=0, description="prompts shown as videos in the report's grid")
+    vbench_layout: bool = Field(True, description="also write the challenger's videos as VBench reads them (vbench/)")
     # The gate: the challenger alias is set only when the mean checker score reaches this.
     gate_min_score: float = Field(0.5, ge=0.0, le=1.0)
     gate_max_regression: float = Field(
         0.02, ge=0.0, le=1.0, description="the most the score may fall below the champion's and still pass"
     )
+
+    @model_validator(mode="after")
+    def _prompt_file(self):
+        if self.prompts == "file" and not self.prompt_file:
+            raise ValueError("prompt_file: prompts: file needs a prompt file (local or s3://)")
+        return self
 
 
 class RegisterConfig(Strict):

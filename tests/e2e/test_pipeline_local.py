@@ -152,6 +152,20 @@ def test_dpo_trained_on_pairs_of_the_policys_own_samples(pipeline_run):
     assert dpo_run.data.params["dpo.beta"] == "500.0"
 
 
+def test_evaluate_writes_the_report_and_the_vbench_folder(pipeline_run):
+    root = pipeline_run["summary"]["run_root"]
+    manifest = storage.read_json(storage.join(root, "evaluate", "manifest.json"))
+    summary = manifest["summary"]
+    assert summary["prompts"] == 4 and summary["score_metric"] == "checker_total"
+    assert summary["start_checkpoint_uri"].endswith("/t2v/checkpoint") and summary["start_score_total"] is not None
+    assert set(summary["model_means"]) == {"challenger", "start", "untrained"}
+    assert summary["sampler"]["num_steps"] == 6
+    vbench = [name for name in manifest["files"] if name.startswith("vbench/")]
+    assert len(vbench) == 4 and all(name.endswith(".mp4") for name in vbench)
+    page = storage.read_text(manifest["files"]["report/index.html"]["uri"])
+    assert "Mean scores" in page and "videos/000-challenger.gif" in page and "videos/000-start.gif" in page
+
+
 def test_rerun_with_same_name_skips_finished_stages(pipeline_run):
     result = subprocess.run(pipeline_run["cmd"], cwd=pipeline_run["work"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]

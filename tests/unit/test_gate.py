@@ -53,4 +53,4 @@ def test_a_failing_champion_lookup_fails_evaluate(monkeypatch):
         tracking_uri = "http://127.0.0.1:1"
 
     with pytest.raises(StageError, match=r"looking up step-video-t2v-tiny-dit@champion: connection refused"):
-        stage._champion_score(Ctx())
+        stage._champion_checkpoint(Ctx())
