@@ -16,6 +16,7 @@ import webdataset as wds
 
 from components.framework import catalog
 from t2v import storage
+from t2v.config import load_config
 from t2v.video import read_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -149,7 +150,7 @@ def test_dpo_trained_on_pairs_of_the_policys_own_samples(pipeline_run):
     )
     for key in ("dpo/accuracy", "dpo/reward_margin", "dpo/divergence_from_reference", "dpo/reward_before"):
         assert key in dpo_run.data.metrics, key
-    assert dpo_run.data.params["dpo.beta"] == "500.0"
+    assert float(dpo_run.data.params["dpo.beta"]) == load_config("tiny").dpo.beta
 
 
 def test_evaluate_writes_the_report_and_the_vbench_folder(pipeline_run):

@@ -102,7 +102,7 @@ def test_alias_lookup_none_only_when_there_is_no_such_alias(registry, monkeypatc
 
 
 def test_evaluate_fails_with_the_reason_when_the_champion_cannot_be_looked_up(monkeypatch, tmp_path):
-    from components.evaluate.stage import _champion_score
+    from components.evaluate.stage import _champion_checkpoint
     from components.framework.context import StageContext
     from t2v.config import load_config
     from t2v.errors import StageError
@@ -112,6 +112,19 @@ def test_evaluate_fails_with_the_reason_when_the_champion_cannot_be_looked_up(mo
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     ctx = StageContext(load_config("tiny"), str(tmp_path), f"http://127.0.0.1:{free_port()}", "parent")
     with pytest.raises(StageError, match=r"looking up step-video-t2v-tiny-dit@champion: .*127\.0\.0\.1"):
-        _champion_score(ctx)
+        _champion_checkpoint(ctx)
     local = StageContext(load_config("tiny"), str(tmp_path), f"sqlite:///{tmp_path}/m.db", "parent")
-    assert _champion_score(local) is None  # an empty registry: no champion yet
+    assert _champion_checkpoint(local) is None  # an empty registry: no champion yet
+
+    # a champion: its checkpoint is what evaluate samples; one without the checkpoint tag is refused
+    client = mlflow.MlflowClient(local.tracking_uri)
+    name = "step-video-t2v-tiny-dit"
+    client.create_registered_model(name)
+    run_id = client.create_run(client.create_experiment("champion")).info.run_id
+    tagged = client.create_model_version(name, source="s3://b/ckpt", run_id=run_id, tags={"t2v.checkpoint_uri": "s3://b/ckpt"})
+    client.set_registered_model_alias(name, "champion", tagged.version)
+    assert _champion_checkpoint(local) == (str(tagged.version), "s3://b/ckpt")
+    bare = client.create_model_version(name, source="s3://b/other", run_id=run_id)
+    client.set_registered_model_alias(name, "champion", bare.version)
+    with pytest.raises(StageError, match="has no t2v.checkpoint_uri tag"):
+        _champion_checkpoint(local)

@@ -468,7 +468,7 @@ def test_the_training_component_launches_with_the_stage_resources(monkeypatch, t
             tracking_uri = "sqlite:///x.db"
 
     Run.ctx.config = config
-    monkeypatch.setattr(train_stage, "launch", fake_launch)
+    monkeypatch.setattr("components.framework.training.launch", fake_launch)
     monkeypatch.setattr("mlflow.log_params", lambda params: seen.setdefault("params", {}).update(params))
     with pytest.raises(Stop):
         train_stage._train(Run, latents={"files": {}})
@@ -492,7 +492,7 @@ def test_the_training_component_refuses_a_plan_that_does_not_fit(monkeypatch, tm
             tracking_uri = "sqlite:///x.db"
 
     Run.ctx.config = load_config("step-video-t2v-30b", ["t2v.parallel.sequence_parallel=1"])
-    monkeypatch.setattr(train_stage, "launch", lambda spec: pytest.fail("launched a plan that does not fit"))
+    monkeypatch.setattr("components.framework.training.launch", lambda spec: pytest.fail("launched a plan that does not fit"))
     with pytest.raises(StageError, match="does not fit cluster.gpu_type=h100-80gb"):
         train_stage._train(Run, latents={"files": {}})
 
