@@ -37,7 +37,7 @@ def upstream(tmp_path):
     latents["summary"] = {"video_latent_shape": [3, cfg.dit.in_channels, 4, 4]}
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(tracking)
-    experiment = client.create_experiment("evaluate-test")
+    experiment = client.create_experiment("evaluate-test", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(experiment).info.run_id
     name = cfg.registry.dit_model_name
     client.create_registered_model(name)

@@ -120,7 +120,7 @@ def test_evaluate_fails_with_the_reason_when_the_champion_cannot_be_looked_up(mo
     client = mlflow.MlflowClient(local.tracking_uri)
     name = "step-video-t2v-tiny-dit"
     client.create_registered_model(name)
-    run_id = client.create_run(client.create_experiment("champion")).info.run_id
+    run_id = client.create_run(client.create_experiment("champion", artifact_location=(tmp_path / "artifacts").as_uri())).info.run_id
     tagged = client.create_model_version(name, source="s3://b/ckpt", run_id=run_id, tags={"t2v.checkpoint_uri": "s3://b/ckpt"})
     client.set_registered_model_alias(name, "champion", tagged.version)
     assert _champion_checkpoint(local) == (str(tagged.version), "s3://b/ckpt")
