@@ -185,6 +185,23 @@ def from_model_video(video) -> np.ndarray:
     return (video.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
+def write_index_and_negative(
+    index: list[dict[str, Any]], negative: dict[str, np.ndarray], out_uri: str
+) -> dict[str, dict[str, Any]]:
+    """Write ``latents.index.jsonl`` (records of :func:`index_latent_shards`) and ``negative.npz`` (the
+    negative prompt's text states, one prompt, no batch dimension) to ``out_uri``, beside a latent set's
+    shards; returns their manifest entries. Encode and Video-DPO's pair sets both publish these."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="t2v-latent-index-") as tmp_name:
+        tmp = Path(tmp_name)
+        buffer = io.BytesIO()
+        np.savez(buffer, **negative)
+        (tmp / "negative.npz").write_bytes(buffer.getvalue())
+        (tmp / LATENT_INDEX).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in index))
+        return storage.upload_files(tmp, ["negative.npz", LATENT_INDEX], out_uri)
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)

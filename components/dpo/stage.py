@@ -44,6 +44,7 @@ from t2v.shards import (
     index_latent_shards,
     load_negative,
     npy_bytes,
+    write_index_and_negative,
     write_shards,
 )
 
@@ -144,8 +145,6 @@ def pairs_from_candidates(indices, latents, prompts, rewards) -> list[Preference
 def write_pair_set(pairs: list[PreferencePair], negative: dict[str, np.ndarray], folder: str) -> dict[str, Any]:
     """The pairs as a latent set the trainer reads (shards, index, negative): ``video`` the preferred
     latents, ``rejected`` the rejected ones. Returns its manifest."""
-    import io
-
     records = [{
         "__key__": f"pair-{n:06d}",
         "video.npy": npy_bytes(pair.preferred),
@@ -157,12 +156,8 @@ def write_pair_set(pairs: list[PreferencePair], negative: dict[str, np.ndarray],
     with tempfile.TemporaryDirectory(prefix="t2v-dpo-pairs-") as tmp_name:
         tmp = Path(tmp_name)
         paths = write_shards(records, tmp / "shards", "pairs", 256)
-        (tmp / LATENT_INDEX).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in index_latent_shards(paths)))
-        buffer = io.BytesIO()
-        np.savez(buffer, **negative)
-        (tmp / "negative.npz").write_bytes(buffer.getvalue())
-        names = [str(p.relative_to(tmp)) for p in paths] + [LATENT_INDEX, "negative.npz"]
-        files = storage.upload_files(tmp, names, folder)
+        files = storage.upload_files(tmp, [str(p.relative_to(tmp)) for p in paths], folder)
+        files.update(write_index_and_negative(index_latent_shards(paths), negative, folder))
     return {
         "stage": "dpo-pairs",
         "manifest_uri": storage.join(folder, "pairs"),

@@ -34,7 +34,7 @@ still drawn on the CPU, so a GPU encode samples the same noise); the text encode
 
 On a cluster the fan-out maps one worker to one pod: pod ``k`` calls :func:`encode_worker` with the same
 plain arguments (config JSON, the clips manifest, URIs, ``worker=k``) and writes its result beside its
-shards; a final merge step, like curate's, reads the results and calls :func:`write_index_and_negative`.
+shards; a final merge step, like curate's, reads the results and calls :func:`t2v.shards.write_index_and_negative`.
 What is not built: there is no Kubernetes Job (or KFP ParallelFor) for encode yet; the encode component
 runs every worker inside its one task.
 """
@@ -42,7 +42,6 @@ runs every worker inside its one task.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -71,6 +70,7 @@ from t2v.shards import (
     list_clip_ids,
     npy_bytes,
     to_model_video,
+    write_index_and_negative,
     write_shards,
 )
 
@@ -293,20 +293,6 @@ def merge_results(results: list[dict[str, Any]], shapes: list[tuple[int, int, in
     }
 
 
-def write_index_and_negative(
-    index: list[dict[str, Any]], negative: dict[str, np.ndarray], out_uri: str
-) -> dict[str, dict[str, Any]]:
-    """Write ``latents.index.jsonl`` (the merged index) and ``negative.npz`` (the negative prompt's text
-    states, batch dimension dropped) to ``out_uri``; returns their manifest entries."""
-    with tempfile.TemporaryDirectory(prefix="t2v-encode-merge-") as tmp_name:
-        tmp = Path(tmp_name)
-        buffer = io.BytesIO()
-        np.savez(buffer, **{k: v[0] for k, v in negative.items()})
-        (tmp / "negative.npz").write_bytes(buffer.getvalue())
-        (tmp / LATENT_INDEX).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in index))
-        return storage.upload_files(tmp, ["negative.npz", LATENT_INDEX], out_uri)
-
-
 def _encode(run: StageRun, clips: dict[str, Any], vae: dict[str, Any], raw: dict[str, Any]) -> StageOutput:
     import mlflow
 
@@ -340,7 +326,8 @@ def _encode(run: StageRun, clips: dict[str, Any], vae: dict[str, Any], raw: dict
     with ExitStack() as stack:
         encoders = open_text_encoders(ctx.config.text_encoders, uris["clip"], uris["llm"], stack)
         negative = conditioning(encoders, [ctx.config.evaluate.negative_prompt])
-    files = {**merged["files"], **write_index_and_negative(merged["index"], negative, run.uri)}
+    negative_states = {k: v[0] for k, v in negative.items()}  # one prompt: no batch dimension
+    files = {**merged["files"], **write_index_and_negative(merged["index"], negative_states, run.uri)}
     # the most common shape (ties: the first bucket listed): what evaluate samples at
     common = max(merged["video_latent_shapes"], key=lambda k: (merged["buckets"][k], -list(merged["buckets"]).index(k)))
     summary = {
