@@ -31,6 +31,9 @@ def configure_logging() -> None:
     )
     for noisy in ("urllib3", "botocore", "alembic", "mlflow.store", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from t2v.secrets import install_log_redaction
+
+    install_log_redaction()  # no credential in a log line (a URI's password, a signed URL, a key)
 
 
 def _read_input(artifact: Any) -> Any:

@@ -97,12 +97,18 @@ def s3_client():
 
 
 @contextlib.contextmanager
-def _s3_errors(uri: str) -> Iterator[None]:
-    from botocore.exceptions import BotoCoreError, ClientError
+def _s3_errors(uri: str, only: type | None = None) -> Iterator[None]:
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
         yield
+    except NoCredentialsError:
+        raise StorageError(
+            f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+        ) from None
     except ClientError as exc:
+        if only is not None and not isinstance(exc, only):
+            raise
         error = exc.response.get("Error", {})
         code = error.get("Code", "?")
         message = error.get("Message") or code
@@ -113,11 +119,12 @@ def _s3_errors(uri: str) -> Iterator[None]:
 
 def exists(uri: str) -> bool:
     if _is_s3(uri):
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = _split_s3(uri)
         try:
-            s3_client().head_object(Bucket=bucket, Key=key)
+            with _s3_errors(uri, only=BotoCoreError):  # no credentials, no endpoint: one line naming the URI
+                s3_client().head_object(Bucket=bucket, Key=key)
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from t2v.secrets import redact
+
 log = logging.getLogger(__name__)
 
 TAG_GIT_SHA = "t2v.git_sha"
@@ -83,7 +85,7 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             out.update(flatten(value, name))
         else:
-            out[name] = str(value)[:6000]
+            out[name] = redact(str(value))[:6000]
     return out
 
 
@@ -173,7 +175,7 @@ def stage_run(
             mlflow.log_params(flatten(params))
         yield run
     except BaseException as exc:
-        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:4000]
+        message = redact(" ".join(f"{type(exc).__name__}: {exc}".split()))[:4000]
         mlflow.set_tag("t2v.error", message)
         mlflow.end_run(status="FAILED")
         raise

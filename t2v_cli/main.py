@@ -6,7 +6,9 @@ t2v submit --host URL --tracking-uri URI [--upload-only]          upload a pipel
 t2v stage <name> [--run-name R]                                   one stage outside KFP (debugging)
 t2v config show|validate [--profile P]                            the resolved, validated config
 t2v world generate --out DIR                                      the synthetic video world alone
-t2v promote --model M [--version V] | --rollback                  move the champion alias (CI)
+t2v promote --model M [--version V] [--reason R]                  move champion to a checked version (CI identity)
+t2v rollback --model M [--reason R]                                move champion back to the version it replaced
+t2v models [--model M] [--audit]                                   versions, aliases, evidence, lineage, audit trail
 t2v model summary --config P [--json]                             parameter names, shapes, counts
 t2v model verify URI --network dit|vae [--config P]               a checkpoint against a config (headers)
 t2v plan --profile P [--stage t2v] [--gpu h100-80gb] [--gpus N]   memory per GPU, FLOPs, step time
@@ -29,10 +31,20 @@ log = logging.getLogger("t2v")
 
 def _setup_logging(verbose: bool) -> None:
     from components.runtime import configure_logging
+    from t2v.secrets import install_log_redaction
 
     configure_logging()
+    install_log_redaction()
     if verbose:
         logging.getLogger().setLevel(logging.DEBUG)
+
+
+def _tracking(uri: str | None) -> str | None:
+    """A tracking URI with its userinfo moved into MLFLOW_TRACKING_USERNAME/PASSWORD (t2v.secrets): what
+    the command passes on, logs and writes holds no password."""
+    from t2v.secrets import adopt_uri_credentials
+
+    return adopt_uri_credentials(uri)
 
 
 def _config(profile: str, overrides: tuple[str, ...]) -> ProjectConfig:
@@ -56,7 +68,11 @@ set_option = click.option(
 @click.group(help=__doc__.split("\n\n")[0])
 @click.option("-v", "--verbose", is_flag=True)
 def main(verbose: bool) -> None:
+    import os
+
     _setup_logging(verbose)
+    if os.environ.get("MLFLOW_TRACKING_URI"):  # the subcommands' --tracking-uri default
+        os.environ["MLFLOW_TRACKING_URI"] = _tracking(os.environ["MLFLOW_TRACKING_URI"])
 
 
 @main.command()
@@ -80,6 +96,7 @@ def run(local_, profile, overrides, run_name, tracking_uri, root, summary_json) 
     from pipelines.runner import run_local
 
     cfg = _config(profile, overrides)
+    tracking_uri = _tracking(tracking_uri)
     try:
         result = run_local(cfg, run_name=run_name, tracking_uri=tracking_uri, root=root)
     except RuntimeError as exc:
@@ -209,6 +226,7 @@ def stage(name, profile, overrides, run_name, tracking_uri, root, parent_run_id,
     if name not in catalog.names():
         raise click.ClickException(f"unknown stage {name!r}; stages: {', '.join(catalog.names())}")
     cfg = _config(profile, overrides)
+    tracking_uri = _tracking(tracking_uri)
     try:
         manifest = run_stage(
             cfg,
@@ -324,7 +342,12 @@ def generate(
 
     cfg = _config(profile, overrides)
     ev = cfg.evaluate
-    tracking_uri = tracking_uri or absolute_tracking_uri(cfg.tracking.default_tracking_uri)
+    tracking_uri = _tracking(tracking_uri) or absolute_tracking_uri(cfg.tracking.default_tracking_uri)
+    from mlflow.exceptions import MlflowException
+
+    from t2v.errors import UserError
+    from t2v.registry import lookup_error
+
     try:
         resolved = resolve(model_ref, tracking_uri)
         if vae:
@@ -346,7 +369,9 @@ def generate(
             ev.negative_prompt,
             attention_backend=ev.attention_backend,
         )
-    except (ValueError, RuntimeError) as exc:
+    except MlflowException as exc:
+        raise click.ClickException(lookup_error(model_ref, exc, tracking_uri)) from None
+    except (ValueError, RuntimeError, UserError) as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     out = Path(out)
     paths = (
@@ -445,46 +470,119 @@ def model_verify(uri, network, profile, overrides) -> None:
     click.echo(f"fits {against}")
 
 
+def _registry_uri(tracking_uri: str | None, profile: str) -> str:
+    from t2v.tracking import absolute_tracking_uri
+
+    return _tracking(tracking_uri) or absolute_tracking_uri(_config(profile, ()).tracking.default_tracking_uri)
+
+
+registry_tracking_option = click.option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="default: the profile's local tracking store"
+)
+allow_local_option = click.option(
+    "--allow-local", is_flag=True, help="allow a local registry (sqlite/file), which has no identities"
+)
+
+
+def _echo_record(record) -> None:
+    from dataclasses import asdict
+
+    click.echo(json.dumps(asdict(record), indent=2))
+
+
 @main.command()
 @click.option("--model", "model_name", required=True, help="registered model name")
 @click.option("--version", default=None, help="version to promote (default: the one holding --from-alias)")
 @click.option("--from-alias", default="challenger", show_default=True)
 @click.option("--to-alias", default="champion", show_default=True)
-@click.option("--rollback", is_flag=True, help="point the alias back at the version it replaced")
-@click.option(
-    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="default: the profile's local tracking store"
-)
+@click.option("--reason", default=None, help="why (kept in the audit record)")
+@click.option("--rollback", "rollback_", is_flag=True, help="same as `t2v rollback`")
+@registry_tracking_option
 @profile_option
-@click.option("--allow-local", is_flag=True, help="allow outside CI (for a local registry)")
-@click.option("--allow-worse", is_flag=True, help="skip the no-regression check against the champion")
+@allow_local_option
+@click.option("--allow-worse", is_flag=True, help="skip the no-regression checks (the gate still has to pass)")
 def promote(
-    model_name, version, from_alias, to_alias, rollback, tracking_uri, profile, allow_local, allow_worse
+    model_name, version, from_alias, to_alias, reason, rollback_, tracking_uri, profile, allow_local, allow_worse
 ) -> None:
-    """Move the champion alias to a checked challenger (CI only), or roll it back."""
-    from dataclasses import asdict
-
+    """Move champion to a version with passing gate evidence that does not regress against the champion,
+    as the identity the tracking server authenticates (CI); every attempt is an audit record."""
     from t2v.registry import PromotionError
     from t2v.registry import promote as promote_
-    from t2v.registry import rollback as rollback_
-    from t2v.tracking import absolute_tracking_uri
+    from t2v.registry import rollback as do_rollback
 
-    tracking_uri = tracking_uri or absolute_tracking_uri(_config(profile, ()).tracking.default_tracking_uri)
+    uri = _registry_uri(tracking_uri, profile)
     try:
-        if rollback:
-            record = rollback_(model_name, to_alias, tracking_uri, require_ci=not allow_local)
+        if rollback_:
+            record = do_rollback(model_name, to_alias, uri, reason=reason, allow_local=allow_local)
         else:
             record = promote_(
-                model_name,
-                version,
-                from_alias,
-                to_alias,
-                tracking_uri,
-                require_ci=not allow_local,
+                model_name, version, from_alias, to_alias, uri, reason=reason, allow_local=allow_local,
                 allow_worse=allow_worse,
             )
     except PromotionError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(asdict(record), indent=2))
+    _echo_record(record)
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="registered model name")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--reason", default=None, help="why (kept in the audit record)")
+@registry_tracking_option
+@profile_option
+@allow_local_option
+def rollback(model_name, alias, reason, tracking_uri, profile, allow_local) -> None:
+    """Move champion back to the version it replaced (an audit record names who, when, why, from and to)."""
+    from t2v.registry import PromotionError
+    from t2v.registry import rollback as do_rollback
+
+    try:
+        record = do_rollback(model_name, alias, _registry_uri(tracking_uri, profile), reason=reason, allow_local=allow_local)
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from None
+    _echo_record(record)
+
+
+@main.command()
+@click.option("--model", "model_names", multiple=True, help="registered model (default: the profile's DiT and VAE)")
+@click.option("--audit", is_flag=True, help="also print the audit trail")
+@click.option("--json", "as_json", is_flag=True)
+@registry_tracking_option
+@profile_option
+def models(model_names, audit, as_json, tracking_uri, profile) -> None:
+    """List a registered model's versions: aliases, gate and score, lineage (pipeline run, git sha, base
+    model of an adapter), and its audit trail."""
+    from t2v.registry import PromotionError, list_versions
+
+    uri = _registry_uri(tracking_uri, profile)
+    if not model_names:
+        reg = _config(profile, ()).registry
+        model_names = (reg.dit_model_name, reg.vae_model_name)
+    try:
+        listings = [list_versions(uri, name) for name in model_names]
+    except PromotionError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(listings, indent=2))
+        return
+    for listing in listings:
+        click.echo(f"{listing['model']}" + ("" if listing["champion_audited"] else "  (WARNING: the champion's holder has no audit record)"))
+        click.echo(f"  {'version':>7}  {'aliases':<20} {'gate':<8} {'score':>6}  {'vs':>4}  {'git sha':<12} base / run")
+        for row in listing["versions"]:
+            gate = "passed" if row["gate"] == "passed" else ("failed" if row["gate"] else "-")
+            score = "n/a" if row["score"] is None else f"{row['score']:.3f}"
+            base = f"base {row['base_model']}" if row["base_model"] else f"run {row['parent_run_id'] or row['run_id']}"
+            click.echo(
+                f"  {row['version']:>7}  {','.join(row['aliases']) or '-':<20} {gate:<8} {score:>6}  "
+                f"{(row['compared_with'] or '-'):>4}  {(row['git_sha'] or '-')[:12]:<12} {base}"
+            )
+        if audit:
+            for rec in listing["audit"]:
+                click.echo(
+                    f"  {rec['at']}  {rec['action']:<10} {rec.get('alias') or '':<10} "
+                    f"{rec.get('from_version') or '-'} -> {rec.get('to_version') or '-'}  by {rec['actor']}"
+                    f"{'' if rec.get('authenticated') else ' (unauthenticated)'}: {rec.get('reason')}"
+                )
 
 
 if __name__ == "__main__":  # pragma: no cover

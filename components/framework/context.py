@@ -29,6 +29,10 @@ class StageContext:
         unknown = set(params) - set(CONTEXT_KEYS)
         if unknown:
             raise TypeError(f"unknown run context parameter(s): {', '.join(sorted(unknown))}")
+        if params.get("tracking_uri"):  # a password inside the URI moves to MLFLOW_TRACKING_PASSWORD (t2v.secrets)
+            from t2v.secrets import adopt_uri_credentials
+
+            params["tracking_uri"] = adopt_uri_credentials(params["tracking_uri"])
         return cls(config=ProjectConfig.from_json(config_json), **params)
 
     def stage_uri(self, stage: str) -> str:

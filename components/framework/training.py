@@ -15,6 +15,7 @@ from t2v import storage
 from t2v.errors import StageError
 from t2v.images import project_image
 from t2v.launch import LINEAGE_KFP_RUN_LABEL, LINEAGE_MLFLOW_RUN_LABEL, LaunchSpec, launch
+from t2v.secrets import strip_credentials
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def run_trainer(
         # resumable state: a restarted job continues from <train_state>/latest
         "train_state_uri": train_state_uri(root, ctx.config, stage, init_uri, latents),
         "result_uri": storage.join(root, "result.json"),
-        "tracking_uri": ctx.tracking_uri,
+        "tracking_uri": strip_credentials(ctx.tracking_uri),  # the identity comes from the environment
         "mlflow_run_id": run.run_id,
     }
     if not root.startswith("s3://"):  # rank 0's per-step lines beside the job (MLflow has them too)

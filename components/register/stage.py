@@ -14,13 +14,15 @@ import logging
 from typing import Any
 
 from components.framework.skeleton import Stage, StageOutput, StageRun
-from t2v.registry import TAG_CHECKPOINT, TAG_CLIP, TAG_LLM
+from t2v import registry
+from t2v.registry import TAG_BASE_MODEL, TAG_CHECKPOINT, TAG_CLIP, TAG_LLM
+from t2v.secrets import redact_obj
 
 log = logging.getLogger(__name__)
 STAGE = "register"
 
 
-def _register(client, name: str, manifest: dict[str, Any], run_id: str, tags: dict[str, str]):
+def _register(client, name: str, manifest: dict[str, Any], run_id: str, tags: dict[str, str], description: str = ""):
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -36,8 +38,25 @@ def _register(client, name: str, manifest: dict[str, Any], run_id: str, tags: di
         f"{artifact}/checkpoint.json",
     )
     source = uri if uri.startswith("s3://") else f"runs:/{run_id}/{artifact}"
-    version = client.create_model_version(name, source=source, run_id=run_id, tags={**tags, TAG_CHECKPOINT: uri})
+    version = client.create_model_version(
+        name, source=source, run_id=run_id, tags={**tags, TAG_CHECKPOINT: uri}, description=description or None
+    )
     return version
+
+
+def evidence_tags(eval_summary: dict[str, Any]) -> dict[str, str]:
+    """The evaluation's decision and comparison as version tags (what ``t2v promote`` checks)."""
+    comparison = eval_summary.get("champion_comparison") or {}
+    interval = comparison.get("win_rate_ci95") or [None, None]
+    return {
+        registry.TAG_SCORE: str(eval_summary.get("score_total")),
+        registry.TAG_UNTRAINED_SCORE: str(eval_summary.get("untrained_score_total")),
+        registry.TAG_GATE: str(eval_summary.get("gate_reason")),
+        registry.TAG_COMPARED_WITH: str(eval_summary.get("champion_version") or "none"),
+        registry.TAG_CHAMPION_SCORE: str(eval_summary.get("champion_score_total")),
+        registry.TAG_WIN_RATE: str(comparison.get("win_rate")),
+        registry.TAG_WIN_RATE_HIGH: str(interval[1] if len(interval) > 1 else None),
+    }
 
 
 def _settings(ctx, **_inputs) -> dict[str, Any]:
@@ -50,6 +69,7 @@ def _register_models(
     vae: dict[str, Any],
     evaluation: dict[str, Any],
     clips: dict[str, Any] | None = None,
+    base_model: str | None = None,
 ) -> StageOutput:
     import mlflow
 
@@ -62,14 +82,16 @@ def _register_models(
         **ctx.tags,
         "t2v.parent_run_id": ctx.parent_run_id,
         "t2v.eval_manifest": evaluation["manifest_uri"],
-        "eval.score_total": str(eval_summary.get("score_total")),
-        "eval.untrained_score_total": str(eval_summary.get("untrained_score_total")),
-        "eval.gate": str(eval_summary.get("gate_reason")),
+        **evidence_tags(eval_summary),
     }
-    if clips is not None:
-        lineage["t2v.curate_manifest"] = clips["manifest_uri"]
+    data_manifest = clips["manifest_uri"] if clips is not None else None
+    if data_manifest:
+        lineage["t2v.curate_manifest"] = data_manifest
+    lineage = redact_obj(lineage)
+    card = dict(run_id=run_id, lineage=lineage, evaluation=eval_summary, data_manifest=data_manifest)
     vae_version = _register(
-        client, cfg.vae_model_name, vae, run_id, {**lineage, "t2v.stage_manifest": vae["manifest_uri"]}
+        client, cfg.vae_model_name, vae, run_id, {**lineage, "t2v.stage_manifest": vae["manifest_uri"]},
+        registry.model_card(model=cfg.vae_model_name, kind="Video-VAE", checkpoint_uri=vae["checkpoint_uri"], **card),
     )
     dit_lineage = {
         **lineage,
@@ -77,14 +99,32 @@ def _register_models(
         "t2v.init_checkpoint_uri": str(dit.get("init_checkpoint_uri")),
         "t2v.vae_model": f"{cfg.vae_model_name}/{vae_version.version}",
     }
+    base_model = base_model or dit.get("base_model") or (dit.get("summary") or {}).get("base_model")
+    if base_model:
+        dit_lineage.update({TAG_BASE_MODEL: str(base_model), registry.TAG_ADAPTER: "lora"})
     text_encoders = evaluation.get("text_encoders") or {}
     if text_encoders.get("clip") and text_encoders.get("llm"):
         dit_lineage.update({TAG_CLIP: text_encoders["clip"], TAG_LLM: text_encoders["llm"]})
-    dit_version = _register(client, cfg.dit_model_name, dit, run_id, dit_lineage)
+    dit_version = _register(
+        client, cfg.dit_model_name, dit, run_id, dit_lineage,
+        registry.model_card(
+            model=cfg.dit_model_name, kind="DiT", checkpoint_uri=dit["checkpoint_uri"], base_model=base_model,
+            vae_model=dit_lineage["t2v.vae_model"], **card,
+        ),
+    )
+    why = f"registered by pipeline run {ctx.run_name} (gate: {eval_summary.get('gate_reason')})"
+    for name, version in ((cfg.dit_model_name, dit_version), (cfg.vae_model_name, vae_version)):
+        registry.record_step(ctx.tracking_uri, name, "register", None, None, version.version, why, client=client)
     aliases = []
     if eval_summary.get("gate_passed"):
         for name, version in ((cfg.dit_model_name, dit_version), (cfg.vae_model_name, vae_version)):
+            previous = registry.version_by_alias(ctx.tracking_uri, name, cfg.challenger_alias)
             client.set_registered_model_alias(name, cfg.challenger_alias, version.version)
+            registry.record_step(
+                ctx.tracking_uri, name, "challenger", cfg.challenger_alias,
+                previous.version if previous is not None else None, version.version,
+                f"gate passed in pipeline run {ctx.run_name}", client=client,
+            )
         aliases.append(cfg.challenger_alias)
         log.info("register: gate passed; %s set on %s v%s", cfg.challenger_alias, cfg.dit_model_name, dit_version.version)
     else:
@@ -96,6 +136,7 @@ def _register_models(
         "vae_version": vae_version.version,
         "aliases": aliases,
         "gate_passed": bool(eval_summary.get("gate_passed")),
+        "base_model": base_model,
     }
     mlflow.set_tags({"t2v.dit_version": dit_version.version, "t2v.vae_version": vae_version.version})
     return StageOutput(files={}, summary=summary, mirror=("dit_version", "vae_version", "gate_passed"))

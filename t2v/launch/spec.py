@@ -26,6 +26,10 @@ from t2v.launch.naming import (
     sanitize_name,
 )
 
+#: the Secret (keys ``username``, ``password``) a cluster job's MLflow identity comes from when its tracking
+#: URI was given with the credentials inside it (charts/pipeline-rbac documents it; docs/MLOPS.md)
+MLFLOW_CREDENTIALS_SECRET = "mlflow-credentials"
+
 
 class LaunchError(UserError, RuntimeError):
     """A launch failed; the message is one line naming the job and the reason."""
@@ -100,6 +104,16 @@ class LaunchSpec(BaseModel):
                 raise ValueError(f"invalid environment variable name {key!r}")
         return v
 
+    @field_validator("env")
+    @classmethod
+    def _no_clear_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        from t2v.secrets import SECRET_ENV
+
+        clear = sorted(set(v) & set(SECRET_ENV))
+        if clear:
+            raise ValueError(f"env {clear} would be written in clear into the job; pass them as secret_env")
+        return v
+
     @field_validator("secret_env")
     @classmethod
     def _secret_refs(cls, v: dict[str, str]) -> dict[str, str]:
@@ -159,8 +173,19 @@ class LaunchSpec(BaseModel):
         return {"requests": dict(res), "limits": dict(res)}
 
     def env_list(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in sorted(self.env.items())]
-        for k, ref in sorted(self.secret_env.items()):
+        """The container's environment. No credential is written in clear: a URI's userinfo is dropped
+        (an MLflow tracking URI's becomes references to :data:`MLFLOW_CREDENTIALS_SECRET`)."""
+        from t2v.secrets import split_credentials
+
+        refs = dict(self.secret_env)
+        out: list[dict[str, Any]] = []
+        for k, v in sorted(self.env.items()):
+            clean, user, password = split_credentials(str(v))
+            if (user or password) and k == "MLFLOW_TRACKING_URI":
+                refs.setdefault("MLFLOW_TRACKING_USERNAME", f"{MLFLOW_CREDENTIALS_SECRET}/username")
+                refs.setdefault("MLFLOW_TRACKING_PASSWORD", f"{MLFLOW_CREDENTIALS_SECRET}/password")
+            out.append({"name": k, "value": clean})
+        for k, ref in sorted(refs.items()):
             secret, _, item = ref.partition("/")
             out.append({"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": item}}})
         return out
