@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,22 @@ __all__ = [
     "encode_mp4_bytes",
     "read_video",
     "probe_video",
+    "VideoInfo",
+    "VideoReader",
     "write_gif",
     "frames_strip_png",
 ]
 
 
 class VideoDecodeError(UserError):
-    """A video could not be opened or decoded; ``str(err)`` is a one-line reason."""
+    """A video could not be opened or decoded; ``str(err)`` is a one-line reason.
+
+    ``kind`` sorts the reason for a manifest: ``missing`` (no such file), ``corrupt`` (empty, garbage,
+    truncated, undecodable), ``not_video`` (an image, or audio only), ``unsupported_codec``."""
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def _check_frames(frames: Any) -> np.ndarray:
@@ -174,9 +184,9 @@ def _open(src: Any):
     else:
         p = Path(src)
         if not p.exists():
-            raise VideoDecodeError(f"{p}: no such file")
+            raise VideoDecodeError(f"{p}: no such file", kind="missing")
         if p.is_dir():
-            raise VideoDecodeError(f"{p}: is a directory")
+            raise VideoDecodeError(f"{p}: is a directory", kind="not_video")
         if p.stat().st_size == 0:
             raise VideoDecodeError(f"{p}: empty file")
         target = str(p)
@@ -186,7 +196,7 @@ def _open(src: Any):
         raise VideoDecodeError(f"{_describe(src)}: cannot open ({_one_line(exc)})") from None
     if not container.streams.video:
         container.close()
-        raise VideoDecodeError(f"{_describe(src)}: no video stream")
+        raise VideoDecodeError(f"{_describe(src)}: no video stream", kind="not_video")
     return container
 
 
@@ -230,6 +240,214 @@ def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) ->
     if len(shapes) != 1:
         raise VideoDecodeError(f"{_describe(src)}: frame size changes mid-stream {sorted(shapes)}")
     return np.stack(frames), fps
+
+
+# --------------------------------------------------------------------------------------- streaming decode
+_IMAGE_FORMATS = ("image2", "_pipe", "apng", "gif", "webp")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about the chosen video stream (display size: after rotation)."""
+
+    width: int
+    height: int
+    fps: float  # average frame rate (0 when unknown)
+    duration_s: float  # declared duration (0 when unknown)
+    declared_frames: int  # frames the header declares (0 when unknown)
+    codec: str
+    pix_fmt: str
+    bit_depth: int
+    rotation: int  # degrees counter-clockwise applied for display (0, 90, 180, 270)
+    format: str
+    video_streams: int
+    audio_streams: int
+
+
+def _is_image_container(container, stream) -> bool:
+    name = str(container.format.name or "")
+    if any(tag in name for tag in _IMAGE_FORMATS) and name not in ("mov,mp4,m4a,3gp,3g2,mj2",):
+        return True
+    return False
+
+
+class VideoReader:
+    """Streaming decode of one video: frames one at a time, never the whole video in memory.
+
+    Picks the first video stream (audio, subtitle and data streams are not decoded); applies the display
+    rotation; converts any pixel format (8-bit, 10/12-bit, 4:2:2, 4:4:4, RGB...) to RGB ``uint8``
+    bit-exactly; resamples a variable-frame-rate stream onto a constant-rate timeline by presentation time
+    (:meth:`frames`), so every output frame lasts 1/fps seconds and clips play at the right speed.
+    Errors are :class:`VideoDecodeError` (one line naming the file, with a ``kind``). A stream that stops
+    decoding early, or ends well before its declared duration or frame count, raises ``corrupt`` at the
+    end of :meth:`frames` (truncated), after the frames that decoded were yielded.
+    """
+
+    def __init__(self, src: str | os.PathLike | bytes, threads: int = 1):
+        self.name = _describe(src)
+        self._container = _open(src)
+        try:
+            self._stream = self._container.streams.video[0]
+            ctx = self._stream.codec_context
+            if ctx is None or getattr(ctx, "codec", None) is None:
+                raise VideoDecodeError(f"{self.name}: unsupported video codec", kind="unsupported_codec")
+            if _is_image_container(self._container, self._stream):
+                raise VideoDecodeError(
+                    f"{self.name}: an image ({self._container.format.name}, {ctx.name}), not a video",
+                    kind="not_video",
+                )
+            # Frame threads make decoding faster; H.264/HEVC decoding is bit-exact whatever the threads.
+            ctx.thread_count = int(threads)
+            if int(threads) != 1:
+                ctx.thread_type = "AUTO"
+            self.info = self._probe()
+        except BaseException:
+            self._container.close()
+            raise
+
+    def _probe(self) -> VideoInfo:
+        c, st = self._container, self._stream
+        ctx = st.codec_context
+        if not ctx.width or not ctx.height:
+            raise VideoDecodeError(f"{self.name}: video stream has no frame size")
+        duration = 0.0
+        if st.duration and st.time_base:
+            duration = float(st.duration * st.time_base)
+        elif c.duration:
+            duration = float(c.duration) / 1_000_000
+        rotation = 0  # known per decoded frame (its display matrix): see frame_rotation
+        fmt = ctx.format
+        depth = max((getattr(comp, "bits", 8) for comp in (fmt.components if fmt else [])), default=8)
+        w, h = int(ctx.width), int(ctx.height)
+        return VideoInfo(
+            width=w,
+            height=h,
+            fps=_stream_fps(st),
+            duration_s=duration,
+            declared_frames=int(st.frames or 0),
+            codec=str(ctx.name),
+            pix_fmt=str(fmt.name if fmt else ""),
+            bit_depth=int(depth),
+            rotation=rotation,
+            format=str(c.format.name),
+            video_streams=len(c.streams.video),
+            audio_streams=len(c.streams.audio),
+        )
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- decoded frames with their presentation times
+    def decoded(self):
+        """``(av.VideoFrame, seconds from the first frame)`` in presentation order; raises ``corrupt`` for
+        a stream that cannot be decoded at all, or whose decoding stops early or ends short."""
+        st = self._stream
+        count, t0, last, step = 0, None, None, None
+        fallback = Fraction(1, max(1, round(self.info.fps or 25)))
+        try:
+            for frame in self._container.decode(st):
+                if frame.pts is not None and frame.time_base is not None:
+                    t = Fraction(frame.pts) * Fraction(frame.time_base)
+                else:
+                    t = (last + fallback) if last is not None else Fraction(0)
+                if t0 is None:
+                    t0 = t
+                t -= t0
+                if last is not None and t <= last:  # a repeated or backwards timestamp: not a new picture
+                    continue
+                if last is not None:
+                    step = t - last
+                last = t
+                count += 1
+                yield frame, t
+        except VideoDecodeError:
+            raise
+        except Exception as exc:
+            if not count:
+                raise VideoDecodeError(f"{self.name}: cannot decode ({_one_line(exc)})") from None
+            raise VideoDecodeError(
+                f"{self.name}: truncated or damaged: decoding stopped after {count} frames "
+                f"({float(last or 0):.2f} s) ({_one_line(exc)})"
+            ) from None
+        if not count:
+            raise VideoDecodeError(f"{self.name}: no decodable video frames")
+        self.decoded_frames = count
+        self.decoded_seconds = float(last + (step or fallback))
+        short_frames = self.info.declared_frames and count < 0.9 * self.info.declared_frames - 1
+        short_time = self.info.duration_s > 1.0 and self.decoded_seconds < 0.9 * self.info.duration_s - 0.1
+        if short_frames or short_time:
+            declared = f"{self.info.declared_frames} frames, " if self.info.declared_frames else ""
+            raise VideoDecodeError(
+                f"{self.name}: truncated: decoded {count} frames ({self.decoded_seconds:.2f} s) of "
+                f"{declared}{self.info.duration_s:.2f} s declared"
+            )
+
+    def frames(self, fps: float | Fraction | None = None, convert=None):
+        """Frames on a constant-rate timeline of ``fps`` (default: the stream's average rate, rounded):
+        output frame ``k`` is the decoded picture shown at time ``(k + 1/2) / fps``
+        (the one whose presentation time is the latest at or before it). Each yielded item is
+        ``convert(frame, rotation)`` (default: the RGB ``uint8 [H, W, 3]`` array, rotated for display);
+        a picture shown for several output frames is converted once and yielded again."""
+        rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(max(1, round(self.info.fps or 25)))
+        convert = convert or to_rgb
+        half = Fraction(1, 2) / rate
+        k = 0
+        prev = prev_out = None
+        for frame, t in self.decoded():
+            while prev is not None and Fraction(k) / rate + half < t:
+                if prev_out is None:
+                    prev_out = convert(prev, frame_rotation(prev))
+                yield prev_out
+                k += 1
+            prev, prev_out = frame, None
+        if prev is None:
+            return
+        end = Fraction(self.decoded_seconds).limit_denominator(1_000_000)
+        while Fraction(k) / rate + half < end or k == 0:
+            if prev_out is None:
+                prev_out = convert(prev, frame_rotation(prev))
+            yield prev_out
+            k += 1
+
+
+def frame_rotation(frame) -> int:
+    """The display rotation of a decoded frame, counter-clockwise degrees in {0, 90, 180, 270}."""
+    try:
+        rot = float(getattr(frame, "rotation", 0) or 0)
+    except Exception:  # no display matrix
+        return 0
+    return int(round(rot / 90.0)) % 4 * 90
+
+
+def rotated_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    return (height, width) if rotation % 180 else (width, height)
+
+
+def to_rgb(frame, rotation: int = 0, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """An ``av.VideoFrame`` (any pixel format) as RGB ``uint8 [H, W, 3]``, scaled by swscale to
+    ``width`` x ``height`` (display orientation; default: the frame's size) with area averaging, then
+    rotated for display. Bit-exact on every CPU (see :func:`_sws_flags`)."""
+    exact = _sws_flags(to_rgb=True)
+    if width is None or height is None:
+        arr = frame.to_ndarray(format="rgb24", interpolation=exact)
+    else:
+        from av.video.reformatter import Interpolation as I
+
+        w, h = (height, width) if rotation % 180 else (width, height)  # the coded orientation
+        if (w, h) == (frame.width, frame.height):
+            arr = frame.to_ndarray(format="rgb24", interpolation=exact)
+        else:
+            flags = int(I.AREA | I.FULL_CHR_H_INT | I.ACCURATE_RND | I.BITEXACT)
+            arr = frame.reformat(width=w, height=h, format="rgb24", interpolation=flags).to_ndarray()
+    if rotation:
+        arr = np.ascontiguousarray(np.rot90(arr, k=rotation // 90))
+    return arr
 
 
 def probe_video(src: str | os.PathLike | bytes) -> dict:

@@ -61,9 +61,12 @@ def _curate_shard(run: StageRun, raw: dict[str, Any], shard_index: int = 0) -> S
 
     stage_cfg = run.ctx.config.curate
     curate_uri = run.ctx.stage_uri("curate")
-    with storage.local_dir_for(raw["raw_uri"]) as raw_dir, tempfile.TemporaryDirectory(prefix="t2v-curate-") as tmp:
-        summary = curate_shard(Path(raw_dir), Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards)
+    # The table is streamed and each video fetched on its own (an s3:// one to a temporary file): the task
+    # never holds the raw folder.
+    with tempfile.TemporaryDirectory(prefix="t2v-curate-") as tmp:
+        summary = curate_shard(raw["raw_uri"], Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards)
         summary.pop("raw_dir", None)
+        summary.pop("table", None)
         names = sorted(
             str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file() and not p.name.startswith(".")
         )
@@ -90,9 +93,7 @@ def _merge(run: StageRun, raw: dict[str, Any], parts: list[dict[str, Any]]) -> S
             rel = uri[len(curate_uri) + 1 :]
             if "/" not in rel and not rel.endswith(".tar"):  # the shards' manifests and markers
                 storage.download_file(uri, tmp / rel)
-        raw_dir = tmp / ".raw"
-        storage.download_file(storage.join(raw["raw_uri"], "metadata.jsonl"), raw_dir / "metadata.jsonl")
-        summary = merge_manifests(tmp, [p["summary"] for p in parts], stage_cfg.filters, raw_dir)
+        summary = merge_manifests(tmp, [p["summary"] for p in parts], stage_cfg.filters, raw["raw_uri"])
         files = storage.upload_files(tmp, MERGE_OUTPUTS, curate_uri)
         mlflow.log_artifact(str(tmp / "report.html"), "curation")
         mlflow.log_artifact(str(tmp / "manifest.parquet"), "curation")

@@ -225,17 +225,39 @@ def saturation(frames: np.ndarray) -> float:
 
 
 def phash(frame: np.ndarray, hash_size: int = 8) -> np.ndarray:
-    """Perceptual hash (DCT of a 4x oversampled grey thumbnail, low frequencies vs their median) as a
-    boolean vector of ``hash_size**2`` bits."""
-    side = hash_size * 4
-    g = cv2.resize(_gray_u8(frame), (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(g)[:hash_size, :hash_size].flatten()
-    return low > np.median(low[1:])
+    """Perceptual hash of one RGB frame by ``imagehash.phash`` (DCT of a grey thumbnail, low frequencies
+    against their median) as a boolean vector of ``hash_size**2`` bits."""
+    import imagehash
+    from PIL import Image
+
+    return np.asarray(imagehash.phash(Image.fromarray(np.ascontiguousarray(frame)), hash_size=hash_size).hash).ravel()
 
 
 def clip_hashes(frames: np.ndarray, hash_size: int = 8, count: int = 5) -> np.ndarray:
     """Perceptual hashes of ``count`` evenly spaced frames: bool ``[count', bits]``."""
     return np.stack([phash(frames[i], hash_size) for i in sample_indices(len(frames), count)])
+
+
+def clip_signature(frames: np.ndarray, cfg: CurateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's near-duplicate signature: (perceptual hashes of 5 frames, colour thumbnails of 3)."""
+    return clip_hashes(frames, cfg.dedup_hash_size), colour_thumbnails(frames)
+
+
+def signature_fields(sig: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """The signature as manifest fields (``phash``: hex per frame, ``thumbs``: hex)."""
+    return {"phash": hashes_to_hex(sig[0]), "thumbs": thumbnails_to_hex(sig[1])}
+
+
+def thumbnail_jpeg(frames: np.ndarray, width: int = 96) -> str:
+    """The clip's middle frame as a small base64 JPEG (for the report's examples)."""
+    import base64
+
+    frame = np.ascontiguousarray(frames[len(frames) // 2])
+    h, w = frame.shape[:2]
+    if w > width:
+        frame = cv2.resize(frame, (width, max(2, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return base64.b64encode(buf.tobytes()).decode() if ok else ""
 
 
 def hash_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -288,22 +310,34 @@ def thumbnails_from_hex(text: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- per clip
-def score_clip(frames: np.ndarray, cfg: CurateConfig) -> dict[str, Any]:
-    """Every score of one clip (a pure function of its frames and the config's analysis settings)."""
+def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] | None = None) -> dict[str, Any]:
+    """Every score of one clip (a pure function of its frames and the config's analysis settings);
+    ``timers`` (name -> seconds) is credited with each score's cost."""
+    import time
+
+    clock: dict[str, float] = timers if timers is not None else {}
+
+    def timed(name, fn, *args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            clock[name] = clock.get(name, 0.0) + time.perf_counter() - t0
+
     small = resize_frames(frames, cfg.analysis_size)
     picked = small[sample_indices(len(small), cfg.max_analysis_frames)]
-    sharp, lap_var = sharpness(picked)
-    flow, diff = motion(small, max_pairs=cfg.max_analysis_frames)
+    sharp, lap_var = timed("sharpness", sharpness, picked)
+    flow, diff = timed("motion", motion, small, cfg.max_analysis_frames)
     return {
-        "brightness": round(brightness(picked), 4),
+        "brightness": round(timed("brightness", brightness, picked), 4),
         "sharpness": round(sharp, 5),
         "laplacian_var": round(lap_var, 3),
         "motion": round(flow, 4),
         "frame_diff": round(diff, 4),
-        "border_fraction": round(border_fraction(picked, cfg.border_max_level), 4),
-        "subtitle": round(subtitle_score(picked, cfg.text_band_fraction), 5),
-        "watermark": round(watermark_score(picked, cfg.watermark_corner_fraction), 5),
-        "saturation": round(saturation(picked), 4),
+        "border_fraction": round(timed("borders", border_fraction, picked, cfg.border_max_level), 4),
+        "subtitle": round(timed("subtitles", subtitle_score, picked, cfg.text_band_fraction), 5),
+        "watermark": round(timed("watermark", watermark_score, picked, cfg.watermark_corner_fraction), 5),
+        "saturation": round(timed("saturation", saturation, picked), 4),
     }
 
 

@@ -116,7 +116,11 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_report(
-    path: Path, records: list[dict[str, Any]], summary: dict[str, Any], cfg: CurateConfig
+    path: Path,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    cfg: CurateConfig,
+    thumbs: dict[str, str] | None = None,
 ) -> None:
     """Write the HTML report atomically."""
     clips = [r for r in records if r["start_frame"] is not None]

@@ -43,29 +43,32 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from components.curate import filters
+from components.curate import dedup, filters
+from components.curate.video_pass import Timers, encode_clip, spool, stream_video
 from t2v import storage
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
 from t2v.shards import write_tar
-from t2v.video import VideoDecodeError, encode_mp4_bytes, read_video
+from t2v.video import VideoDecodeError, VideoReader
 
 log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
 # Bump when the stage's outputs change (invalidates done markers). 2: bit-exact decoding and encoding, and
 # tars with a fixed mtime (the same inputs give other bytes and slightly other scores than in 1).
-STAGE_VERSION = "2"
+# 3: streaming decode on a constant-rate timeline, imagehash hashes, a faiss index, rejection records.
+STAGE_VERSION = "3"
 
 
 # ---------------------------------------------------------------------------------------------- captions
-def caption_clip(video: dict[str, Any], start: int, end: int) -> dict[str, Any]:
+def caption_clip(video: dict[str, Any], start: int, end: int, frames: np.ndarray | None = None) -> dict[str, Any]:
     """The embedded default captioner: the caption of the world scene that overlaps the clip most, and
     the raw video's title as the "original title" caption.
 
@@ -185,29 +188,30 @@ def resize_output(frames: np.ndarray, cfg: CurateConfig) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- utilities
-def read_metadata(raw_dir: Path) -> list[dict[str, Any]]:
-    path = Path(raw_dir) / "metadata.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no metadata.jsonl in the raw video folder")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_metadata(raw_dir: Path | str, table: str = "metadata.jsonl") -> list[dict[str, Any]]:
+    """The good rows of the input table (bad lines are skipped here; the shards record them)."""
+    from components.curate import inputs
+
+    return [{**r.meta, "video_id": r.video_id} for r in inputs.iter_rows(inputs.resolve_table(raw_dir, table)) if r.error is None]
 
 
 def _jsonl(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
 
 
-def _fingerprint(
-    cfg: CurateConfig, videos: list[dict[str, Any]], raw_dir: Path, shard: tuple[int, int]
-) -> str:
+def _fingerprint(cfg: CurateConfig, rows: list, shard: tuple[int, int], models: Any = None) -> str:
     h = hashlib.sha256()
     h.update(STAGE_VERSION.encode())
     h.update(cfg.model_dump_json().encode())
     h.update(json.dumps(shard).encode())
-    for v in videos:
-        h.update(json.dumps(v, sort_keys=True).encode())
-        p = raw_dir / str(v.get("file") or f"{v['video_id']}.mp4")
-        st = p.stat() if p.exists() else None
-        h.update(f"{p.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
+    if models is not None:
+        h.update(json.dumps(models.describe(), sort_keys=True).encode())
+    for r in rows:
+        h.update(json.dumps([r.index, r.video_id, r.uri, r.error, r.meta], sort_keys=True, default=str).encode())
+        if r.uri and r.uri.startswith("file://"):
+            p = storage.local_path(r.uri)
+            st = p.stat() if p.exists() else None
+            h.update(f"{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
 
 
@@ -220,33 +224,8 @@ def find_duplicates(
     signatures: list[tuple[np.ndarray, np.ndarray] | None], cfg: CurateConfig
 ) -> list[tuple[int, float, float] | None]:
     """For each clip (in canonical order): (index of the first earlier clip it duplicates, hash distance,
-    colour distance), or None. A pair is a near-duplicate when the perceptual hashes are within
-    ``dedup_max_hamming`` (the candidate test, which an LSH index over hash bands makes sub-quadratic at
-    corpus scale) and the colour thumbnails within ``dedup_max_colour_distance`` (the confirmation).
-    Pairwise here, vectorised per clip: fine for a shard or a modest corpus."""
-    out: list[tuple[int, float, float] | None] = []
-    seen_h: list[np.ndarray] = []
-    seen_t: list[np.ndarray] = []
-    seen_idx: list[int] = []
-    for i, sig in enumerate(signatures):
-        if sig is None:
-            out.append(None)
-            continue
-        h, t = sig
-        match = None
-        if seen_h and all(x.shape == h.shape for x in seen_h[-1:]):
-            stack = np.stack(seen_h)  # [N, K, bits]
-            dh = (h[None, :, None, :] != stack[:, None, :, :]).sum(-1).min(-1).mean(-1)
-            for j in np.flatnonzero(dh <= cfg.dedup_max_hamming):
-                dt = filters.thumbnail_distance(t, seen_t[j])
-                if dt <= cfg.dedup_max_colour_distance:
-                    match = (seen_idx[j], round(float(dh[j]), 3), round(dt, 3))
-                    break
-        out.append(match)
-        seen_h.append(h)
-        seen_t.append(t)
-        seen_idx.append(i)
-    return out
+    colour distance), or None (a faiss index: :func:`components.curate.dedup.find_duplicates`)."""
+    return dedup.find_duplicates(signatures, cfg)
 
 
 def _signature(rec: dict[str, Any], bits: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -265,30 +244,36 @@ def _mark_duplicate(rec: dict[str, Any], of: dict[str, Any], match: tuple[int, f
 
 # ----------------------------------------------------------------------------------------------- a shard
 def curate_shard(
-    raw_dir: Path,
+    raw_dir: Path | str,
     out_dir: Path,
     cfg: CurateConfig,
     shard_index: int = 0,
     num_shards: int = 1,
     force: bool = False,
     captioner: str = "world-metadata",
+    models: Any = None,
 ) -> dict[str, Any]:
-    """Curate the raw videos at positions ``shard_index`` mod ``num_shards`` of ``raw_dir/metadata.jsonl``.
+    """Curate the rows of shard ``shard_index`` of ``num_shards`` of the input table (``raw_dir`` is the
+    table itself, or the folder holding ``cfg.input_table``; a local path or a URI).
 
     Writes ``out_dir/shards/clips-{shard_index:03d}-{n:04d}.tar`` (kept clips: ``mp4``, ``json``, ``txt``),
-    ``out_dir/manifest-{shard_index:03d}.jsonl`` (one record per clip and per unreadable video) and
-    ``out_dir/scenes-{shard_index:03d}.jsonl`` (the detected cuts), then ``done-{shard_index:03d}.json``.
-    Returns the summary: videos, corrupt, clips, kept, dropped (by reason), seconds.
+    ``out_dir/manifest-{shard_index:03d}.jsonl`` (one record per clip, per too-short remainder and per
+    rejected row or video, each with its reasons), ``out_dir/scenes-{shard_index:03d}.jsonl`` (the detected
+    cuts) and ``thumbs-{shard_index:03d}.jsonl`` (a small JPEG per clip, for the report), then
+    ``done-{shard_index:03d}.json``. Returns the summary: videos, rejected (by reason), clips, kept, dropped
+    (by reason), seconds per step.
     """
+    from components.curate import inputs
+
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    out_dir = Path(out_dir)
     caption = get_captioner(captioner)
-    all_videos = read_metadata(raw_dir)
-    videos = [(pos, v) for pos, v in enumerate(all_videos) if pos % num_shards == shard_index]
+    table = inputs.resolve_table(raw_dir, cfg.input_table)
+    rows = inputs.shard_rows(table, shard_index, num_shards)
     tag = f"{shard_index:03d}"
     done_path = out_dir / f"done-{tag}.json"
-    fingerprint = _fingerprint(cfg, [v for _, v in videos], raw_dir, (shard_index, num_shards))
+    fingerprint = _fingerprint(cfg, rows, (shard_index, num_shards), models)
     if not force and done_path.exists():
         done = json.loads(done_path.read_text())
         if done.get("fingerprint") == fingerprint:
@@ -298,110 +283,44 @@ def curate_shard(
     out_dir.mkdir(parents=True, exist_ok=True)
     done_path.unlink(missing_ok=True)
     storage.write_text(out_dir / "curate-config.json", cfg.model_dump_json(indent=1))
+    shards_dir = out_dir / SHARDS_DIR
+    for stale in shards_dir.glob(f".tmp-{tag}-*"):  # left by a crashed or killed run of this shard
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp_dir = shards_dir / f".tmp-{tag}-{os.getpid()}"
+    spool_dir = tmp_dir / "spool"
+    spool_dir.mkdir(parents=True)
 
+    timers = Timers()
     records: list[dict[str, Any]] = []
     scene_records: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], tuple[np.ndarray, np.ndarray], int]] = []  # record, signature, fps
-    clip_bytes: dict[str, tuple[bytes, tuple[int, ...]]] = {}  # kept so far: mp4 bytes, frames shape
-    progress = Progress(f"curate shard {tag} videos", len(videos), every_s=5.0, logger=log)
-    for pos, video in videos:
-        vid = str(video["video_id"])
-        path = raw_dir / str(video.get("file") or f"{vid}.mp4")
-        try:
-            frames, fps = read_video(path)
-        except VideoDecodeError as exc:
-            reason = " ".join(str(exc).split())
-            log.warning("curate shard %s: %s unreadable: %s", tag, vid, reason)
-            records.append(
-                {
-                    "clip_id": f"{vid}-unreadable",
-                    "video_id": vid,
-                    "video_index": pos,
-                    "start_frame": None,
-                    "end_frame": None,
-                    "keep": False,
-                    "drop_reasons": ["corrupt"],
-                    "error": reason,
-                    "caption": None,
-                    "title": video.get("title"),
-                    "scores": {},
-                }
-            )
+    thumbs: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], Any]] = []  # kept-so-far clip records and their dedup signatures
+    progress = Progress(f"curate shard {tag} videos", len(rows), every_s=5.0, logger=log)
+    for row in rows:
+        if row.error is not None:
+            records.append(_row_record(row, row.kind or "bad_metadata", row.error))
             progress.step()
             continue
-        fps_out = max(1, round(fps or float(video.get("fps") or 25)))
-        small = filters.resize_frames(frames, cfg.analysis_size)  # once per video: scoring resolution
-        cuts = detect_scenes(small, fps, cfg)
-        scene_records.append({"video_id": vid, "video_index": pos, "num_frames": len(frames), "cuts": cuts})
-        for scene_index, start, end, is_clip in split_clips(len(frames), cuts, cfg, with_short=True):
-            cid = clip_id_of(vid, start, end)
-            where = {
-                "clip_id": cid,
-                "video_id": vid,
-                "video_index": pos,
-                "scene_index": scene_index,
-                "start_frame": start,
-                "end_frame": end,
-                "num_frames": end - start,
-            }
-            if not is_clip:  # a scene (or a scene's remainder) shorter than clip_min_frames
-                records.append(
-                    {
-                        **where,
-                        "keep": False,
-                        "drop_reasons": ["too_short"],
-                        "caption": None,
-                        "title": video.get("title"),
-                        "scores": {},
-                    }
-                )
-                continue
-            clip = frames[start:end]
-            scores = filters.score_clip(small[start:end], cfg)  # (score_clip's own resize is a no-op now)
-            reasons = filters.decide(scores, cfg)
-            cap = caption(video, start, end)
-            hashes = filters.clip_hashes(small[start:end], cfg.dedup_hash_size)
-            thumbs = filters.colour_thumbnails(small[start:end])
-            rec = {
-                **where,
-                "fps": fps_out,
-                "keep": not reasons,
-                "drop_reasons": reasons,
-                "caption": cap["caption"],
-                "title": cap["title"],
-                "spec": cap["spec"],
-                "scene_id": cap["scene_id"],
-                "concept": caption_concept(cap["caption"], cap["spec"]),
-                "scores": scores,
-                "phash": filters.hashes_to_hex(hashes),
-                "thumbs": filters.thumbnails_to_hex(thumbs),
-                "duplicate_of": None,
-                "shard": None,
-            }
-            records.append(rec)
-            pending.append((rec, (hashes, thumbs), fps_out))
-            if not reasons:
-                out = resize_output(clip, cfg)
-                clip_bytes[cid] = (encode_mp4_bytes(out, fps_out, threads=1), out.shape)
+        result = _curate_video(row, cfg, caption, models, spool_dir, timers)
+        records.extend(result["records"])
+        if result.get("scenes") is not None:
+            scene_records.append(result["scenes"])
+        thumbs.extend(result.get("thumbs", []))
+        pending.extend(result.get("pending", []))
         progress.step()
 
     # Near-duplicates within the shard (the merge repeats this across shards).
-    dups = find_duplicates([sig for _, sig, _ in pending], cfg)
-    for (rec, _, _), match in zip(pending, dups, strict=True):
+    with timers.time("dedup"):
+        dups = find_duplicates([sig for _, sig in pending], cfg)
+    for (rec, _), match in zip(pending, dups, strict=True):
         if match is not None:
             _mark_duplicate(rec, pending[match[0]][0], match)
-            clip_bytes.pop(rec["clip_id"], None)
 
-    # Write the kept clips into a hidden temporary folder, then move the tars into place.
-    shards_dir = out_dir / SHARDS_DIR
-    for stale in shards_dir.glob(f".tmp-{tag}-*"):  # left by a crashed run of this shard
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp_dir = shards_dir / f".tmp-{tag}-{os.getpid()}"
-    tmp_dir.mkdir(parents=True)
-    kept_recs = [rec for rec, _, _ in pending if rec["keep"]]
+    # Write the kept clips into the hidden temporary folder, then move the tars into place.
+    kept_recs = [rec for rec, _ in pending if rec["keep"]]
 
     def sample(rec: dict[str, Any]) -> dict[str, Any]:
-        mp4, shape = clip_bytes.pop(rec["clip_id"])
+        path = spool_dir / f"{rec['clip_id']}.mp4"
         meta = {
             "clip_id": rec["clip_id"],
             "video_id": rec["video_id"],
@@ -409,37 +328,42 @@ def curate_shard(
             "title": rec["title"],
             "spec": rec["spec"],
             "fps": rec["fps"],
-            "num_frames": int(shape[0]),
-            "height": int(shape[1]),
-            "width": int(shape[2]),
+            "num_frames": int(rec["num_frames"]),
+            "height": int(rec["height"]),
+            "width": int(rec["width"]),
             "start_frame": rec["start_frame"],
             "end_frame": rec["end_frame"],
             "scores": rec["scores"],
         }
+        for key in ("captions", "source", "license"):
+            if rec.get(key):
+                meta[key] = rec[key]
         return {
             "__key__": rec["clip_id"],
-            "mp4": mp4,
+            "mp4": path.read_bytes(),
             "json": json.dumps(meta, sort_keys=True).encode(),
             "txt": rec["caption"].encode(),
         }
 
     names: list[str] = []
-    for first in range(0, len(kept_recs), cfg.shard_max_clips):  # shard_max_clips clips per tar
-        name = f"clips-{tag}-{first // cfg.shard_max_clips:04d}.tar"
-        group = kept_recs[first : first + cfg.shard_max_clips]
-        for rec in group:
-            rec["shard"] = f"{SHARDS_DIR}/{name}"
-        write_tar(tmp_dir / name, (sample(rec) for rec in group))
-        names.append(name)
-    for old in shards_dir.glob(f"clips-{tag}-*.tar"):  # a previous run's tars of this shard
-        if old.name not in names:
-            old.unlink()
-    for name in names:
-        os.replace(tmp_dir / name, shards_dir / name)
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    with timers.time("write"):
+        for first in range(0, len(kept_recs), cfg.shard_max_clips):  # shard_max_clips clips per tar
+            name = f"clips-{tag}-{first // cfg.shard_max_clips:04d}.tar"
+            group = kept_recs[first : first + cfg.shard_max_clips]
+            for rec in group:
+                rec["shard"] = f"{SHARDS_DIR}/{name}"
+            write_tar(tmp_dir / name, (sample(rec) for rec in group))
+            names.append(name)
+        for old in shards_dir.glob(f"clips-{tag}-*.tar"):  # a previous run's tars of this shard
+            if old.name not in names:
+                old.unlink()
+        for name in names:
+            os.replace(tmp_dir / name, shards_dir / name)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
     storage.write_text(out_dir / f"manifest-{tag}.jsonl", _jsonl(records))
     storage.write_text(out_dir / f"scenes-{tag}.jsonl", _jsonl(scene_records))
+    storage.write_text(out_dir / f"thumbs-{tag}.jsonl", _jsonl(thumbs))
     summary = _summarize(records)
     summary.update(
         {
@@ -447,16 +371,18 @@ def curate_shard(
             "num_shards": num_shards,
             "shards": [f"{SHARDS_DIR}/{n}" for n in names],
             "manifest": f"manifest-{tag}.jsonl",
-            "raw_dir": str(raw_dir.resolve()),
+            "raw_dir": table.rsplit("/", 1)[0],
+            "table": table,
             "seconds": round(time.monotonic() - t0, 3),
+            "step_seconds": {k: round(v, 3) for k, v in sorted(timers.seconds.items())},
         }
     )
     storage.write_text(done_path, json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=1))
     log.info(
-        "curate shard %s: %d videos (%d corrupt), %d clips, %d kept in %.1fs",
+        "curate shard %s: %d videos (%d rejected), %d clips, %d kept in %.1fs",
         tag,
         summary["videos"],
-        summary["corrupt"],
+        summary["rejected"],
         summary["clips"],
         summary["kept"],
         summary["seconds"],
@@ -464,15 +390,167 @@ def curate_shard(
     return summary
 
 
+def _row_record(row, reason: str, error: str) -> dict[str, Any]:
+    """The one manifest record of a row that gave no clip: a bad row, an unreadable or too-short video."""
+    return {
+        "clip_id": f"{row.video_id}-{reason}".replace(".", "_"),
+        "video_id": row.video_id,
+        "video_index": row.index,
+        "uri": row.uri,
+        "start_frame": None,
+        "end_frame": None,
+        "keep": False,
+        "drop_reasons": [reason],
+        "error": " ".join(str(error).split())[:300],
+        "caption": None,
+        "title": row.meta.get("title"),
+        "scores": {},
+    }
+
+
+@contextmanager
+def _local_video(uri: str):
+    """A local path for a video URI (an s3:// object is copied to a temporary file, one at a time)."""
+    if uri.startswith("s3://"):
+        try:
+            with storage.local_file_for(uri) as path:
+                yield Path(path)
+        except storage.StorageError as exc:
+            raise VideoDecodeError(f"{uri}: {exc}", kind="missing") from None
+    else:
+        yield storage.local_path(uri)
+
+
+def _fps_out(reader: VideoReader, cfg: CurateConfig, row_meta: dict[str, Any]) -> int:
+    if cfg.output_fps:
+        return cfg.output_fps
+    st = reader._stream
+    for rate in (st.base_rate, st.average_rate, st.guessed_rate):
+        if rate and 1 <= float(rate) <= 240:
+            return max(1, round(float(rate)))
+    return max(1, round(float(row_meta.get("fps") or 25)))
+
+
+def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, timers: Timers) -> dict[str, Any]:
+    """Stream one video: its clip records (or its one rejection record), cuts, thumbnails and dedup
+    signatures. A video that fails part-way (truncated) loses the clips it gave: one record says why."""
+    vid = row.video_id
+    video = {**row.meta, "video_id": vid}
+    records: list[dict[str, Any]] = []
+    thumbs: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], Any]] = []
+    spooled: list[Path] = []
+    fps_box: dict[str, int] = {}
+
+    def on_clip(scene_index: int, start: int, end: int, small, out, is_clip: bool) -> None:
+        cid = clip_id_of(vid, start, end)
+        where = {
+            "clip_id": cid,
+            "video_id": vid,
+            "video_index": row.index,
+            "scene_index": scene_index,
+            "start_frame": start,
+            "end_frame": end,
+            "num_frames": end - start,
+        }
+        if not is_clip:  # a scene (or a scene's remainder) shorter than clip_min_frames
+            records.append(
+                {**where, "keep": False, "drop_reasons": ["too_short"], "caption": None,
+                 "title": row.meta.get("title"), "scores": {}}
+            )
+            return
+        scores = filters.score_clip(small, cfg, timers=timers.seconds)
+        reasons = filters.decide(scores, cfg)
+        scorers: dict[str, str] = {}
+        if models is not None:
+            with timers.time("models"):
+                extra = models.score(small, out, video, reasons, timers=timers.seconds)
+            scores.update(extra["scores"])
+            reasons.extend(r for r in extra["reasons"] if r not in reasons)
+            scorers = extra["scorers"]
+        with timers.time("caption"):
+            cap = caption(video, start, end, frames=out) if _takes_frames(caption) else caption(video, start, end)
+        if models is not None and not reasons and models.has_alignment:
+            with timers.time("models"):
+                scores.update(models.align(out, cap["caption"], timers=timers.seconds))
+            reasons.extend(r for r in models.align_reasons(scores) if r not in reasons)
+        with timers.time("hashes"):
+            sig = filters.clip_signature(small, cfg)
+        with timers.time("thumbnails"):
+            thumbs.append({"clip_id": cid, "jpeg": filters.thumbnail_jpeg(small)})
+        rec = {
+            **where,
+            "fps": fps_box["fps"],
+            "height": int(out.shape[1]),
+            "width": int(out.shape[2]),
+            "keep": not reasons,
+            "drop_reasons": reasons,
+            "caption": cap["caption"],
+            "title": cap["title"],
+            "captions": cap.get("captions") or {},
+            "spec": cap["spec"],
+            "scene_id": cap["scene_id"],
+            "concept": caption_concept(cap["caption"], cap["spec"]),
+            "scores": scores,
+            "scorers": scorers,
+            "source": row.meta.get("source"),
+            "license": row.meta.get("license") or row.meta.get("licence"),
+            **filters.signature_fields(sig),
+            "duplicate_of": None,
+            "shard": None,
+        }
+        records.append(rec)
+        pending.append((rec, sig))
+        if not reasons:
+            with timers.time("encode"):
+                data = encode_clip(out, fps_box["fps"], cfg)
+            path = spool_dir / f"{cid}.mp4"
+            spool(path, data)
+            spooled.append(path)
+
+    try:
+        with _local_video(row.uri) as path, VideoReader(path, threads=cfg.decode_threads) as reader:
+            fps_box["fps"] = _fps_out(reader, cfg, row.meta)
+            num, cuts = stream_video(reader, cfg, fps_box["fps"], on_clip, timers)
+    except VideoDecodeError as exc:
+        for p in spooled:
+            p.unlink(missing_ok=True)
+        reason = " ".join(str(exc).split())
+        log.warning("curate: %s (row %d) rejected: %s", vid, row.index, reason)
+        return {"records": [_row_record(row, exc.kind, reason)]}
+    scenes = {"video_id": vid, "video_index": row.index, "num_frames": num, "cuts": sorted(cuts)}
+    if not records:
+        seconds = num / fps_box["fps"]
+        err = (
+            f"{row.uri}: {num} frame(s) ({seconds:.2f} s at {fps_box['fps']} fps), shorter than a clip "
+            f"({cfg.clip_min_frames} frames)"
+        )
+        return {"records": [_row_record(row, "too_short", err)], "scenes": scenes}
+    return {"records": records, "scenes": scenes, "thumbs": thumbs, "pending": pending}
+
+
+def _takes_frames(fn) -> bool:
+    import inspect
+
+    try:
+        return "frames" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+
 def _summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     clips = [r for r in records if r["start_frame"] is not None and "too_short" not in r["drop_reasons"]]
+    rejected = [r for r in records if r["start_frame"] is None]
     dropped: Counter[str] = Counter()
     for r in clips:
         dropped.update(r["drop_reasons"])
     return {
-        "videos": len({r["video_id"] for r in records}),
-        "corrupt": sum(1 for r in records if r["start_frame"] is None),
-        "too_short_segments": sum(1 for r in records if "too_short" in r["drop_reasons"]),
+        "videos": len({r["video_index"] for r in records}),
+        "rejected": len(rejected),
+        "rejected_by_reason": dict(sorted(Counter(r["drop_reasons"][0] for r in rejected).items())),
+        "corrupt": sum(1 for r in rejected if "corrupt" in r["drop_reasons"]),
+        "too_short_segments": sum(1 for r in records if r["start_frame"] is not None and "too_short" in r["drop_reasons"]),
         "clips": len(clips),
         "kept": sum(1 for r in clips if r["keep"]),
         "dropped": sum(1 for r in clips if not r["keep"]),
@@ -539,6 +617,7 @@ def merge_manifests(
         if match is not None and "duplicate" not in r["drop_reasons"]:
             _mark_duplicate(r, clips[match[0]], match)
     _concept_cap(clips, cfg)
+    balance = dedup.cluster_cap(clips, cfg)
 
     storage.write_text(out_dir / "manifest.jsonl", _jsonl(records))
     _write_parquet(out_dir / "manifest.parquet", records)
@@ -549,11 +628,20 @@ def merge_manifests(
     ]
     storage.write_text(out_dir / "kept.jsonl", _jsonl(kept))
 
-    raw = Path(raw_dir) if raw_dir else None
-    if raw is None:
-        dirs = {s.get("raw_dir") for s in summaries if s.get("raw_dir")}
-        raw = Path(dirs.pop()) if len(dirs) == 1 else None
-    truth = read_metadata(raw) if raw is not None and (raw / "metadata.jsonl").exists() else None
+    table = None
+    if raw_dir is not None:
+        from components.curate import inputs
+
+        table = inputs.resolve_table(raw_dir, cfg.input_table)
+        if not storage.exists(table):
+            table = inputs.resolve_table(raw_dir)
+    else:
+        tables = {s.get("table") for s in summaries if s.get("table")}
+        table = tables.pop() if len(tables) == 1 else None
+    truth = None
+    if table is not None and storage.exists(table):
+        rows = read_metadata(table)
+        truth = rows if rows and all("scenes" in r for r in rows) else None
     scenes = []
     for p in sorted(out_dir.glob("scenes-[0-9][0-9][0-9].jsonl")):
         scenes.extend(json.loads(line) for line in p.read_text().splitlines() if line.strip())
@@ -566,9 +654,17 @@ def merge_manifests(
             "shards": sorted({r["shard"] for r in clips if r["shard"]}),
             "shard_seconds": round(sum(float(s.get("seconds", 0.0)) for s in summaries), 3),
             "evaluation": evaluation,
+            "balance": balance,
+            "step_seconds": _sum_steps(summaries),
         }
     )
-    report.write_report(out_dir / "report.html", records, summary, cfg)
+    thumbs: dict[str, str] = {}
+    for p in sorted(out_dir.glob("thumbs-[0-9][0-9][0-9].jsonl")):
+        for line in p.read_text().splitlines():
+            if line.strip():
+                item = json.loads(line)
+                thumbs[item["clip_id"]] = item["jpeg"]
+    report.write_report(out_dir / "report.html", records, summary, cfg, thumbs=thumbs)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     storage.write_text(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
     log.info(
@@ -579,6 +675,14 @@ def merge_manifests(
         summary["dropped_by_reason"],
     )
     return summary
+
+
+def _sum_steps(summaries: list[dict[str, Any]]) -> dict[str, float]:
+    total: dict[str, float] = defaultdict(float)
+    for s in summaries:
+        for k, v in (s.get("step_seconds") or {}).items():
+            total[k] += float(v)
+    return {k: round(v, 3) for k, v in sorted(total.items())}
 
 
 def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
@@ -601,10 +705,13 @@ def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
             "duplicate_of",
             "shard",
             "error",
+            "uri",
+            "cluster",
         ):
             cols[key].append(r.get(key))
         cols["drop_reasons"].append(list(r["drop_reasons"]))
         cols["spec"].append(json.dumps(r.get("spec") or {}, sort_keys=True))
+        cols["scorers"].append(json.dumps(r.get("scorers") or {}, sort_keys=True))
         for k in score_keys:
             v = (r.get("scores") or {}).get(k)
             cols[f"score_{k}"].append(None if v is None else float(v))

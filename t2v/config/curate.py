@@ -18,6 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class CurateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    # --- input ---
+    input_table: str = Field(
+        "metadata.jsonl",
+        min_length=1,
+        description="the table of videos (.jsonl, .csv or .parquet): a name under the raw folder, or a URI",
+    )
+
     # --- scene splitting (PySceneDetect) ---
     scene_detector: Literal["content", "adaptive"] = Field(
         "content", description="PySceneDetect detector class: ContentDetector or AdaptiveDetector"
@@ -90,6 +97,15 @@ class CurateConfig(BaseModel):
         le=300.0,
         description="candidates are duplicates if their colour thumbnails differ by at most this (CIELAB units)",
     )
+    dedup_neighbours: int = Field(8, ge=1, le=1024, description="index neighbours checked per frame hash")
+    dedup_exact_max: int = Field(
+        20_000, ge=2, description="an exact (flat) index up to this many clips, an IVF index above"
+    )
+    dedup_nprobe: int = Field(16, ge=1, le=4096, description="IVF lists probed per query")
+    balance_clusters: int = Field(
+        0, ge=0, le=1_000_000, description="k-means clusters over clip embeddings for balancing (0 = off)"
+    )
+    balance_cluster_cap: int = Field(0, ge=0, description="at most this many kept clips per cluster (0 = no cap)")
     concept_cap: int = Field(
         0, ge=0, description="at most this many kept clips per caption concept (0 = off)"
     )
@@ -101,6 +117,19 @@ class CurateConfig(BaseModel):
     shard_max_clips: int = Field(64, ge=1, le=1_000_000, description="clips per webdataset shard")
     output_height: int = Field(0, ge=0, le=8192, description="clip height; 0 keeps the source size")
     output_width: int = Field(0, ge=0, le=8192, description="clip width; 0 keeps the source size")
+    output_fps: int = Field(
+        0,
+        ge=0,
+        le=240,
+        description="clip frame rate (frames resampled by presentation time); 0 = the source's base rate",
+    )
+    output_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor of the written clips")
+    output_preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = Field("medium", description="x264 preset of the written clips")
+    decode_threads: int = Field(
+        1, ge=0, le=64, description="decoder threads per video (0 = one per core; decoding stays bit-exact)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> CurateConfig:

@@ -1,0 +1,153 @@
+"""The curate stage on inputs the world generator did not make: every kind of bad input recorded with a
+one-line reason while the stage finishes; tables in JSONL, CSV and parquet; stable-hash sharding;
+variable frame rate, display rotation, 10-bit HEVC with an audio track; streaming == whole-video cuts."""
+
+from __future__ import annotations
+
+import csv
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.curate import inputs
+from components.curate.stage import curate_shard, detect_scenes, merge_manifests, split_clips
+from t2v.config import CurateConfig
+from t2v.video import VideoReader, read_video
+from tests.fixtures.curate_media import (
+    lavfi_frames,
+    moving_pattern,
+    plant_bad_inputs,
+    set_display_rotation,
+    write_table,
+    write_video,
+)
+
+CFG = dict(clip_min_frames=8, clip_max_frames=16, scene_min_len=4, output_height=64, output_width=96, output_fps=25)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    rows = plant_bad_inputs(root / "raw")
+    rows.append({**rows[-1], "video_id": "good-again"})  # a duplicate URI
+    rows[-1]["expect"] = "duplicate_uri"
+    write_table(root / "raw" / "metadata.jsonl", rows, bad_line_after=3)
+    cfg = CurateConfig(**CFG)
+    out = root / "out"
+    summaries = [curate_shard(root / "raw", out, cfg, shard_index=i, num_shards=2) for i in range(2)]
+    merged = merge_manifests(out, summaries)
+    return {"rows": rows, "out": out, "merged": merged, "summaries": summaries}
+
+
+def test_every_bad_input_is_one_record_with_a_reason(bad):
+    records = _jsonl(bad["out"] / "manifest.jsonl")
+    by_id: dict[str, list[dict]] = {}
+    for r in records:
+        by_id.setdefault(r["video_id"], []).append(r)
+    # One line more than the rows (the broken line), and every line is in the manifest.
+    assert bad["merged"]["videos"] == len(bad["rows"]) + 1
+    assert {r["video_index"] for r in records} == set(range(len(bad["rows"]) + 1))
+    for row in bad["rows"]:
+        vid = row["video_id"] if row["expect"] != "duplicate_uri" else None
+        if row["expect"] == "duplicate_uri":
+            dup = [r for r in records if r["drop_reasons"] == ["duplicate_uri"]]
+            assert len(dup) == 1 and "duplicate of row" in dup[0]["error"]
+            continue
+        got = by_id[vid]
+        if row["expect"] == "ok":
+            assert any(r["keep"] for r in got) and all(r["start_frame"] is not None for r in got)
+            continue
+        assert len(got) == 1, (vid, got)
+        rec = got[0]
+        assert rec["drop_reasons"] == [row["expect"]], (vid, rec["error"])
+        assert rec["error"] and "\n" not in rec["error"] and not rec["keep"]
+    broken = [r for r in records if r["drop_reasons"] == ["bad_metadata"]]
+    assert len(broken) == 1 and "line 4" in broken[0]["error"] and "JSON" in broken[0]["error"]
+    truncated = by_id["truncated"][0]["error"]
+    assert "truncated" in truncated
+    assert bad["merged"]["rejected_by_reason"]["not_video"] == 2
+    assert bad["merged"]["kept"] >= 1
+
+
+def test_tables_in_three_formats_shard_the_same(tmp_path):
+    rows = [{"uri": f"s3://bucket/v/{i:05d}.mp4", "title": f"video {i}", "license": "cc-by"} for i in range(200)]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["uri", "title", "license"])
+        w.writeheader()
+        w.writerows(rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet", row_group_size=50)
+    shards = {}
+    for ext in ("jsonl", "csv", "parquet"):
+        table = inputs.resolve_table(tmp_path / f"t.{ext}")
+        parts = [inputs.shard_rows(table, i, 4) for i in range(4)]
+        assert sorted(r.index for p in parts for r in p) == list(range(200))  # each row in one shard
+        assert all(r.meta["license"] == "cc-by" and r.error is None for p in parts for r in p)
+        shards[ext] = [[r.uri for r in p] for p in parts]
+        assert min(len(p) for p in parts) > 25  # the hash spreads rows
+    assert shards["jsonl"] == shards["csv"] == shards["parquet"]
+    # Stable: a shard's rows depend on the URIs, not on the table's order.
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+    again = [sorted(r.uri for r in inputs.shard_rows(inputs.resolve_table(tmp_path / "r.jsonl"), i, 4)) for i in range(4)]
+    assert again == [sorted(p) for p in shards["jsonl"]]
+
+
+def test_variable_frame_rate_plays_at_the_right_speed(tmp_path):
+    frames = moving_pattern(48)
+    times = [Fraction(i, 24) for i in range(24)] + [1 + Fraction(i, 60) for i in range(24)]
+    write_video(tmp_path / "vfr.mp4", frames, times=times)
+    with VideoReader(tmp_path / "vfr.mp4") as reader:
+        out = list(reader.frames(fps=60))
+    # 1 s at 24 fps then 0.4 s at 60 fps: 84 frames at 60 fps, each source picture held for its duration.
+    assert len(out) == 84
+    dec, _ = read_video(tmp_path / "vfr.mp4")
+    ref = [dec[min(int((k + 0.5) / 60 * 24), 23)] if k < 60 else dec[24 + (k - 60)] for k in range(84)]
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref, strict=True))
+
+
+def test_rotation_ten_bit_and_audio(tmp_path):
+    frames = lavfi_frames("testsrc2", (96, 64), 25, 0.4)
+    write_video(tmp_path / "rot.mp4", frames)
+    set_display_rotation(tmp_path / "rot.mp4", 90)
+    with VideoReader(tmp_path / "rot.mp4") as reader:
+        first = next(iter(reader.frames()))
+    assert first.shape == (96, 64, 3)  # shown portrait
+    clockwise = np.rot90(frames[0], k=-1).astype(int)
+    assert np.abs(first.astype(int) - clockwise).mean() < np.abs(first.astype(int) - np.rot90(frames[0]).astype(int)).mean() / 4
+    write_video(tmp_path / "h10.mp4", frames, codec="libx265", pix_fmt="yuv420p10le", audio=True)
+    with VideoReader(tmp_path / "h10.mp4") as reader:
+        got = np.stack(list(reader.frames()))
+        assert reader.info.bit_depth == 10 and reader.info.audio_streams == 1
+    assert got.shape == frames.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - frames.astype(int)).mean() < 15
+
+
+def test_streaming_cuts_and_clips_equal_whole_video(tmp_path):
+    parts = [lavfi_frames(src, (96, 64), 25, 1.6) for src in ("testsrc2", "mandelbrot", "smptehdbars")]
+    frames = np.concatenate([parts[0], parts[1][:13], parts[2], parts[0][::-1]])
+    write_video(tmp_path / "cuts.mp4", frames)
+    cfg = CurateConfig(**{**CFG, "output_height": 0, "output_width": 0})
+    whole, fps = read_video(tmp_path / "cuts.mp4")
+    cuts = detect_scenes(whole, fps, cfg)
+    assert cuts == [40, 53, 93]  # the planted cuts, exactly
+    expected = [(s, e) for _, s, e, is_clip in split_clips(len(whole), cuts, cfg, with_short=True) if is_clip]
+    from components.curate.video_pass import Timers, stream_video
+
+    got = []
+    with VideoReader(tmp_path / "cuts.mp4") as reader:
+        num, found = stream_video(
+            reader, cfg, 25, lambda sc, s, e, small, out, ok: ok and got.append((s, e, out)), Timers()
+        )
+    assert (num, sorted(found)) == (len(whole), cuts)
+    assert [(s, e) for s, e, _ in got] == expected
+    assert all(np.array_equal(out, whole[s:e]) for s, e, out in got)
