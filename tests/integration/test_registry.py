@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -9,21 +10,20 @@ import uuid
 import mlflow
 import pytest
 
-from t2v.registry import PromotionError, promote, rollback
+from t2v.registry import PromotionError, audit_trail, list_versions, promote, rollback
 
 
-def _version(client, name, run_id, gate, score):
+def _version(client, name, run_id, gate, score, **tags):
     return client.create_model_version(
         name,
         source=f"s3://bucket/{uuid.uuid4().hex}",
         run_id=run_id,
-        tags={"eval.gate": gate, "eval.score_total": str(score)},
-    ).version
+        tags={"eval.gate": gate, "eval.score_total": str(score), **tags},
+    ).version.__str__()
 
 
 @pytest.fixture
-def registry(mlflow_server, monkeypatch):
-    monkeypatch.setenv("CI", "true")
+def registry(mlflow_server):
     mlflow.set_tracking_uri(mlflow_server)
     client = mlflow.MlflowClient()
     name = f"dit-{uuid.uuid4().hex[:6]}"
@@ -33,52 +33,94 @@ def registry(mlflow_server, monkeypatch):
     return client, name, run_id, mlflow_server
 
 
-def test_promote_challenger_then_rollback(registry):
+@pytest.fixture
+def local_registry(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    name = "dit-local"
+    client.create_registered_model(name)
+    experiment = client.create_experiment("reg", artifact_location=(tmp_path / "artifacts").as_uri())
+    return client, name, client.create_run(experiment).info.run_id, uri
+
+
+def t2v(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "t2v_cli", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_server_without_authentication_cannot_promote_whatever_the_caller_claims(registry):
+    """CI=true and a claimed user were all the old check asked for: a server without authentication has no
+    identities, so nobody promotes through it."""
     client, name, run_id, uri = registry
     v1 = _version(client, name, run_id, "passed", 0.7)
     client.set_registered_model_alias(name, "challenger", v1)
-    record = promote(name, tracking_uri=uri, actor="ci-bot")
-    assert record.version == v1 and record.previous_version is None
-    assert client.get_model_version_by_alias(name, "champion").version == v1
-
-    v2 = _version(client, name, run_id, "passed", 0.8)
-    client.set_registered_model_alias(name, "challenger", v2)
-    record = promote(name, tracking_uri=uri, actor="ci-bot")
-    assert record.previous_version == v1
-    champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.version == v2 and champion.tags["t2v.promoted_by"] == "ci-bot"
-    audit = [k for k in client.get_registered_model(name).tags if k.startswith("t2v.audit.")]
-    assert len(audit) >= 1
-
-    back = rollback(name, tracking_uri=uri)
-    assert back.version == v1
-    assert client.get_model_version_by_alias(name, "champion").version == v1
-
-
-def test_promotion_checks(registry):
-    client, name, run_id, uri = registry
-    failed = _version(client, name, run_id, "score 0.1 < gate_min_score 0.5", 0.1)
-    with pytest.raises(PromotionError, match="gate did not pass"):
-        promote(name, version=failed, tracking_uri=uri)
-    good = _version(client, name, run_id, "passed", 0.9)
-    promote(name, version=good, tracking_uri=uri)
-    worse = _version(client, name, run_id, "passed", 0.6)
-    with pytest.raises(PromotionError, match="below the champion"):
-        promote(name, version=worse, tracking_uri=uri)
-    with pytest.raises(PromotionError, match="no version holds the alias"):
-        promote(name, from_alias="nobody", tracking_uri=uri)
-
-
-def test_promote_refuses_outside_ci(registry, monkeypatch):
-    _, name, _, uri = registry
-    monkeypatch.setenv("CI", "")
-    result = subprocess.run(
-        [sys.executable, "-m", "t2v_cli", "promote", "--model", name, "--tracking-uri", uri],
-        capture_output=True,
-        text=True,
-    )
+    with pytest.raises(PromotionError, match="runs without authentication"):
+        promote(name, tracking_uri=uri)
+    result = t2v("promote", "--model", name, "--tracking-uri", uri, "--allow-local", env={"CI": "true", "USER": "ci", "GITHUB_ACTOR": "ci"})
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("Error: promotion runs in CI")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: promote {name}: the tracking server {uri} runs without authentication; "
+        "promotion needs the basic-auth server of charts/mlflow (docs/MLOPS.md)"
+    )
+    with pytest.raises(PromotionError, match="runs without authentication"):
+        rollback(name, tracking_uri=uri, allow_local=True)
+    assert "champion" not in client.get_registered_model(name).aliases
+
+
+def test_a_local_registry_promotes_only_when_told_and_says_nobody_was_authenticated(local_registry, monkeypatch):
+    client, name, run_id, uri = local_registry
+    monkeypatch.setenv("GITHUB_ACTOR", "somebody")
+    v1 = _version(client, name, run_id, "passed", 0.7, **{"eval.champion_version": "none"})
+    with pytest.raises(PromotionError, match="local registry with no identities; pass --allow-local"):
+        promote(name, version=v1, tracking_uri=uri)
+    record = promote(name, version=v1, tracking_uri=uri, allow_local=True)
+    assert record.actor.startswith("local:") and record.authenticated is False
+    v2 = _version(client, name, run_id, "passed", 0.9, **{"eval.champion_version": v1, "eval.champion_score_total": "0.7"})
+    assert promote(name, version=v2, tracking_uri=uri, allow_local=True).from_version == v1
+    # no gate evidence at all (a version made by hand, not by the register stage)
+    bare = str(client.create_model_version(name, source="s3://bucket/bare", run_id=run_id).version)
+    with pytest.raises(PromotionError, match="has no gate evidence"):
+        promote(name, version=bare, tracking_uri=uri, allow_local=True)
+    with pytest.raises(PromotionError, match=f"{name} v{v2} is already the champion"):
+        promote(name, version=v2, tracking_uri=uri, allow_local=True)
+    with pytest.raises(PromotionError, match="there is no version 99"):
+        promote(name, version="99", tracking_uri=uri, allow_local=True)
+    assert rollback(name, tracking_uri=uri, allow_local=True).to_version == v1
+    with pytest.raises(PromotionError, match="no previous champion recorded"):
+        rollback(name, tracking_uri=uri, allow_local=True)
+    assert [r.action for r in audit_trail(uri, name)] == ["promote", "promote", "refuse", "refuse", "rollback"]
+    # a champion moved behind the audit trail's back is flagged by `t2v models`
+    client.set_registered_model_alias(name, "champion", bare)
+    listing = list_versions(uri, name)
+    assert listing["champion"] == bare and listing["champion_audited"] is False
+
+
+def test_a_missing_model_or_alias_is_one_line(local_registry, tmp_path):
+    from click.testing import CliRunner
+
+    from t2v_cli.main import main
+
+    client, name, run_id, uri = local_registry
+    runner = CliRunner()
+    out = str(tmp_path / "v.mp4")
+    result = runner.invoke(main, ["generate", "a red square", "--model", "models:/no-such-model@champion", "--tracking-uri", uri, "--out", out])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"Error: models:/no-such-model@champion: no registered model 'no-such-model' at {uri} "
+        "(`t2v models --model NAME` lists what there is)"
+    )
+    result = runner.invoke(main, ["generate", "a red square", "--model", f"models:/{name}@champion", "--tracking-uri", uri, "--out", out])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(f"no version of {name} holds the alias 'champion' (`t2v models --model {name}` lists the aliases)")
+    result = runner.invoke(main, ["models", "--model", "no-such-model", "--tracking-uri", uri])
+    assert result.exit_code == 1 and result.stderr.strip() == f"Error: no registered model 'no-such-model' at {uri}"
+    # an s3:// checkpoint with no credentials anywhere
+    env = dict.fromkeys(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"))
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    result = runner.invoke(main, ["generate", "a red square", "--model", "s3://t2v-nowhere/ckpt", "--tracking-uri", uri, "--out", out], env=env)
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("Error: s3://t2v-nowhere/ckpt") and "no S3 credentials" in result.stderr
 
 
 def test_alias_lookup_none_only_when_there_is_no_such_alias(registry, monkeypatch):
