@@ -372,8 +372,10 @@ def rollback(
     tracking_uri: str | None = None,
     reason: str | None = None,
     allow_local: bool = False,
+    from_version: str | None = None,
 ) -> AuditRecord:
-    """Point ``alias`` back at the version it replaced (recorded when it was promoted)."""
+    """Point ``alias`` back at the version it replaced (recorded when it was promoted). ``from_version``:
+    refuse unless that version holds ``alias`` now (a rollback undoes what its caller saw)."""
     from mlflow.exceptions import MlflowException
 
     identity = _require_identity(tracking_uri, allow_local, f"rollback {model}")
@@ -382,6 +384,8 @@ def rollback(
         current = _alias_version(client, model, alias)
         if current is None:
             raise PromotionError(f"{model}: no version holds {alias!r}; nothing to roll back")
+        if from_version is not None and str(from_version) != str(current.version):
+            raise PromotionError(f"{model}: {alias} is v{current.version}, not v{from_version}; nothing rolled back")
         previous = (current.tags or {}).get(TAG_PREVIOUS)
         if not previous:
             raise PromotionError(f"{model} v{current.version}: no previous {alias} recorded; nothing to roll back to")

@@ -527,17 +527,21 @@ def promote(
 @main.command()
 @click.option("--model", "model_name", required=True, help="registered model name")
 @click.option("--alias", default="champion", show_default=True)
+@click.option("--from-version", default=None, help="refuse unless this version holds the alias now")
 @click.option("--reason", default=None, help="why (kept in the audit record)")
 @registry_tracking_option
 @profile_option
 @allow_local_option
-def rollback(model_name, alias, reason, tracking_uri, profile, allow_local) -> None:
+def rollback(model_name, alias, from_version, reason, tracking_uri, profile, allow_local) -> None:
     """Move champion back to the version it replaced (an audit record names who, when, why, from and to)."""
     from t2v.registry import PromotionError
     from t2v.registry import rollback as do_rollback
 
     try:
-        record = do_rollback(model_name, alias, _registry_uri(tracking_uri, profile), reason=reason, allow_local=allow_local)
+        record = do_rollback(
+            model_name, alias, _registry_uri(tracking_uri, profile), reason=reason, allow_local=allow_local,
+            from_version=from_version,
+        )
     except PromotionError as exc:
         raise click.ClickException(str(exc)) from None
     _echo_record(record)

@@ -117,6 +117,54 @@ def test_mlflow_production_uses_external_dsn_and_ingress(rendered):
     assert ing["spec"]["rules"][0]["host"] == "mlflow.t2v.example.com" and ing["spec"]["tls"]
 
 
+def test_mlflow_runs_its_basic_auth_app(rendered):
+    """Authentication on: the auth app, its config (the chart's file plus the chart's database), the admin
+    password and Flask key from a Secret, and the Job that creates the identities with the chart's script."""
+    objs = rendered[("mlflow", "default")]
+    c, dep = container(objs, "Deployment", "mlflow", "mlflow")
+    args = c["args"]
+    assert args[args.index("--app-name") + 1] == "basic-auth"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/etc/mlflow-auth/basic_auth.ini"
+    for name, key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-password"), ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "mlflow-auth", "key": key}
+        assert index(objs)[("Secret", "mlflow-auth")]["data"][key]
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "auth-config")
+    ini = index(objs)[("Secret", volume["secret"]["secretName"])]["stringData"]["basic_auth.ini"]
+    shipped = (CHARTS["mlflow"] / "files" / "basic_auth.ini").read_text()
+    assert ini.startswith(shipped.strip().splitlines()[0]) and "default_permission = READ" in ini
+    assert "admin_password" not in ini and "\ndatabase_uri = postgresql+psycopg2://mlflow:" in ini
+    job = index(objs)[("Job", "mlflow-auth-bootstrap")]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    script = index(objs)[("ConfigMap", "mlflow-auth-bootstrap")]["data"]["bootstrap_access.py"]
+    assert script.strip() == (CHARTS["mlflow"] / "files" / "bootstrap_access.py").read_text().strip()
+    boot = job["spec"]["template"]["spec"]["containers"][0]
+    benv = {e["name"]: e for e in boot["env"]}
+    assert benv["T2V_CI_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-ci-credentials", "key": "password"}
+    assert benv["T2V_PIPELINE_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-pipeline-credentials"
+    assert benv["T2V_REGISTERED_MODELS"]["value"] == "step-video-t2v-dit,step-video-t2v-vae"
+    assert benv["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow:80"
+    assert not any("value" in e and "password" in e["name"].lower() for e in boot["env"] + c["env"])
+
+
+def test_mlflow_production_auth_reads_every_secret_it_is_given(rendered):
+    objs = rendered[("mlflow", "production")]
+    c, dep = container(objs, "Deployment", "mlflow", "mlflow")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth"
+    volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "auth-config")
+    assert volume["secret"]["secretName"] == "mlflow-auth-config"
+    job = index(objs)[("Job", "mlflow-auth-bootstrap")]
+    mounts = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert mounts["reviewers"]["secret"]["secretName"] == "mlflow-reviewers"
+    with pytest.raises(helm.HelmError, match="auth.configSecret"):
+        render("mlflow", {**values_for("mlflow", "production"), "auth": {"enabled": True, "ciSecret": "ci"}})
+    off = render("mlflow", {"auth": {"enabled": False}})
+    c, _ = container(off, "Deployment", "mlflow", "mlflow")
+    assert "--app-name" not in c["args"] and not any(k == "Job" for k, _ in index(off))
+
+
 def test_mlflow_external_db_without_secret_fails_clearly():
     with pytest.raises(helm.HelmError, match="backendStore.existingSecret"):
         render("mlflow", {"postgresql": {"enabled": False}})
@@ -130,6 +178,9 @@ def test_mlflow_external_db_without_secret_fails_clearly():
         {"server": {"port": 80}},
         {"postgresql": {"enabled": True, "image": {"repository": "docker.io/bitnami/postgresql"}}},
         {"typoKey": 1},
+        {"auth": {"enabled": "yes"}},
+        {"auth": {"enabled": True, "registeredModels": []}},
+        {"auth": {"enabled": True, "ciSecret": "CI_Secret"}},
     ],
 )
 def test_mlflow_schema_rejects_bad_values(bad):

@@ -123,3 +123,12 @@ def test_promote_is_manual_with_model_and_version_in_production():
     # inputs reach the shell through env, never pasted into the script (script injection)
     assert "${{" not in step["run"]
     assert step["env"]["MLFLOW_TRACKING_PASSWORD"].startswith("${{ secrets.")
+    # the CI identity's credentials for every registry step; a rollback names the version it undoes
+    back = next(s for s in job["steps"] if "t2v rollback" in s.get("run", ""))
+    assert back["if"] == "inputs.action == 'rollback'" and '--from-version "$VERSION"' in back["run"]
+    assert inputs["action"]["options"] == ["promote", "rollback"] and inputs["reason"]["required"]
+    for s in (step, back):
+        assert '--reason "$REASON"' in s["run"] and "${{" not in s["run"]
+        assert s["env"]["MLFLOW_TRACKING_USERNAME"] == "${{ secrets.MLFLOW_CI_USERNAME }}"
+        assert s["env"]["MLFLOW_TRACKING_PASSWORD"] == "${{ secrets.MLFLOW_CI_PASSWORD }}"
+        assert "CI" not in s["env"]  # nothing in the environment decides who may promote

@@ -85,7 +85,9 @@ def test_a_local_registry_promotes_only_when_told_and_says_nobody_was_authentica
         promote(name, version=v2, tracking_uri=uri, allow_local=True)
     with pytest.raises(PromotionError, match="there is no version 99"):
         promote(name, version="99", tracking_uri=uri, allow_local=True)
-    assert rollback(name, tracking_uri=uri, allow_local=True).to_version == v1
+    with pytest.raises(PromotionError, match=f"champion is v{v2}, not v{v1}; nothing rolled back"):
+        rollback(name, tracking_uri=uri, allow_local=True, from_version=v1)
+    assert rollback(name, tracking_uri=uri, allow_local=True, from_version=v2).to_version == v1
     with pytest.raises(PromotionError, match="no previous champion recorded"):
         rollback(name, tracking_uri=uri, allow_local=True)
     assert [r.action for r in audit_trail(uri, name)] == ["promote", "promote", "refuse", "refuse", "rollback"]

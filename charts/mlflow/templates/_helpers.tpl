@@ -62,3 +62,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "mlflow.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/* Secret with the auth app's admin password and Flask secret key. */}}
+{{- define "mlflow.authSecretName" -}}
+{{- default (printf "%s-auth" (include "mlflow.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{/* Secret with the auth config file (basic_auth.ini). */}}
+{{- define "mlflow.authConfigSecretName" -}}
+{{- if .Values.auth.configSecret -}}
+{{- .Values.auth.configSecret -}}
+{{- else if not .Values.backendStore.existingSecret -}}
+{{- printf "%s-auth-config" (include "mlflow.fullname" .) -}}
+{{- else -}}
+{{- fail "auth.enabled with an external database (backendStore.existingSecret) needs auth.configSecret: a Secret with basic_auth.ini (charts/mlflow/files/basic_auth.ini plus database_uri)" -}}
+{{- end -}}
+{{- end -}}
