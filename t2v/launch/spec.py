@@ -173,19 +173,23 @@ class LaunchSpec(BaseModel):
         return {"requests": dict(res), "limits": dict(res)}
 
     def env_list(self) -> list[dict[str, Any]]:
-        """The container's environment. No credential is written in clear: a URI's userinfo is dropped
-        (an MLflow tracking URI's becomes references to :data:`MLFLOW_CREDENTIALS_SECRET`)."""
+        """The container's environment. No credential is written in clear: a URI's userinfo is dropped,
+        and a job that logs to a tracking server gets its MLflow identity from :data:`MLFLOW_CREDENTIALS_SECRET`
+        (optional: a server without authentication needs none)."""
         from t2v.secrets import split_credentials
 
-        refs = dict(self.secret_env)
         out: list[dict[str, Any]] = []
+        implied: dict[str, str] = {}
         for k, v in sorted(self.env.items()):
-            clean, user, password = split_credentials(str(v))
-            if (user or password) and k == "MLFLOW_TRACKING_URI":
-                refs.setdefault("MLFLOW_TRACKING_USERNAME", f"{MLFLOW_CREDENTIALS_SECRET}/username")
-                refs.setdefault("MLFLOW_TRACKING_PASSWORD", f"{MLFLOW_CREDENTIALS_SECRET}/password")
+            clean, _, _ = split_credentials(str(v))
+            if k == "MLFLOW_TRACKING_URI" and clean.startswith(("http://", "https://")):
+                implied = {"MLFLOW_TRACKING_USERNAME": "username", "MLFLOW_TRACKING_PASSWORD": "password"}
             out.append({"name": k, "value": clean})
-        for k, ref in sorted(refs.items()):
+        for k, ref in sorted(self.secret_env.items()):
             secret, _, item = ref.partition("/")
             out.append({"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": item}}})
+        for k, item in implied.items():
+            if k not in self.secret_env and k not in self.env:
+                ref = {"name": MLFLOW_CREDENTIALS_SECRET, "key": item, "optional": True}
+                out.append({"name": k, "valueFrom": {"secretKeyRef": ref}})
         return out
