@@ -263,12 +263,33 @@ def curate_shard(
     ``done-{shard_index:03d}.json``. Returns the summary: videos, rejected (by reason), clips, kept, dropped
     (by reason), seconds per step.
     """
-    from components.curate import inputs
-
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
     out_dir = Path(out_dir)
     caption = get_captioner(captioner)
+    owned: list[Any] = []
+    if models is None:
+        from components.curate.models import ModelScorers
+
+        models = ModelScorers.from_config(cfg)
+        if models is not None:
+            owned.append(models)
+    if cfg.caption_model:
+        from components.curate.models import VlmCaptioner
+
+        caption = VlmCaptioner(cfg.caption_model, cfg)
+        owned.append(caption)
+    try:
+        return _curate_shard(raw_dir, out_dir, cfg, shard_index, num_shards, force, caption, models)
+    finally:
+        for m in owned:
+            m.close()
+
+
+def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, num_shards: int, force: bool,
+                  caption, models) -> dict[str, Any]:
+    from components.curate import inputs
+
     table = inputs.resolve_table(raw_dir, cfg.input_table)
     rows = inputs.shard_rows(table, shard_index, num_shards)
     tag = f"{shard_index:03d}"

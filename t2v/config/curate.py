@@ -83,6 +83,30 @@ class CurateConfig(BaseModel):
         0.95, ge=0.0, le=1.0, description="oversaturated if mean HSV saturation exceeds"
     )
 
+    # --- model-based scores (components.curate.models), run on clips the classical filters kept ---
+    ocr: bool = Field(False, description="burnt-in text by rapidocr's packaged PP-OCRv4 text detector")
+    ocr_frames: int = Field(3, ge=1, le=64, description="frames per clip given to the text detector")
+    ocr_size: int = Field(320, ge=32, le=4096, description="longer side (pixels) the text detector sees")
+    ocr_box_threshold: float = Field(0.5, ge=0.0, le=1.0, description="text detector box score at least")
+    ocr_subtitle_max_area: float = Field(
+        0.004, ge=0.0, le=1.0, description="subtitles if text boxes centred in the bottom band cover more"
+    )
+    ocr_text_max_area: float = Field(0.02, ge=0.0, le=1.0, description="text if text boxes cover more of the frame")
+    nsfw: bool = Field(False, description="NSFW by nudenet's packaged detector")
+    nsfw_frames: int = Field(3, ge=1, le=64, description="frames per clip given to the NSFW detector")
+    nsfw_threshold: float = Field(0.5, ge=0.0, le=1.0, description="nsfw if an exposed-class score exceeds")
+    aesthetic_model: str | None = Field(None, description="CLIP folder + aesthetic_head.safetensors (local or s3://)")
+    aesthetic_min: float = Field(-1e9, description="low_aesthetic if the aesthetic score is below")
+    clip_model: str | None = Field(None, description="transformers CLIP folder for text-video alignment")
+    clip_min_similarity: float = Field(-1.0, ge=-1.0, le=1.0, description="misaligned if CLIP similarity is below")
+    caption_model: str | None = Field(None, description="transformers image-text-to-text folder for captions")
+    caption_short_tokens: int = Field(16, ge=1, le=512)
+    caption_dense_tokens: int = Field(64, ge=1, le=2048)
+    caption_dense_prompt: str = Field("a detailed description of the video:", description="dense caption prompt")
+    flow_model: str | None = Field(None, description="RAFT folder (raft.safetensors + raft.json) for optical flow")
+    raft_motion_min: float = Field(0.0, ge=0.0, le=100.0, description="static if RAFT motion is below (0 = off)")
+    models_on_dropped: bool = Field(False, description="also run the models on clips a classical filter dropped")
+
     # --- near-duplicates and balancing (cross-clip; within a shard and again across shards) ---
     dedup_hash_size: int = Field(8, ge=4, le=32, description="perceptual hash side (bits = side^2)")
     dedup_max_hamming: float = Field(

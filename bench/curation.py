@@ -1,0 +1,237 @@
+"""Curation throughput and memory: the classical curate stack against raw PyAV decoding of the same videos,
+side by side in one run, on one core; and the peak resident memory of curating a 60-second 1080p video.
+
+    .venv/bin/python bench/curation.py [--videos 64] [--repeats 3] [--models]
+    .venv/bin/python bench/curation.py --memory-1080p [--seconds 60]
+    .venv/bin/python bench/curation.py --dedup 10000 100000
+
+Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
+``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
+shard writing) and decoded by plain PyAV (every frame to an RGB array), alternately ``--repeats`` times;
+medians are printed as clips/s per core with their ratio, then each step's share of the curate time
+(``--models`` adds the packaged OCR and NSFW detectors, timed separately). Every library is held to one
+thread (OpenCV, faiss, onnxruntime, torch, the decoder), so the figures are per core.
+
+Memory: a 60 s 1920x1080 H.264 video (FFmpeg's testsrc2 pattern with cuts to mandelbrot and smptehdbars)
+is curated with the production profile's settings in a child process; its peak RSS (``ru_maxrss``) is
+printed, next to that of decoding the same file whole into memory (``t2v.video.read_video``, the old path).
+
+Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip signatures (random hashes with
+1 % planted near-copies) and checks the copies are found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+
+
+def _one_core() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def raw_decode(paths: list[Path]) -> int:
+    import av
+
+    frames = 0
+    for p in paths:
+        try:
+            with av.open(str(p)) as c:
+                st = c.streams.video[0]
+                st.codec_context.thread_count = 1
+                for f in c.decode(st):
+                    f.to_ndarray(format="rgb24")
+                    frames += 1
+        except Exception:  # the world's planted corrupt files
+            continue
+    return frames
+
+
+def throughput(args) -> None:
+    import yaml
+
+    from components.curate.stage import curate_shard
+    from t2v.config import load_curate_config
+    from t2v.world import WorldConfig, generate_raw_videos
+
+    _one_core()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-curate-"))
+    world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
+    world.update(num_raw_videos=args.videos)
+    generate_raw_videos(WorldConfig(**world), tmp / "raw")
+    paths = sorted((tmp / "raw").glob("*.mp4"))
+    cfg = load_curate_config(REPO / "configs/tiny/curate.yaml")
+    models = None
+    if args.models:
+        from components.curate.models import ModelScorers
+
+        models = ModelScorers.from_config(cfg.model_copy(update={"ocr": True, "nsfw": True}), threads=1)
+    curate_s, decode_s, steps, clips = [], [], [], 0
+    for r in range(args.repeats):
+        t0 = time.perf_counter()
+        summary = curate_shard(tmp / "raw", tmp / f"out{r}", cfg, force=True, models=models)
+        curate_s.append(time.perf_counter() - t0)
+        clips = summary["clips"]
+        steps.append(summary["step_seconds"])
+        t0 = time.perf_counter()
+        raw_decode(paths)
+        decode_s.append(time.perf_counter() - t0)
+    c, d = statistics.median(curate_s), statistics.median(decode_s)
+    print(f"{args.videos} world videos, {clips} clips, medians of {args.repeats} interleaved runs, one core")
+    print(f"  classical curate stack : {c:7.2f} s  {clips / c:8.1f} clips/s per core")
+    print(f"  raw PyAV decode (rgb24): {d:7.2f} s  {clips / d:8.1f} clips/s per core")
+    print(f"  ratio (stack / decode throughput): {d / c:.2f}x")
+    names = sorted({k for s in steps for k in s})
+    med = {k: statistics.median(s.get(k, 0.0) for s in steps) for k in names}
+    model_keys = {k for k in names if k.startswith("model:") or k == "models"}
+    print("  share of the curate time per step (classical):")
+    for k in sorted(set(names) - model_keys, key=lambda k: -med[k]):
+        print(f"    {k:14s} {med[k]:7.3f} s  {100 * med[k] / c:5.1f} %")
+    if model_keys:
+        print("  models (separately):")
+        for k in sorted(model_keys, key=lambda k: -med[k]):
+            print(f"    {k:14s} {med[k]:7.3f} s  {100 * med[k] / c:5.1f} %")
+
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
+t0 = time.perf_counter()
+if mode == "curate":
+    from components.curate.stage import curate_shard
+    from t2v.config import load_curate_config
+    cfg = load_curate_config(sys.argv[1] + "/configs/step-video-t2v-30b/curate.yaml")
+    import pathlib
+    table = pathlib.Path(out) / "table.jsonl"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(json.dumps({"uri": path, "title": "1080p"}) + "\n")
+    s = curate_shard(table, pathlib.Path(out) / "out", cfg, force=True)
+    info = {"clips": s["clips"], "kept": s["kept"], "rejected": s["rejected"]}
+else:
+    from t2v.video import read_video
+    frames, fps = read_video(path)
+    info = {"frames": len(frames), "bytes": frames.nbytes}
+info.update(seconds=time.perf_counter() - t0, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(json.dumps(info))
+"""
+
+
+def make_1080p(path: Path, seconds: int) -> None:
+    import av
+
+    fps = 25
+    sources = [("testsrc2", ""), ("mandelbrot", ""), ("smptehdbars", "")]
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = 1920, 1080, "yuv420p"
+        st.options = {"preset": "ultrafast", "crf": "23"}
+        n, part = 0, 0
+        while n < seconds * fps:
+            name, _ = sources[part % 3]
+            g = av.filter.Graph()
+            src = g.add(name, f"size=1920x1080:rate={fps}")
+            fmt = g.add("format", "yuv420p")
+            sink = g.add("buffersink")
+            src.link_to(fmt)
+            fmt.link_to(sink)
+            g.configure()
+            for _ in range(min(8 * fps, seconds * fps - n)):  # an 8 s scene per source
+                f = sink.pull()
+                f.pts = None
+                for p in st.encode(f):
+                    out.mux(p)
+                n += 1
+            part += 1
+        for p in st.encode():
+            out.mux(p)
+
+
+def memory(args) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-1080p-"))
+    video = tmp / "1080p.mp4"
+    t0 = time.perf_counter()
+    make_1080p(video, args.seconds)
+    print(f"wrote {args.seconds} s of 1920x1080 H.264 ({video.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.0f} s")
+    for mode in ("curate", "whole"):
+        if mode == "whole" and not args.whole:
+            continue
+        res = subprocess.run(
+            [sys.executable, "-c", CHILD, str(REPO), mode, str(video), str(tmp / mode)],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        if res.returncode:
+            print(f"{mode}: failed (rc {res.returncode}): {res.stderr.strip().splitlines()[-1:]}")
+            continue
+        print(f"{mode:7s}: " + res.stdout.strip().splitlines()[-1])
+
+
+def dedup_bench(sizes: list[int]) -> None:
+    import numpy as np
+
+    from components.curate.dedup import find_duplicates
+    from t2v.config import CurateConfig
+
+    _one_core() if os.environ.get("BENCH_ONE_CORE") else None
+    cfg = CurateConfig()
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        hashes = rng.random((n, 5, 64)) < 0.5
+        thumbs = rng.integers(-60, 60, (n, 3, 8, 8, 3)).astype(np.int8)
+        src = np.arange(0, n - 1, 100)
+        hashes[src + 1] = hashes[src] ^ (rng.random((len(src), 5, 64)) < 0.05)
+        thumbs[src + 1] = np.clip(thumbs[src].astype(int) + rng.integers(-1, 2, thumbs[src].shape), -128, 127)
+        sigs = list(zip(hashes, thumbs, strict=True))
+        t0 = time.perf_counter()
+        found = find_duplicates(sigs, cfg)
+        dt = time.perf_counter() - t0
+        hit = sum(1 for s in src if found[s + 1] is not None and found[s + 1][0] == s)
+        extra = sum(1 for i, f in enumerate(found) if f is not None) - hit
+        print(f"dedup {n:>7d} clip signatures: {dt:6.2f} s, {hit}/{len(src)} planted copies found, {extra} others")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", action="store_true", help="add the packaged OCR and NSFW detectors")
+    ap.add_argument("--memory-1080p", action="store_true")
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--whole", action="store_true", help="also measure decoding the 1080p file whole")
+    ap.add_argument("--dedup", type=int, nargs="*")
+    args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    if args.memory_1080p:
+        memory(args)
+    elif args.dedup:
+        dedup_bench(args.dedup)
+    else:
+        throughput(args)
+
+
+if __name__ == "__main__":
+    main()
+    sys.stdout.flush()
+    json  # noqa: B018 (kept for the child script's import above)
