@@ -28,6 +28,10 @@ def _metrics(summary: dict[str, Any]) -> dict[str, float]:
     out = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for reason, count in (summary.get("dropped_by_reason") or {}).items():
         out[f"dropped/{reason}"] = float(count)
+    for reason, count in (summary.get("rejected_by_reason") or {}).items():
+        out[f"rejected/{reason}"] = float(count)
+    for step, seconds in (summary.get("step_seconds") or {}).items():
+        out[f"cost_s/{step.replace(':', '_')}"] = float(seconds)
     evaluation = summary.get("evaluation") or {}
     for name, stats in (evaluation.get("filters") or evaluation).items():
         if isinstance(stats, dict):

@@ -115,6 +115,106 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+# Score -> the thresholds drawn on its histogram (config field names).
+THRESHOLDS = {
+    "brightness": ("dark_max_luma",),
+    "sharpness": ("blur_min_sharpness",),
+    "motion": ("motion_min", "motion_max"),
+    "border_fraction": ("border_min_fraction",),
+    "subtitle": ("subtitle_threshold",),
+    "watermark": ("watermark_threshold",),
+    "saturation": ("saturation_max",),
+    "ocr_text_area": ("ocr_text_max_area",),
+    "ocr_subtitle_area": ("ocr_subtitle_max_area",),
+    "nsfw": ("nsfw_threshold",),
+    "aesthetic": ("aesthetic_min",),
+    "clip_similarity": ("clip_min_similarity",),
+    "raft_motion": ("raft_motion_min",),
+}
+
+
+def histogram_png(name: str, values: list[float], thresholds: list[float], kept: list[bool]) -> str:
+    """A histogram of one score over the clips (kept and dropped stacked) with its thresholds drawn, as
+    a base64 PNG without metadata (the same data give the same bytes)."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    arr = np.asarray(values, dtype=float)
+    keep = np.asarray(kept, dtype=bool)
+    lo, hi = float(arr.min()), float(arr.max())
+    for t in thresholds:
+        if np.isfinite(t) and abs(t) < 1e6:
+            lo, hi = min(lo, t), max(hi, t)
+    if hi <= lo:
+        hi = lo + 1.0
+    bins = np.linspace(lo, hi, 31)
+    fig, ax = plt.subplots(figsize=(4.2, 2.4), dpi=80)
+    ax.hist([arr[keep], arr[~keep]], bins=bins, stacked=True, color=["#4a8", "#c66"], label=["kept", "dropped"])
+    for t in thresholds:
+        if np.isfinite(t) and abs(t) < 1e6:
+            ax.axvline(t, color="k", linestyle="--", linewidth=1.2)
+    ax.set_title(name, fontsize=10)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _histograms(clips: list[dict[str, Any]], cfg: CurateConfig) -> list[str]:
+    out = []
+    for name, fields in THRESHOLDS.items():
+        rows = [r for r in clips if isinstance((r.get("scores") or {}).get(name), (int, float))]
+        if not rows:
+            continue
+        values = [float(r["scores"][name]) for r in rows]
+        thresholds = [float(getattr(cfg, f)) for f in fields]
+        png = histogram_png(name, values, thresholds, [bool(r["keep"]) for r in rows])
+        drawn = ", ".join(f"{f} = {getattr(cfg, f)}" for f in fields)
+        out.append(
+            f"<figure style='display:inline-block;margin:4px'><img alt='{html.escape(name)}' "
+            f"src='data:image/png;base64,{png}'><figcaption style='font-size:11px'>{html.escape(drawn)}"
+            "</figcaption></figure>"
+        )
+    return out
+
+
+def _examples(clips: list[dict[str, Any]], thumbs: dict[str, str], per_group: int = 6) -> list[str]:
+    groups: dict[str, list[dict[str, Any]]] = {"kept": [r for r in clips if r["keep"]]}
+    for r in clips:
+        for reason in r["drop_reasons"]:
+            if reason != "too_short":
+                groups.setdefault(reason, []).append(r)
+    out = []
+    for name in ["kept", *sorted(k for k in groups if k != "kept")]:
+        shown = [r for r in groups[name] if thumbs.get(r["clip_id"])][:per_group]
+        if not shown:
+            continue
+        cells = "".join(
+            f"<figure style='display:inline-block;margin:3px;font-size:10px'>"
+            f"<img src='data:image/jpeg;base64,{thumbs[r['clip_id']]}'><figcaption>{html.escape(r['clip_id'])}"
+            "</figcaption></figure>"
+            for r in shown
+        )
+        out.append(f"<h3>{html.escape(name)} ({len(groups[name])})</h3><div>{cells}</div>")
+    return out
+
+
+def _costs(summary: dict[str, Any]) -> str:
+    steps = summary.get("step_seconds") or {}
+    total = sum(steps.values()) or 1.0
+    rows = [[k, round(v, 3), round(100 * v / total, 1)] for k, v in sorted(steps.items(), key=lambda kv: -kv[1])]
+    return _table(["step", "seconds (all shards)", "share %"], rows)
+
+
 def write_report(
     path: Path,
     records: list[dict[str, Any]],
@@ -132,11 +232,11 @@ def write_report(
         "<h1>Curation report</h1>",
         "<h2>Counts</h2>",
         _table(
-            ["videos", "corrupt videos", "clips", "kept", "dropped", "shards"],
+            ["videos", "rejected rows/videos", "clips", "kept", "dropped", "shards"],
             [
                 [
                     summary["videos"],
-                    summary["corrupt"],
+                    summary.get("rejected", summary["corrupt"]),
                     summary["clips"],
                     summary["kept"],
                     summary["dropped"],
@@ -163,6 +263,20 @@ def write_report(
             rows.append([name, v["support"], v["tp"], v["fp"], v["fn"], v["precision"], v["recall"]])
         parts.append(_table(["filter", "planted", "TP", "FP", "FN", "precision", "recall"], rows))
         parts.append(f"<p>Caption agreement with the scene's caption: {ev['caption_agreement']}</p>")
+    rejected = summary.get("rejected_by_reason") or {}
+    if rejected:
+        parts.append("<h2>Rejected rows and videos</h2>")
+        parts.append(_table(["reason", "rows"], [[k, v] for k, v in sorted(rejected.items())]))
+    scored = [r for r in clips if r.get("scores")]
+    if scored:
+        parts.append("<h2>Scores</h2><p>Each score over the clips (kept and dropped), thresholds dashed.</p>")
+        parts.extend(_histograms(scored, cfg))
+    if thumbs:
+        parts.append("<h2>Examples</h2><p>Middle frames of kept clips and of dropped clips per reason.</p>")
+        parts.extend(_examples(scored, thumbs))
+    if summary.get("step_seconds"):
+        parts.append("<h2>Costs</h2><p>Time per step, summed over the shards (models as model:*).</p>")
+        parts.append(_costs(summary))
     parts.append(
         "<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg.model_dump(), indent=1)) + "</pre>"
     )

@@ -111,6 +111,11 @@ def test_manifest_and_outputs(curated):
         assert r["caption"]
     html = (out / "report.html").read_text()
     assert "precision" in html and "black_borders" in html
+    # Histograms with thresholds, example thumbnails per reason, and the cost of each step.
+    assert html.count("data:image/png;base64,") >= 6 and "dark_max_luma = " in html
+    assert "<h3>kept (" in html and "<h3>dark (" in html and html.count("data:image/jpeg;base64,") >= 6
+    assert "<h2>Costs</h2>" in html and "motion" in html
+    assert set(curated["merged"]["step_seconds"]) >= {"decode", "scenes", "motion", "encode", "hashes"}
 
 
 def test_corrupt_files_recorded_with_reason(curated):
@@ -170,12 +175,10 @@ def test_filters_catch_planted_defects(curated):
         assert ev[d]["recall"] == pytest.approx(pr[d][1], abs=1e-3)
         assert ev[d]["precision"] == pytest.approx(pr[d][0], abs=1e-3)
     # Cross-shard near-duplicates are found: at least one duplicate's source lies in the other shard.
-    by_id = {r["clip_id"]: r for r in records}
-    cross = [
-        r
-        for r in records
-        if r.get("duplicate_of") and by_id[r["duplicate_of"]]["video_index"] % 2 != r["video_index"] % 2
-    ]
+    shard_of = {}
+    for p in curated["out"].glob("manifest-[0-9][0-9][0-9].jsonl"):
+        shard_of.update({r["clip_id"]: p.name for r in _read_jsonl(p)})
+    cross = [r for r in records if r.get("duplicate_of") and shard_of[r["duplicate_of"]] != shard_of[r["clip_id"]]]
     assert cross
 
 
@@ -305,3 +308,38 @@ def test_scores_are_pure_functions_of_frames():
     assert filters.border_fraction(boxed) == pytest.approx(12 / 48)
     assert "black_borders" in filters.decide(filters.score_clip(boxed, cfg), cfg)
     assert "dark" in filters.decide(filters.score_clip((frames * 0.1).astype(np.uint8), cfg), cfg)
+
+
+@pytest.mark.parametrize("exact_max", [20_000, 50])  # a flat index, and an IVF index
+def test_dedup_index_finds_planted_copies(exact_max):
+    from components.curate.dedup import find_duplicates
+
+    rng = np.random.default_rng(1)
+    n = 2000
+    hashes = rng.random((n, 5, 64)) < 0.5
+    thumbs = rng.integers(-60, 60, (n, 3, 8, 8, 3)).astype(np.int8)
+    src = np.arange(0, n - 1, 50)
+    hashes[src + 1] = hashes[src] ^ (rng.random((len(src), 5, 64)) < 0.08)  # ~5 bits flipped per hash
+    thumbs[src + 1] = np.clip(thumbs[src].astype(int) + rng.integers(-1, 2, thumbs[src].shape), -128, 127)
+    found = find_duplicates(list(zip(hashes, thumbs, strict=True)), CurateConfig(dedup_exact_max=exact_max))
+    hits = [i for i, f in enumerate(found) if f is not None]
+    assert hits == (src + 1).tolist()
+    assert all(found[i][0] == i - 1 for i in hits)
+
+
+def test_cluster_cap_balances_concepts():
+    from components.curate.dedup import cluster_cap
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(60):  # three looks: 40, 15 and 5 clips
+        look = 0 if i < 40 else 1 if i < 55 else 2
+        thumbs = np.full((3, 8, 8, 3), (-50, 0, 50)[look], np.int8) + rng.integers(-2, 3, (3, 8, 8, 3)).astype(np.int8)
+        records.append({"clip_id": f"c{i:02d}", "keep": True, "drop_reasons": [], "scores": {"sharpness": float(i)},
+                        "thumbs": filters.thumbnails_to_hex(thumbs)})
+    stats = cluster_cap(records, CurateConfig(balance_clusters=3, balance_cluster_cap=10))
+    assert sorted(stats["sizes_before"].values()) == [5, 15, 40]
+    assert sorted(stats["sizes_after"].values()) == [5, 10, 10]
+    assert sum(r["keep"] for r in records) == 25
+    capped = [r for r in records if "cluster_cap" in r["drop_reasons"]]
+    assert all(int(r["clip_id"][1:]) < 45 for r in capped)  # the least sharp of the big looks go
