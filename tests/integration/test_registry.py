@@ -33,13 +33,21 @@ def registry(mlflow_server):
     return client, name, run_id, mlflow_server
 
 
-@pytest.fixture
-def local_registry(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory):
+    """One local sqlite registry for the module (creating its tables takes seconds)."""
+    root = tmp_path_factory.mktemp("local-registry")
+    uri = f"sqlite:///{root}/mlflow.db"
     client = mlflow.MlflowClient(uri)
-    name = "dit-local"
+    experiment = client.create_experiment("reg", artifact_location=(root / "artifacts").as_uri())
+    return client, uri, experiment
+
+
+@pytest.fixture
+def local_registry(local_store):
+    client, uri, experiment = local_store
+    name = f"dit-local-{uuid.uuid4().hex[:6]}"
     client.create_registered_model(name)
-    experiment = client.create_experiment("reg", artifact_location=(tmp_path / "artifacts").as_uri())
     return client, name, client.create_run(experiment).info.run_id, uri
 
 

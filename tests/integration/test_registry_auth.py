@@ -152,8 +152,8 @@ def register(tmp: Path, names: dict, uri: str, evaluation: dict, tracking_uri: s
     cfg = load_config("tiny", [f"registry.dit_model_name={names['dit']}", f"registry.vae_model_name={names['vae']}"])
     tag = uuid.uuid4().hex[:6]
     inputs = {
-        "dit": _manifest(tmp, "dpo", checkpoint_uri=f"s3://t2v-test/{tag}/dit", init_checkpoint_uri="s3://t2v-test/t2v"),
-        "vae": _manifest(tmp, "train-vae", checkpoint_uri=f"s3://t2v-test/{tag}/vae"),
+        "dit": _manifest(tmp, "dpo", checkpoint_uri=(tmp / tag / "dit").as_uri(), init_checkpoint_uri=(tmp / "t2v").as_uri()),
+        "vae": _manifest(tmp, "train-vae", checkpoint_uri=(tmp / tag / "vae").as_uri()),
         "evaluation": _manifest(tmp, "evaluate", summary=evaluation),
         "clips": _manifest(tmp, "curate"),
     }
@@ -307,7 +307,7 @@ def test_register_challenger_promote_refuse_rollback_each_audited(server, models
                    "against champion v1: 0.700", "win rate 0.750", "gate: **passed**"):
         assert needle in card, needle
     vae_card = client.get_model_version(models["vae"], "2").description
-    assert "Video-VAE" in vae_card and "s3://t2v-test/" in vae_card
+    assert "Video-VAE" in vae_card and f"{tmp_path.as_uri()}/" in vae_card
 
 
 def test_an_adapter_names_its_base_model(server, models, monkeypatch, tmp_path):
@@ -316,15 +316,19 @@ def test_an_adapter_names_its_base_model(server, models, monkeypatch, tmp_path):
 
     as_user(monkeypatch, PIPELINE)
     cfg = load_config("tiny", [f"registry.dit_model_name={models['dit']}", f"registry.vae_model_name={models['vae']}"])
+    adapter = tmp_path / "lora" / "adapter"  # peft's layout: adapter_config.json beside the weights
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
     inputs = {
-        "dit": _manifest(tmp_path, "dpo", checkpoint_uri="s3://t2v-test/lora/adapter", base_model=f"models:/{models['dit']}/7"),
-        "vae": _manifest(tmp_path, "train-vae", checkpoint_uri="s3://t2v-test/lora/vae"),
+        "dit": _manifest(tmp_path, "dpo", checkpoint_uri=adapter.as_uri(), base_model=f"models:/{models['dit']}/7"),
+        "vae": _manifest(tmp_path, "train-vae", checkpoint_uri=(tmp_path / "lora" / "vae").as_uri()),
         "evaluation": _manifest(tmp_path, "evaluate", summary=_evaluation(0.7)),
         "clips": _manifest(tmp_path, "curate"),
     }
     run_stage(cfg, "register", "lora-run", server["uri"], tmp_path.as_uri(), None, inputs)
     version = mlflow.MlflowClient(server["uri"]).get_model_version(models["dit"], "1")
     assert version.tags[registry.TAG_BASE_MODEL] == f"models:/{models['dit']}/7"
+    assert version.tags[registry.TAG_ADAPTER] == "lora"
     assert f"a LoRA adapter on **models:/{models['dit']}/7**" in version.description
     assert registry.list_versions(server["uri"], models["dit"])["versions"][0]["base_model"] == f"models:/{models['dit']}/7"
 
@@ -337,8 +341,8 @@ def test_no_credential_in_logs_params_tags_job_files_or_artifacts(server, models
     root = tmp_path / "data"
     tag = uuid.uuid4().hex[:6]
     inputs = {
-        "dit": _manifest(tmp_path, "dpo", checkpoint_uri=f"s3://t2v-test/{tag}/dit"),
-        "vae": _manifest(tmp_path, "train-vae", checkpoint_uri=f"s3://t2v-test/{tag}/vae"),
+        "dit": _manifest(tmp_path, "dpo", checkpoint_uri=(tmp_path / tag / "dit").as_uri()),
+        "vae": _manifest(tmp_path, "train-vae", checkpoint_uri=(tmp_path / tag / "vae").as_uri()),
         "evaluation": _manifest(tmp_path, "evaluate", summary=_evaluation(0.7)),
         "clips": _manifest(tmp_path, "curate"),
     }
