@@ -132,8 +132,10 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add :class:`RedactingFilter` to every handler of ``logger`` (default: the root logger), once."""
-    logger = logger or logging.getLogger()
-    for handler in logger.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    """Add :class:`RedactingFilter` to every handler of ``logger`` (default: the root logger and MLflow's
+    own, which does not propagate), once."""
+    loggers = [logger] if logger is not None else [logging.getLogger(), logging.getLogger("mlflow")]
+    for each in loggers:
+        for handler in each.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
