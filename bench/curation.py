@@ -4,6 +4,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py [--videos 64] [--repeats 3] [--models]
     .venv/bin/python bench/curation.py --memory-1080p [--seconds 60]
     .venv/bin/python bench/curation.py --dedup 10000 100000
+    .venv/bin/python bench/curation.py --external 24
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -23,7 +24,6 @@ Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip sign
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -219,6 +219,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--whole", action="store_true", help="also measure decoding the 1080p file whole")
     ap.add_argument("--dedup", type=int, nargs="*")
+    ap.add_argument("--external", type=int, default=0, help="videos in the lavfi test set (P/R table)")
     args = ap.parse_args()
     import logging
 
@@ -227,11 +228,53 @@ def main() -> None:
         memory(args)
     elif args.dedup:
         dedup_bench(args.dedup)
+    elif args.external:
+        external(args)
     else:
         throughput(args)
 
 
+
+
+def external(args) -> None:
+    """Precision and recall of the scene-cut detector and each filter on the lavfi test set, classical
+    alone and with the packaged OCR detector, next to the synthetic world's."""
+    import yaml
+
+    from components.curate.stage import curate_shard, merge_manifests
+    from t2v.config import load_curate_config
+    from t2v.world import WorldConfig, generate_raw_videos
+    from tests.fixtures.curate_external import build_external_set
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-external-"))
+    build_external_set(tmp / "ext", videos=args.external)
+    world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
+    world.update(num_raw_videos=args.external, corrupt_files=1, seed=0)
+    world.update({f"rate_{d}": 0.1 for d in ("static", "too_fast", "dark", "blurred", "subtitles", "watermark", "black_borders", "duplicate")})
+    generate_raw_videos(WorldConfig(**world), tmp / "world")
+    base = load_curate_config(REPO / "configs/tiny/curate.yaml")
+    runs = {
+        "world": (tmp / "world", base),
+        "external": (tmp / "ext", base.model_copy(update={"output_height": 96, "output_width": 160})),
+        "external+ocr": (tmp / "ext", base.model_copy(update={"output_height": 96, "output_width": 160, "ocr": True})),
+    }
+    table: dict[str, dict] = {}
+    for name, (raw, cfg) in runs.items():
+        out = tmp / f"out-{name}"
+        s = curate_shard(raw, out, cfg, force=True)
+        ev = merge_manifests(out, [s])["evaluation"]
+        table[name] = {**ev["filters"], "scene_cuts": ev["scene_cuts"]}
+    names = ["scene_cuts", *[k for k in table["world"] if k != "scene_cuts"]]
+    print(f"{'':14s}" + "".join(f"{n:>26s}" for n in runs))
+    print(f"{'':14s}" + "".join(f"{'n  precision  recall':>26s}" for _ in runs))
+    for k in names:
+        cells = []
+        for n in runs:
+            v = table[n][k]
+            fmt = lambda x: "  -  " if x is None else f"{x:.2f}"  # noqa: E731
+            cells.append(f"{v['support']:>10d}  {fmt(v['precision']):>7s}  {fmt(v['recall']):>6s}")
+        print(f"{k:14s}" + "".join(f"{c:>26s}" for c in cells))
+
+
 if __name__ == "__main__":
     main()
-    sys.stdout.flush()
-    json  # noqa: B018 (kept for the child script's import above)

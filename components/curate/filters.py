@@ -309,6 +309,45 @@ def thumbnails_from_hex(text: str) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(data), dtype=np.int8).reshape(count, grid, grid, 3)
 
 
+# ------------------------------------------------------------------------------------------------- cuts
+CUT_CONFIRM_WINDOW = 3  # frames looked at on each side of a reported cut
+
+
+def not_a_cut(frames: list[np.ndarray], min_diff: float) -> bool:
+    """Whether a reported cut is a camera flash or a fade, from four analysis frames around it: the one
+    ``CUT_CONFIRM_WINDOW + 1`` before, the ones just before and at the cut, and the one
+    ``CUT_CONFIRM_WINDOW`` after.
+
+    A flash: the frames before and after are alike (mean absolute RGB difference below ``min_diff``, or
+    below a third of the difference at the cut itself).
+    A fade: they are alike once brightness is matched, and the brightness moves gradually (drifting across
+    the window at least as much as it jumps at the cut). A hard cut into a darker or brighter shot jumps
+    at the cut without drifting, and stands."""
+    f0, f1, f2, f3 = (f.astype(np.float32) for f in frames)
+    across = float(np.abs(f0 - f3).mean())
+    if across < max(min_diff, 0.3 * float(np.abs(f1 - f2).mean())):
+        return True  # the shot before and after is the same; only the frames at the cut differ: a flash
+    m0, m1, m2, m3 = (float(f.mean()) for f in (f0, f1, f2, f3))
+    if min(m0, m3) < 2.0:
+        matched = True  # a fade from or to black: only the brightness ramp can tell
+    else:
+        matched = float(np.abs(f0 - f3 * (m0 / m3)).mean()) < min_diff
+    return matched and abs(m1 - m0) + abs(m3 - m2) >= abs(m2 - m1)
+
+
+def confirm_cuts(cuts: list[int], frame_at, num_frames: int, min_diff: float) -> list[int]:
+    """The cuts that are neither a flash nor a fade (:func:`not_a_cut`); ``frame_at(i)`` gives analysis
+    frame ``i``."""
+    if min_diff <= 0:
+        return list(cuts)
+    return [c for c in cuts if not not_a_cut(cut_frames(c, frame_at, num_frames), min_diff)]
+
+
+def cut_frames(c: int, frame_at, num_frames: int) -> list[np.ndarray]:
+    w, last = CUT_CONFIRM_WINDOW, num_frames - 1
+    return [frame_at(min(last, max(0, i))) for i in (c - w - 1, c - 1, c, c + w)]
+
+
 # --------------------------------------------------------------------------------------------- per clip
 def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] | None = None) -> dict[str, Any]:
     """Every score of one clip (a pure function of its frames and the config's analysis settings);

@@ -4,9 +4,10 @@ Two detectors ship inside their wheels and need nothing from the user:
 
 * **burnt-in text** (``ocr``): the PP-OCRv4 text *detector* of ``rapidocr-onnxruntime`` on a few frames of
   the clip (at the output resolution). ``ocr_text_area`` is the share of the frame its boxes cover (median
-  over the frames), ``ocr_subtitle_area`` the share covered by boxes centred in the bottom band. Reasons:
-  ``subtitles`` (bottom-band text above ``ocr_subtitle_max_area``) and ``text`` (any text above
-  ``ocr_text_max_area``).
+  over the frames), ``ocr_subtitle_area`` the share covered by boxes centred in the bottom band,
+  ``ocr_corner_area`` by boxes centred in a corner (a channel logo). Reasons: ``subtitles`` (bottom-band
+  text above ``ocr_subtitle_max_area``), ``watermark`` (corner text above ``ocr_watermark_max_area``) and
+  ``text`` (any text above ``ocr_text_max_area``).
 * **NSFW** (``nsfw``): ``nudenet``'s detector; ``nsfw`` is the highest score of an *exposed* class over the
   sampled frames; reason ``nsfw`` above ``nsfw_threshold``.
 
@@ -87,9 +88,10 @@ class TextDetector:
     def score(self, clip: np.ndarray) -> dict[str, float]:
         _, h, w, _ = clip.shape
         band_top = h * (1.0 - self.cfg.text_band_fraction)
-        areas, bottom = [], []
+        cf = self.cfg.watermark_corner_fraction
+        areas, bottom, corner = [], [], []
         for frame in _frames(clip, self.cfg.ocr_frames):
-            total = sub = 0.0
+            total = sub = logo = 0.0
             for box in self.boxes(frame):
                 x0, y0 = box.min(axis=0)
                 x1, y1 = box.max(axis=0)
@@ -98,9 +100,16 @@ class TextDetector:
                 cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
                 if cy >= band_top and w * 0.2 <= cx <= w * 0.8:
                     sub += area
+                elif (cy <= h * cf or cy >= h * (1 - cf)) and (cx <= w * cf or cx >= w * (1 - cf)):
+                    logo += area
             areas.append(min(total, 1.0))
             bottom.append(min(sub, 1.0))
-        return {"ocr_text_area": round(float(np.median(areas)), 5), "ocr_subtitle_area": round(float(np.median(bottom)), 5)}
+            corner.append(min(logo, 1.0))
+        return {
+            "ocr_text_area": round(float(np.median(areas)), 5),
+            "ocr_subtitle_area": round(float(np.median(bottom)), 5),
+            "ocr_corner_area": round(float(np.median(corner)), 5),
+        }
 
 
 class NsfwDetector:
@@ -315,6 +324,8 @@ class ModelScorers:
         c = self.cfg
         if "ocr_subtitle_area" in scores and scores["ocr_subtitle_area"] > c.ocr_subtitle_max_area:
             new.append("subtitles")
+        if "ocr_corner_area" in scores and scores["ocr_corner_area"] > c.ocr_watermark_max_area:
+            new.append("watermark")
         if "ocr_text_area" in scores and scores["ocr_text_area"] > c.ocr_text_max_area:
             new.append("text")
         if "nsfw" in scores and scores["nsfw"] > c.nsfw_threshold:

@@ -126,6 +126,7 @@ THRESHOLDS = {
     "saturation": ("saturation_max",),
     "ocr_text_area": ("ocr_text_max_area",),
     "ocr_subtitle_area": ("ocr_subtitle_max_area",),
+    "ocr_corner_area": ("ocr_watermark_max_area",),
     "nsfw": ("nsfw_threshold",),
     "aesthetic": ("aesthetic_min",),
     "clip_similarity": ("clip_min_similarity",),

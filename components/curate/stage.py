@@ -133,7 +133,8 @@ def caption_concept(caption: str, spec: dict[str, Any] | None = None) -> str:
 # ------------------------------------------------------------------------------------------------ scenes
 def detect_scenes(frames: np.ndarray, fps: float, cfg: CurateConfig) -> list[int]:
     """Frame indices where a new scene starts (excluding 0), found by PySceneDetect's
-    ``ContentDetector``/``AdaptiveDetector`` fed with the decoded frames (BGR, at analysis size)."""
+    ``ContentDetector``/``AdaptiveDetector`` fed with the decoded frames (BGR, at analysis size), less
+    those that a flash or a fade explains (:func:`components.curate.filters.confirm_cuts`)."""
     from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
     if cfg.scene_detector == "adaptive":
@@ -147,7 +148,8 @@ def detect_scenes(frames: np.ndarray, fps: float, cfg: CurateConfig) -> list[int
         bgr = np.ascontiguousarray(frame[..., ::-1])
         cuts.extend(int(tc.frame_num) for tc in detector.process_frame(FrameTimecode(i, fps=rate), bgr))
     cuts.extend(int(tc.frame_num) for tc in detector.post_process(FrameTimecode(len(small) - 1, fps=rate)))
-    return sorted({c for c in cuts if 0 < c < len(frames)})
+    found = sorted({c for c in cuts if 0 < c < len(frames)})
+    return filters.confirm_cuts(found, lambda i: small[i], len(small), cfg.scene_confirm_min_diff)
 
 
 def split_clips(

@@ -154,6 +154,24 @@ def stream_video(
         release(min(end + trim, end))
 
     frames = reader.frames(fps=fps_out, convert=make_converter(cfg))
+    window = filters.CUT_CONFIRM_WINDOW
+    delay = scenes.delay + window + 1  # a cut is decided once the frames after it are seen
+    keep_history = delay + 2 * window + 4
+    history: dict[int, np.ndarray] = {}  # the latest analysis frames, for confirming cuts
+    pending: list[int] = []
+
+    def decide(upto: int, last: int) -> None:
+        while pending and pending[0] + window <= upto:
+            c = pending.pop(0)
+            around = filters.cut_frames(c, history.__getitem__, last + 1)
+            if cfg.scene_confirm_min_diff > 0 and filters.not_a_cut(around, cfg.scene_confirm_min_diff):
+                continue  # a flash or a fade, not a cut
+            if state["early"] >= 0 and c < state["early"] + trim:  # inside a clip already given
+                log.warning("%s: late cut at frame %d ignored", reader.name, c)
+                continue
+            cuts.append(c)
+            finish_scene(c)
+
     index = -1
     while True:
         with timers.time("decode"):
@@ -164,18 +182,16 @@ def stream_video(
         small, out = item
         buf_small.append(small)
         buf_out.append(out)
+        history[index] = small
+        history.pop(index - keep_history, None)
         with timers.time("scenes"):
             found = scenes.push(small)
         for c in sorted(set(found)):
-            if state["scene_start"] < c <= index:
-                if state["early"] >= 0 and c < state["early"] + trim:  # inside a clip already given
-
-                    log.warning("%s: late cut at frame %d ignored", reader.name, c)
-                    continue
-                cuts.append(c)
-                finish_scene(c)
+            if 0 < c <= index and (not pending or c > pending[-1]) and c > state["scene_start"]:
+                pending.append(c)
+        decide(index, index)
         # A full-length clip is final once no cut can still fall inside it or its trim.
-        while state["next"] + cmax + trim + scenes.delay <= index:
+        while state["next"] + cmax + trim + delay <= index:
             s = state["next"]
             small_c, out_c = take(s, s + cmax)
             on_clip(state["scene"], s, s + cmax, small_c, out_c, True)
@@ -185,9 +201,9 @@ def stream_video(
     with timers.time("scenes"):
         late = scenes.finish()
     for c in sorted(set(late)):
-        if state["scene_start"] < c < num:
-            cuts.append(c)
-            finish_scene(c)
+        if 0 < c < num and (not pending or c > pending[-1]) and c > state["scene_start"]:
+            pending.append(c)
+    decide(num + window, num - 1)
     if num:
         finish_scene(num)
     return num, cuts

@@ -36,6 +36,13 @@ class CurateConfig(BaseModel):
         description="ContentDetector threshold (or AdaptiveDetector adaptive_threshold)",
     )
     scene_min_len: int = Field(6, ge=1, le=100_000, description="minimum scene length in frames")
+    scene_confirm_min_diff: float = Field(
+        12.0,
+        ge=0.0,
+        le=255.0,
+        description="a cut stands if frames 4 before and 3 after differ by at least this (mean RGB, brightness"
+        " matched): flashes and fades are no cuts; 0 = off",
+    )
     scene_trim_frames: int = Field(
         1, ge=0, le=100, description="frames dropped at each end of a scene (cut transitions)"
     )
@@ -90,6 +97,9 @@ class CurateConfig(BaseModel):
     ocr_box_threshold: float = Field(0.5, ge=0.0, le=1.0, description="text detector box score at least")
     ocr_subtitle_max_area: float = Field(
         0.004, ge=0.0, le=1.0, description="subtitles if text boxes centred in the bottom band cover more"
+    )
+    ocr_watermark_max_area: float = Field(
+        0.002, ge=0.0, le=1.0, description="watermark if text boxes centred in a corner cover more"
     )
     ocr_text_max_area: float = Field(0.02, ge=0.0, le=1.0, description="text if text boxes cover more of the frame")
     nsfw: bool = Field(False, description="NSFW by nudenet's packaged detector")
