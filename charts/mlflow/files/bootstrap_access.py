@@ -84,8 +84,25 @@ def _pair(prefix: str) -> tuple[str, str] | None:
     return (user, password) if user and password else None
 
 
+def _wait_for(uri: str, timeout_s: float = 300.0) -> None:
+    """The Job starts with the server's rollout: wait until its /health answers."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+
+
 def main() -> int:
     uri = os.environ["MLFLOW_TRACKING_URI"]
+    _wait_for(uri)
     admin = (os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin"), os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"])
     ci = _pair("T2V_CI")
     if ci is None:
