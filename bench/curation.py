@@ -50,7 +50,8 @@ def _one_core() -> None:
         pass
 
 
-def raw_decode(paths: list[Path]) -> int:
+def raw_decode(paths: list[Path], rgb: bool = True) -> int:
+    """Plain PyAV: every frame decoded and (``rgb``) turned into an RGB array by ``to_ndarray``."""
     import av
 
     frames = 0
@@ -60,7 +61,8 @@ def raw_decode(paths: list[Path]) -> int:
                 st = c.streams.video[0]
                 st.codec_context.thread_count = 1
                 for f in c.decode(st):
-                    f.to_ndarray(format="rgb24")
+                    if rgb:
+                        f.to_ndarray(format="rgb24")
                     frames += 1
         except Exception:  # the world's planted corrupt files
             continue
@@ -86,7 +88,9 @@ def throughput(args) -> None:
         from components.curate.models import ModelScorers
 
         models = ModelScorers.from_config(cfg.model_copy(update={"ocr": True, "nsfw": True}), threads=1)
-    curate_s, decode_s, steps, clips = [], [], [], 0
+    import webdataset  # noqa: F401  (imported once per task: not part of the timed work)
+
+    curate_s, decode_s, bare_s, steps, clips = [], [], [], [], 0
     for r in range(args.repeats):
         t0 = time.perf_counter()
         summary = curate_shard(tmp / "raw", tmp / f"out{r}", cfg, force=True, models=models)
@@ -96,11 +100,15 @@ def throughput(args) -> None:
         t0 = time.perf_counter()
         raw_decode(paths)
         decode_s.append(time.perf_counter() - t0)
-    c, d = statistics.median(curate_s), statistics.median(decode_s)
+        t0 = time.perf_counter()
+        raw_decode(paths, rgb=False)
+        bare_s.append(time.perf_counter() - t0)
+    c, d, b = statistics.median(curate_s), statistics.median(decode_s), statistics.median(bare_s)
     print(f"{args.videos} world videos, {clips} clips, medians of {args.repeats} interleaved runs, one core")
     print(f"  classical curate stack : {c:7.2f} s  {clips / c:8.1f} clips/s per core")
     print(f"  raw PyAV decode (rgb24): {d:7.2f} s  {clips / d:8.1f} clips/s per core")
     print(f"  ratio (stack / decode throughput): {d / c:.2f}x")
+    print(f"  (decode without RGB conversion: {b:.2f} s, {clips / b:.1f} clips/s; ratio to it {b / c:.2f}x)")
     names = sorted({k for s in steps for k in s})
     med = {k: statistics.median(s.get(k, 0.0) for s in steps) for k in names}
     model_keys = {k for k in names if k.startswith("model:") or k == "models"}
@@ -128,6 +136,13 @@ if mode == "curate":
     table.write_text(json.dumps({"uri": path, "title": "1080p"}) + "\n")
     s = curate_shard(table, pathlib.Path(out) / "out", cfg, force=True)
     info = {"clips": s["clips"], "kept": s["kept"], "rejected": s["rejected"]}
+elif mode == "decode":
+    import av
+    with av.open(path) as c:
+        st = c.streams.video[0]
+        st.codec_context.thread_count = 1
+        n = sum(1 for f in c.decode(st) if f.to_ndarray(format="rgb24") is not None)
+    info = {"frames": n}
 else:
     from t2v.video import read_video
     frames, fps = read_video(path)
@@ -173,17 +188,18 @@ def memory(args) -> None:
     t0 = time.perf_counter()
     make_1080p(video, args.seconds)
     print(f"wrote {args.seconds} s of 1920x1080 H.264 ({video.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.0f} s")
-    for mode in ("curate", "whole"):
+    for mode in ("curate", "decode", "whole"):
         if mode == "whole" and not args.whole:
             continue
         res = subprocess.run(
             [sys.executable, "-c", CHILD, str(REPO), mode, str(video), str(tmp / mode)],
             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
+        )  # curate: the production profile (output 544x992, x264 medium); decode: plain PyAV to RGB
         if res.returncode:
             print(f"{mode}: failed (rc {res.returncode}): {res.stderr.strip().splitlines()[-1:]}")
             continue
         print(f"{mode:7s}: " + res.stdout.strip().splitlines()[-1])
+    # whole: t2v.video.read_video of the file (the old path, every frame in memory) needs ~2x 9 GiB here.
 
 
 def dedup_bench(sizes: list[int]) -> None:

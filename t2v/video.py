@@ -214,15 +214,19 @@ def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) ->
     pixels on every machine. Raises :class:`VideoDecodeError` for missing, empty, truncated or garbage
     input, or a video with no decodable frame.
     """
+    import av
+
     container = _open(src)
     frames: list[np.ndarray] = []
     sws = _sws_flags(to_rgb=True)  # the same RGB pixels on every CPU (H.264 decoding itself is bit-exact)
+    reformatter = av.video.reformatter.VideoReformatter()  # one swscale context for all the frames
     try:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
         try:
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24", interpolation=sws))
+                rgb = reformatter.reformat(frame, format="rgb24", interpolation=sws)
+                frames.append(rgb.to_ndarray())
                 if max_frames is not None and len(frames) >= max_frames:
                     break
         except Exception as exc:
@@ -429,22 +433,28 @@ def rotated_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if rotation % 180 else (width, height)
 
 
-def to_rgb(frame, rotation: int = 0, width: int | None = None, height: int | None = None) -> np.ndarray:
+def to_rgb(
+    frame, rotation: int = 0, width: int | None = None, height: int | None = None, reformatter: Any = None
+) -> np.ndarray:
     """An ``av.VideoFrame`` (any pixel format) as RGB ``uint8 [H, W, 3]``, scaled by swscale to
     ``width`` x ``height`` (display orientation; default: the frame's size) with area averaging, then
-    rotated for display. Bit-exact on every CPU (see :func:`_sws_flags`)."""
-    exact = _sws_flags(to_rgb=True)
-    if width is None or height is None:
-        arr = frame.to_ndarray(format="rgb24", interpolation=exact)
-    else:
-        from av.video.reformatter import Interpolation as I
+    rotated for display. Bit-exact on every CPU (see :func:`_sws_flags`). Pass one
+    ``av.video.reformatter.VideoReformatter`` per stream of frames: it keeps its swscale context, which
+    is otherwise set up again for every frame (the bit-exact kernels make that costly)."""
+    import av
+    from av.video.reformatter import Interpolation as I
 
+    if reformatter is None:
+        reformatter = av.video.reformatter.VideoReformatter()
+    if width is None or height is None:
+        w, h = frame.width, frame.height
+    else:
         w, h = (height, width) if rotation % 180 else (width, height)  # the coded orientation
-        if (w, h) == (frame.width, frame.height):
-            arr = frame.to_ndarray(format="rgb24", interpolation=exact)
-        else:
-            flags = int(I.AREA | I.FULL_CHR_H_INT | I.ACCURATE_RND | I.BITEXACT)
-            arr = frame.reformat(width=w, height=h, format="rgb24", interpolation=flags).to_ndarray()
+    if (w, h) == (frame.width, frame.height):
+        flags = _sws_flags(to_rgb=True)
+    else:
+        flags = int(I.AREA | I.FULL_CHR_H_INT | I.ACCURATE_RND | I.BITEXACT)
+    arr = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=flags).to_ndarray()
     if rotation:
         arr = np.ascontiguousarray(np.rot90(arr, k=rotation // 90))
     return arr

@@ -83,15 +83,16 @@ def find_duplicates(signatures: list[Signature | None], cfg: CurateConfig) -> li
     index = _index(keys, cfg)
     dist, nbr = index.search(queries, k)
     limit = cfg.dedup_max_hamming
-    candidates: list[set[int]] = [set() for _ in live]
-    for q, (drow, nrow) in enumerate(zip(dist, nbr, strict=True)):
-        i = owner[q]
-        for dd, j in zip(drow, nrow, strict=True):
-            if 0 <= j < i and dd <= limit + 1e-3:  # an earlier clip with one frame hash close enough
-                candidates[i].add(int(j))
-    for i in range(len(live)):
+    # Candidate pairs (clip, earlier clip with one frame hash close enough), vectorised, in order.
+    mine = np.repeat(owner[:, None], k, axis=1)
+    ok = (nbr >= 0) & (nbr < mine) & (dist <= limit + 1e-3)
+    pairs = np.unique(np.stack([mine[ok], nbr[ok]], axis=1), axis=0) if ok.any() else np.zeros((0, 2), int)
+    candidates: dict[int, list[int]] = {}
+    for i, j in pairs.tolist():
+        candidates.setdefault(i, []).append(j)
+    for i, js in candidates.items():
         h, t = signatures[live[i]]
-        for j in sorted(candidates[i]):
+        for j in js:
             hj, tj = signatures[live[j]]
             dh = filters.hash_distance(h, hj)
             if dh > limit:

@@ -366,7 +366,7 @@ def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] |
     small = resize_frames(frames, cfg.analysis_size)
     picked = small[sample_indices(len(small), cfg.max_analysis_frames)]
     sharp, lap_var = timed("sharpness", sharpness, picked)
-    flow, diff = timed("motion", motion, small, cfg.max_analysis_frames)
+    flow, diff = timed("motion", motion, small, cfg.motion_pairs)
     return {
         "brightness": round(timed("brightness", brightness, picked), 4),
         "sharpness": round(sharp, 5),

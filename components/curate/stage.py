@@ -1,18 +1,22 @@
-"""The curate stage: raw videos -> scored, captioned clips in webdataset shards, with a manifest.
+"""The curate stage: a table of raw videos -> scored, captioned clips in webdataset shards, with a manifest.
 
 Two steps, matching the pipeline's fan-out:
 
-1. :func:`curate_shard` (one per ``ParallelFor`` task) takes the raw videos whose position in
-   ``metadata.jsonl`` is ``shard_index`` modulo ``num_shards``; decodes each (a corrupt file becomes one
-   manifest record with its one-line reason, and the stage goes on), splits it at scene cuts found by
-   PySceneDetect's detector classes, cuts scenes into clips of ``clip_min_frames``..``clip_max_frames``,
-   scores every clip with every filter (:mod:`components.curate.filters`, pixels only), captions it
-   (:func:`caption_clip`), removes near-duplicates within the shard and writes the clips it keeps as H.264
-   mp4 into ``shards/clips-{shard:03d}-{n:04d}.tar`` plus ``manifest-{shard:03d}.jsonl`` (every clip, kept
-   or not, every score, its drop reasons).
+1. :func:`curate_shard` (one per ``ParallelFor`` task) takes the rows of the input table
+   (:mod:`components.curate.inputs`: JSONL, CSV or parquet, streamed) that hash to ``shard_index``; streams
+   each video scene by scene (:mod:`components.curate.video_pass`: memory bounded by the longest clip, not
+   the video), splits it at scene cuts found by PySceneDetect's detector classes (flashes and fades are no
+   cuts), cuts scenes into clips of ``clip_min_frames``..``clip_max_frames``, scores every clip with every
+   classical filter (:mod:`components.curate.filters`, pixels only) and, on the clips those keep, the model
+   scorers the config asks for (:mod:`components.curate.models`), captions it (:func:`caption_clip` or a
+   VLM), removes near-duplicates within the shard (:mod:`components.curate.dedup`) and writes the clips it
+   keeps as H.264 mp4 into ``shards/clips-{shard:03d}-{n:04d}.tar`` plus ``manifest-{shard:03d}.jsonl``
+   (every clip, kept or not, every score, its drop reasons; every row that gave no clip -- a line that is
+   not JSON, a duplicate URI, a missing, empty, garbage, truncated or too short file, an image, audio
+   only, an unknown codec -- as one record with its one-line reason: nothing vanishes).
 2. :func:`merge_manifests` (one task after ``dsl.Collected``) applies the cross-shard steps: near-duplicate
-   removal across shards and the per-concept cap, and writes ``manifest.jsonl``/``manifest.parquet``,
-   ``kept.jsonl``, ``report.html`` and ``summary.json``.
+   removal across shards (a faiss index), the per-concept cap and the per-cluster cap (k-means), and writes
+   ``manifest.jsonl``/``manifest.parquet``, ``kept.jsonl``, ``report.html`` and ``summary.json``.
 
 **Shards are immutable once written.** The cross-shard steps only drop clips that a shard already wrote,
 so instead of rewriting tar files the merge publishes the final selection as ``kept.jsonl`` (clip id,
@@ -20,13 +24,15 @@ shard file, caption): *that file is the training index*, and readers skip shard 
 it (:func:`kept_filter` gives the predicate for ``webdataset``'s ``select``). Re-running the merge never
 touches a shard, so a reader that already opened a shard is never surprised.
 
-Idempotent and atomic: a shard's tars are written into a hidden temporary folder and renamed into place,
-its manifest is written to a temporary name and renamed, and a ``done-{shard:03d}.json`` marker (holding
-the summary and a fingerprint of the config and the shard's inputs) is written last. Re-running a shard
-whose marker matches does no work; a crashed run leaves no tar or manifest where a reader would look.
+Idempotent and atomic: a shard's kept clips are spooled and its tars written into a hidden temporary
+folder and renamed into place, its manifest is written to a temporary name and renamed, and a
+``done-{shard:03d}.json`` marker (holding the summary and a fingerprint of the config, the models and the
+shard's rows) is written last. Re-running a shard whose marker matches does no work; a crashed or killed
+run leaves no tar or manifest where a reader would look, and its rerun writes what one clean run writes.
 Everything is deterministic, so a recomputed shard has the same manifest and the same tar bytes: decoding
-and encoding are bit-exact on every CPU and x264 runs with one thread (:mod:`t2v.video`), and the tars are
-written with a fixed mtime (:func:`t2v.shards.write_tar`) rather than the clock's.
+and colour conversion are bit-exact on every CPU, x264 runs with one thread (:mod:`t2v.video`), the
+indexes are exact or trained with a fixed seed on one thread, and the tars are written with a fixed mtime
+(:func:`t2v.shards.write_tar`) rather than the clock's.
 
 Nothing here reads the world's planted ``defects``; :mod:`components.curate.report` uses them only to
 measure each filter's precision and recall.

@@ -59,6 +59,11 @@ def _analysis_size(w: int, h: int, longer: int) -> tuple[int, int]:
 def make_converter(cfg: CurateConfig) -> Callable:
     """``(av frame, rotation) -> (analysis RGB, output RGB)``, both straight from the decoded frame."""
 
+    import av
+
+    to_out = av.video.reformatter.VideoReformatter()  # one swscale context per output size
+    to_small = av.video.reformatter.VideoReformatter()
+
     def convert(frame, rotation: int):
         dw, dh = rotated_size(frame.width, frame.height, rotation)
         aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
@@ -69,10 +74,11 @@ def make_converter(cfg: CurateConfig) -> Callable:
             y0, x0 = (nh - th) // 2, (nw - tw) // 2
         else:
             nw, nh, y0, x0, th, tw = dw, dh, 0, 0, dh, dw
-        out = to_rgb(frame, rotation, nw, nh)
+        out = to_rgb(frame, rotation, nw, nh, reformatter=to_out)
         if (nh, nw) != (th, tw):
             out = np.ascontiguousarray(out[y0 : y0 + th, x0 : x0 + tw])
-        small = out if (aw, ah) == (nw, nh) and (nh, nw) == (th, tw) else to_rgb(frame, rotation, aw, ah)
+        same = (aw, ah) == (nw, nh) and (nh, nw) == (th, tw)
+        small = out if same else to_rgb(frame, rotation, aw, ah, reformatter=to_small)
         return small, out
 
     return convert

@@ -54,6 +54,7 @@ class CurateConfig(BaseModel):
     # --- scoring ---
     analysis_size: int = Field(128, ge=32, le=2048, description="longer side (pixels) frames are scored at")
     max_analysis_frames: int = Field(16, ge=2, le=1024, description="frames sampled per clip for scoring")
+    motion_pairs: int = Field(8, ge=1, le=1024, description="frame pairs per clip given to Farneback optical flow")
     dark_max_luma: float = Field(40.0, ge=0.0, le=255.0, description="dark if mean luma (0-255) is below")
     blur_min_sharpness: float = Field(
         0.18,
@@ -135,7 +136,7 @@ class CurateConfig(BaseModel):
     dedup_exact_max: int = Field(
         20_000, ge=2, description="an exact (flat) index up to this many clips, an IVF index above"
     )
-    dedup_nprobe: int = Field(16, ge=1, le=4096, description="IVF lists probed per query")
+    dedup_nprobe: int = Field(32, ge=1, le=4096, description="IVF lists probed per query")
     balance_clusters: int = Field(
         0, ge=0, le=1_000_000, description="k-means clusters over clip embeddings for balancing (0 = off)"
     )
