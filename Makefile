@@ -9,7 +9,7 @@ PROFILE ?= tiny
 CONSTRAINTS := constraints/cpu.txt
 PYTEST_ARGS ?=
 
-.PHONY: help env browser demo test test-fast test-release-parity lint compile clean
+.PHONY: help env browser demo test test-fast test-release-parity lint compile ui-review clean
 
 help:
 	@echo "make demo      run the whole pipeline (profile $(PROFILE)) under kfp.local, tracked in MLflow"
@@ -19,6 +19,7 @@ help:
 	@echo "              compare the DiT, VAE and sampler with the released code (fp32, 1e-5)"
 	@echo "make compile   write pipeline.yaml (KFP IR, stamped with the pipeline version)"
 	@echo "make lint      ruff"
+	@echo "make ui-review TRACKING_URI=http://... RUN_ID=<parent run>  screenshots of a run in the MLflow UI"
 
 env: $(VENV)/.installed
 
@@ -58,5 +59,11 @@ lint: env
 compile: env
 	$(BIN)/t2v compile --profile step-video-t2v-30b --out pipeline.yaml
 
+# What a reviewer sees of a pipeline run in the MLflow UI, in headless Chromium: the parent run (description,
+# metrics, child runs, registered versions), a sample's preview and the evaluation report, as screenshots.
+ui-review: env browser
+	@test -n "$(TRACKING_URI)" -a -n "$(RUN_ID)" || { echo "set TRACKING_URI (an MLflow server) and RUN_ID (a pipeline's parent run)"; exit 2; }
+	$(BIN)/python -m tests.ui_review --tracking-uri $(TRACKING_URI) --run-id $(RUN_ID) --out ui-review
+
 clean:
-	rm -rf .runs pipeline.yaml .pytest_cache
+	rm -rf .runs pipeline.yaml .pytest_cache ui-review

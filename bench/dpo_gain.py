@@ -48,16 +48,17 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--start", default="t2v", help="the stage whose DiT DPO starts from (t2v, or t2vi for a model with headroom)")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[1234, 1, 2])
     parser.add_argument("--dpo-seeds", type=int, nargs="+", default=[5, 6])
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra overrides (dpo.beta=...)")
     args = parser.parse_args()
-    t2v_manifest = f"{args.root.rstrip('/')}/{args.run_name}/t2v/manifest.json"
+    t2v_manifest = f"{args.root.rstrip('/')}/{args.run_name}/{args.start}/manifest.json"
 
     def scores(inputs: list[str]) -> list[float]:
         return [stage("evaluate", args, [f"evaluate.seed={s}", *args.overrides], inputs)["summary"]["score_total"] for s in args.eval_seeds]
 
-    table = {"t2v": scores([f"dit={t2v_manifest}"])}
+    table = {args.start: scores([f"dit={t2v_manifest}"])}
     runs, curves = {}, {}
     metrics = Path(args.root.removeprefix("file://"), args.run_name, "dpo", "round-0", "metrics.jsonl")
     for seed in args.dpo_seeds:
@@ -70,9 +71,9 @@ def main() -> None:
     for name, values in table.items():
         print(f"  {name:<12} " + " ".join(f"{v:.3f}" for v in values)
               + f"   mean {statistics.mean(values):.3f}  spread {max(values) - min(values):.3f}")
-    base = statistics.mean(table["t2v"])
-    gains = [statistics.mean(v) - base for k, v in table.items() if k != "t2v"]
-    print(f"mean gain over t2v: {statistics.mean(gains):+.3f} (per DPO seed: {', '.join(f'{g:+.3f}' for g in gains)}); "
+    base = statistics.mean(table[args.start])
+    gains = [statistics.mean(v) - base for k, v in table.items() if k != args.start]
+    print(f"mean gain over {args.start}: {statistics.mean(gains):+.3f} (per DPO seed: {', '.join(f'{g:+.3f}' for g in gains)}); "
           f"largest spread of any model over evaluation seeds: {max(max(v) - min(v) for v in table.values()):.3f}")
     for seed, summary in runs.items():
         print(f"dpo seed {seed}: K={summary['samples_per_prompt']} prompts={summary['prompts']} pairs={summary['pairs']} "

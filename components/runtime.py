@@ -18,6 +18,7 @@ from typing import Any
 from components.framework import catalog
 from components.framework.context import CONTEXT_KEYS, StageContext
 from components.framework.manifests import read_manifest, write_artifact
+from components.framework.skeleton import manifest_as
 from t2v.errors import UserError
 
 
@@ -45,6 +46,13 @@ def _read_input(artifact: Any) -> Any:
     return read_manifest(artifact.path)
 
 
+def _as_kind(manifest: Any, kind: str | None) -> Any:
+    """An input manifest read as the kind the stage declares for it (a stage with views serves several)."""
+    if kind is None or manifest is None or isinstance(manifest, list):
+        return manifest
+    return manifest_as(manifest, kind)
+
+
 def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run ``stage`` for a KFP component body::
 
@@ -66,17 +74,18 @@ def invoke(stage: str, arguments: Mapping[str, Any], outputs: tuple[str, ...] = 
         (inputs if is_artifact or value is None else options)[key] = value
     try:
         ctx = StageContext.from_params(**context)
-        manifests = {name: _read_input(artifact) for name, artifact in inputs.items()}
+        declared = catalog.get(stage).inputs
+        manifests = {name: _as_kind(_read_input(artifact), declared.get(name)) for name, artifact in inputs.items()}
         manifest = catalog.get(stage)(ctx, **manifests, **options)
     except UserError as exc:
         print(f"ERROR [{stage}] {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    for artifact in out_artifacts.values():
+    for name, artifact in out_artifacts.items():
         if getattr(artifact, "schema_title", "") == "system.Metrics":
             # KFP's UI shows a Metrics artifact's scalar metadata: numbers only.
             for key, value in manifest.get("summary", {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     artifact.log_metric(key, float(value))
-        else:
-            write_artifact(artifact, manifest, mirror=tuple(manifest.get("mirror", ())))
+        else:  # a stage serving several kinds writes each output as its kind (skeleton.Stage.views)
+            write_artifact(artifact, manifest_as(manifest, name), mirror=tuple(manifest.get("mirror", ())))
     return manifest

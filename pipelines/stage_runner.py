@@ -12,6 +12,7 @@ from typing import Any
 from components.framework import catalog
 from components.framework.context import StageContext
 from components.framework.manifests import MANIFEST_NAME, read_manifest
+from components.framework.skeleton import manifest_as
 from components.runtime import configure_logging
 from pipelines.runner import open_parent_run, pipeline_version
 from t2v import storage, tracking
@@ -20,21 +21,24 @@ from t2v.errors import StageError
 
 
 def _input_manifest(ctx: StageContext, stage: str, name: str, overrides: dict[str, str]) -> Any:
+    kind = catalog.get(stage).inputs[name]
     if name in overrides:
-        return read_manifest(overrides[name])
-    source = catalog.feeding(stage, name)
-    if source.fan_out_root is not None:  # every task's manifest of a fan-out stage (curate-shard)
-        root = source.fan_out_root(ctx)
-        uris = [u for u in storage.list_uris(root) if u.endswith(MANIFEST_NAME)]
-        if not uris:
-            raise StageError(f"input {name!r}: no manifests under {root}; run stage {source.name!r} first")
-        return [read_manifest(u) for u in uris]
-    uri = storage.join(ctx.stage_uri(source.name), MANIFEST_NAME)
-    if not storage.exists(uri):
-        raise StageError(
-            f"input {name!r}: {uri} does not exist; run stage {source.name!r} first or pass --input {name}=URI"
-        )
-    return read_manifest(uri)
+        return manifest_as(read_manifest(overrides[name]), kind)
+    sources = catalog.candidates(stage, name)
+    for source in sources:  # the nearest earlier stage that ran in this run (a fine-tune has no t2v)
+        if source.fan_out_root is not None:  # every task's manifest of a fan-out stage (curate-shard)
+            root = source.fan_out_root(ctx)
+            uris = [u for u in storage.list_uris(root) if u.endswith(MANIFEST_NAME)]
+            if uris:
+                return [read_manifest(u) for u in uris]
+            continue
+        uri = storage.join(ctx.stage_uri(source.name), MANIFEST_NAME)
+        if storage.exists(uri):
+            return manifest_as(read_manifest(uri), kind)
+    looked = ", ".join(s.name for s in sources)
+    raise StageError(
+        f"input {name!r}: no manifest of {looked} under {ctx.run_root}; run one of them first or pass --input {name}=URI"
+    )
 
 
 def run_stage(

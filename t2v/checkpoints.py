@@ -321,6 +321,10 @@ def tensor_reader(uri: str, weights_name: str = DIT_WEIGHTS) -> Iterator[Any]:
     for a sharded load that never holds the whole state. ``read.names`` lists what the files hold."""
     from safetensors import safe_open
 
+    if weights_name == DIT_WEIGHTS and is_adapter(uri):  # a LoRA adapter reads as its base, merged
+        with merged_reader(read_adapter(uri)) as read:
+            yield read
+        return
     by_name = {DIT_WEIGHTS: DIT_CANDIDATES, VAE_WEIGHTS: VAE_CANDIDATES}
     with checkpoint_folder(uri, by_name.get(weights_name, [("", weights_name)])) as (folder, name):
         handles = [safe_open(str(path), framework="pt") for path in weight_files(folder, name)]
@@ -394,7 +398,10 @@ def _load(uri: str, network: str, device, dtype):
 
 def load_dit(uri: str, device: str = "cpu", dtype=None):
     """A :class:`~model.dit.StepVideoDiT` from a project checkpoint or a released ``transformer/`` folder
-    (or the released model root). ``dtype`` casts after loading (None keeps the stored dtype)."""
+    (or the released model root), or a LoRA adapter folder (its base with the adapter merged in).
+    ``dtype`` casts after loading (None keeps the stored dtype)."""
+    if is_adapter(uri):
+        return load_dit_with_adapter(read_adapter(uri), device, dtype)
     return _load(uri, "dit", device, dtype)
 
 
@@ -483,3 +490,136 @@ def verify(uri: str, network: str, cfg=None) -> CheckpointReport:
     with checkpoint_folder(uri, CANDIDATES[network]) as (folder, name):
         net = meta_network(network, folder, cfg)
         return compare(_shapes_of(net), header_shapes(weight_files(folder, name)))
+
+
+# --------------------------------------------------------------------------------------------------------
+# LoRA adapters, in peft's format
+#
+# An adapter folder is what peft's ``PeftModel.save_pretrained`` writes, plus one file of ours:
+#
+#     <uri>/adapter_config.json        peft's LoraConfig; base_model_name_or_path is the base checkpoint URI
+#     <uri>/adapter_model.safetensors  base_model.model.<module>.lora_A.weight / .lora_B.weight
+#     <uri>/t2v_adapter.json           the base checkpoint URI and, when known, its registered model version
+#
+# so ``PeftModel.from_pretrained(dit, <folder>)`` reads it. Everywhere a DiT checkpoint is read here
+# (:func:`load_dit`, :func:`tensor_reader`) an adapter folder reads as its base with the adapter merged in,
+# one tensor at a time (``W + scale * B @ A``, what peft's ``merge_and_unload`` computes; a test holds the
+# two equal), so a 30B base is never held whole to apply an adapter.
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_LINEAGE = "t2v_adapter.json"
+#: the prefix peft's PeftModel puts before a module's name in an adapter's weights
+PEFT_PREFIX = "base_model.model."
+
+
+def is_adapter(uri: str) -> bool:
+    """Whether ``uri`` is a LoRA adapter folder (rather than a whole DiT checkpoint)."""
+    return bool(uri) and storage.exists(storage.join(uri, ADAPTER_CONFIG))
+
+
+@dataclass
+class Adapter:
+    """A LoRA adapter as read from its folder: ``pairs`` maps a module's name (the release's) to its
+    (lora_A, lora_B) weights; ``scale`` is lora_alpha / r (or / sqrt(r) with rsLoRA)."""
+
+    uri: str
+    base_uri: str
+    config: dict[str, Any]
+    pairs: dict[str, tuple[Any, Any]]
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> float:
+        rank, alpha = int(self.config["r"]), float(self.config["lora_alpha"])
+        return alpha / rank**0.5 if self.config.get("use_rslora") else alpha / rank
+
+    def delta(self, module: str):
+        """``scale * B @ A``: what the adapter adds to ``module``'s weight."""
+        a, b = self.pairs[module]
+        return (b.float() @ a.float()) * self.scale
+
+
+def read_adapter(uri: str) -> Adapter:
+    """The adapter at ``uri``; a :class:`CheckpointError` when it is not a plain LoRA adapter of the DiT
+    this project reads (DoRA, per-module ranks and other peft methods are refused by name)."""
+    from safetensors.torch import load_file
+
+    config = storage.read_json(storage.join(uri, ADAPTER_CONFIG))
+    if config.get("peft_type") != "LORA":
+        raise CheckpointError(f"{uri}: a {config.get('peft_type')} adapter; only LoRA adapters are read")
+    for key in ("use_dora", "rank_pattern", "alpha_pattern"):
+        if config.get(key):
+            raise CheckpointError(f"{uri}: adapter_config.json sets {key}, which this loader does not apply")
+    lineage = storage.read_json(storage.join(uri, ADAPTER_LINEAGE)) if storage.exists(storage.join(uri, ADAPTER_LINEAGE)) else {}
+    base_uri = lineage.get("base_checkpoint_uri") or config.get("base_model_name_or_path")
+    if not base_uri:
+        raise CheckpointError(f"{uri}: the adapter names no base checkpoint (base_model_name_or_path)")
+    with storage.local_file_for(storage.join(uri, ADAPTER_WEIGHTS)) as path:
+        tensors = load_file(str(path))
+    halves: dict[str, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        name = key.removeprefix(PEFT_PREFIX)
+        for half in ("lora_A", "lora_B"):
+            marker = f".{half}."
+            if marker in name:
+                halves.setdefault(name.split(marker)[0], {})[half] = tensor
+    broken = sorted(m for m, h in halves.items() if set(h) != {"lora_A", "lora_B"})
+    if broken or not halves:
+        raise CheckpointError(f"{uri}: {ADAPTER_WEIGHTS} holds no complete lora_A/lora_B pairs {broken[:3]}")
+    pairs = {m: (h["lora_A"], h["lora_B"]) for m, h in sorted(halves.items())}
+    return Adapter(uri, base_uri, config, pairs, lineage)
+
+
+def write_adapter(
+    uri: str, config: dict[str, Any], pairs: dict[str, tuple[Any, Any]], lineage: dict[str, Any]
+) -> dict[str, Any]:
+    """Write an adapter folder (peft's two files and ours); returns manifest file entries by file name.
+    ``config`` is a peft ``LoraConfig.to_dict()``; ``pairs`` maps module names to (lora_A, lora_B)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for module, (a, b) in pairs.items():
+        tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a.detach().contiguous().cpu()
+        tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = b.detach().contiguous().cpu()
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    with tempfile.TemporaryDirectory(prefix="t2v-adapter-") as tmp:
+        tmp = Path(tmp)
+        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        (tmp / ADAPTER_LINEAGE).write_text(json.dumps(lineage, indent=2, sort_keys=True, default=str))
+        return dict(sorted(storage.upload_files(tmp, [ADAPTER_WEIGHTS, ADAPTER_CONFIG, ADAPTER_LINEAGE], uri).items()))
+
+
+def _base_of(adapter: Adapter) -> str:
+    if is_adapter(adapter.base_uri):
+        raise CheckpointError(f"{adapter.uri}: its base {adapter.base_uri} is itself an adapter; merge that one first")
+    return adapter.base_uri
+
+
+@contextmanager
+def merged_reader(adapter: Adapter) -> Iterator[Any]:
+    """``read(name)`` over the adapter's base with the adapter merged into the weights it adapts."""
+    with tensor_reader(_base_of(adapter)) as base:
+        unknown = sorted(m for m in adapter.pairs if f"{m}.weight" not in base.names)
+        if unknown:
+            raise CheckpointError(f"{adapter.uri}: adapts modules its base {adapter.base_uri} lacks: {unknown[:5]}")
+        targets = {f"{m}.weight": m for m in adapter.pairs}
+
+        def read(key: str):
+            tensor = base(key)
+            if key in targets:
+                tensor = (tensor.float() + adapter.delta(targets[key])).to(tensor.dtype)
+            return tensor
+
+        read.names = base.names
+        yield read
+
+
+def load_dit_with_adapter(adapter: Adapter, device: str = "cpu", dtype=None):
+    """The adapter's base DiT with the adapter merged in (a plain :class:`~model.dit.StepVideoDiT`)."""
+    with checkpoint_folder(_base_of(adapter), DIT_CANDIDATES) as (folder, _name):
+        net = meta_network("dit", folder)
+    with merged_reader(adapter) as read:
+        state = {name: read(name) for name in read.names}
+    return assign_state(net, state, f"{adapter.uri} (dit + adapter)", device, dtype)

@@ -28,6 +28,8 @@ class ResolvedModel:
     vae_uri: str | None = None
     clip_uri: str | None = None
     llm_uri: str | None = None
+    version: str | None = None  # "<name>/<version>" when the reference is a registered model version
+    vae_version: str | None = None
 
 
 def _parse(ref: str) -> tuple[str, str | None, str | None]:
@@ -85,7 +87,10 @@ def resolve(ref: str, tracking_uri: str | None = None) -> ResolvedModel:
     if tags.get(TAG_VAE_MODEL):
         vae = _registry_version(client, f"models:/{tags[TAG_VAE_MODEL]}")
         vae_uri = (vae.tags or {}).get(TAG_CHECKPOINT)
-    return ResolvedModel(tags[TAG_CHECKPOINT], vae_uri, tags.get(TAG_CLIP), tags.get(TAG_LLM))
+    return ResolvedModel(
+        tags[TAG_CHECKPOINT], vae_uri, tags.get(TAG_CLIP), tags.get(TAG_LLM),
+        version=f"{version.name}/{version.version}", vae_version=tags.get(TAG_VAE_MODEL) or None,
+    )
 
 
 def conditioning(encoders, prompts: list[str]) -> dict[str, np.ndarray]:

@@ -96,13 +96,23 @@ def _mlflow(tracking_uri: str):
     return mlflow
 
 
+#: the MLflow UI opens an experiment in its model-training view (runs, metrics, models), not the GenAI one
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
     mlflow = _mlflow(tracking_uri)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    if experiment is None:
+        experiment_id = client.create_experiment(
+            name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    else:
+        experiment_id = experiment.experiment_id
+        if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):  # one made before the tag, or by hand
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment_id
 
 
 def start_parent_run(
@@ -126,6 +136,63 @@ def start_parent_run(
         for start in range(0, len(items), 100):
             client.log_batch(run.info.run_id, params=items[start : start + 100])
     return run.info.run_id
+
+
+def log_to_parent(
+    tracking_uri: str, parent_run_id: str, metrics: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None
+) -> None:
+    """A stage's headline figures on the pipeline's parent run, where a reviewer lands (None values are
+    left out)."""
+    if not parent_run_id:
+        return
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    client = _mlflow(tracking_uri).MlflowClient()
+    client.log_batch(
+        parent_run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None],
+    )
+
+
+#: the parent run's headline metrics (what stages log with :func:`log_to_parent`) and how the note names them
+HEADLINE_METRICS = {
+    "eval/score": "score (challenger)",
+    "eval/start_score": "score before its last stage",
+    "eval/champion_score": "champion's score, same prompts and seeds",
+    "eval/win_rate_vs_champion": "win rate against the champion",
+    "eval/untrained_score": "untrained DiT (floor)",
+    "eval/vae_ceiling": "VAE round trip of the true videos (ceiling)",
+    "dpo/reward_after": "DPO reward on its training prompts, after",
+}
+TAG_NOTE = "mlflow.note.content"  # the run's description in the MLflow UI
+
+
+def parent_description(run, state: str) -> str:
+    """The parent run's description (Markdown): the job, its state, the gate decision, the headline
+    scores, the model versions it registered (linked) and where the report is."""
+    tags, metrics = run.data.tags, run.data.metrics
+    job = tags.get("t2v.pipeline", "pretrain")
+    lines = [f"**{job}** pipeline run `{tags.get(TAG_RUN_NAME, run.info.run_name)}`: {state} "
+             f"(pipeline version {tags.get(TAG_PIPELINE_VERSION, '?')}, git {tags.get(TAG_GIT_SHA, '?')[:12]})", ""]
+    if tags.get("t2v.gate"):
+        lines += [f"Gate: **{tags['t2v.gate']}**", ""]
+    rows = [(label, metrics[key]) for key, label in HEADLINE_METRICS.items() if key in metrics]
+    if rows:
+        lines += ["| | |", "|---|---|", *(f"| {label} | {value:.3f} |" for label, value in rows), ""]
+    versions = [v for v in tags.get("t2v.model_versions", "").split(",") if v]
+    if versions:
+        links = []
+        for version in versions:
+            name, _, number = version.rpartition("/")
+            links.append(f"[{name} v{number}](#/models/{name}/versions/{number})")
+        lines += ["Registered: " + ", ".join(links), ""]
+    if tags.get("t2v.eval_report"):
+        lines += [f"Evaluation report: Artifacts → `{tags['t2v.eval_report']}`; samples: Artifacts → `samples/`", ""]
+    return "\n".join(lines).strip() + "\n"
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
@@ -183,7 +250,7 @@ def stage_run(
         mlflow.end_run(status="FINISHED")
 
 
-def log_video_sample(frames, name: str, fps: int = 25, artifact_path: str = "samples") -> None:
+def log_video_sample(frames, name: str, fps: int = 25, artifact_path: str = "samples", run_id: str | None = None) -> None:
     """Log a video to the active run as H.264 mp4 plus a GIF and a PNG frame strip (the UI's video
     preview has regressed before; the GIF/PNG always show). Small videos are enlarged for viewing."""
     import tempfile
@@ -193,7 +260,7 @@ def log_video_sample(frames, name: str, fps: int = 25, artifact_path: str = "sam
 
     from t2v.video import frames_strip_png, write_gif, write_mp4
 
-    factor = -(-128 // frames.shape[1])  # previews at least 128 px tall (nearest-neighbour, pixels stay honest)
+    factor = -(-256 // frames.shape[1])  # previews at least 256 px tall (nearest-neighbour, pixels stay honest)
     if factor > 1:
         frames = np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
     with tempfile.TemporaryDirectory(prefix="t2v-sample-") as tmp:
@@ -201,4 +268,7 @@ def log_video_sample(frames, name: str, fps: int = 25, artifact_path: str = "sam
         write_mp4(base.with_suffix(".mp4"), frames, fps=fps)
         write_gif(base.with_suffix(".gif"), frames, fps=fps)
         base.with_suffix(".png").write_bytes(frames_strip_png(frames))
-        mlflow.log_artifacts(tmp, artifact_path=artifact_path)
+        if run_id:  # another run than the active one (the pipeline's parent run)
+            mlflow.MlflowClient().log_artifacts(run_id, tmp, artifact_path=artifact_path)
+        else:
+            mlflow.log_artifacts(tmp, artifact_path=artifact_path)

@@ -63,6 +63,11 @@ profile_option = click.option(
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE", help="override a config value"
 )
+JOBS = ("pretrain", "finetune", "curation", "evaluate")  # pipelines.pipeline.PIPELINES (a test keeps them equal)
+pipeline_option = click.option(
+    "--pipeline", "job", type=click.Choice(JOBS), default="pretrain", show_default=True,
+    help="which job's pipeline: pretrain (the whole chain), finetune (from base_model.uri), curation, evaluate",
+)
 
 
 @click.group(help=__doc__.split("\n\n")[0])
@@ -91,14 +96,15 @@ def main(verbose: bool) -> None:
 @click.option(
     "--summary-json", type=click.Path(dir_okay=False), default=None, help="also write the summary here"
 )
-def run(local_, profile, overrides, run_name, tracking_uri, root, summary_json) -> None:
-    """Run the whole pipeline locally (kfp.local, subprocess runner) and print what to open."""
+@pipeline_option
+def run(local_, profile, overrides, run_name, tracking_uri, root, summary_json, job) -> None:
+    """Run a job's pipeline locally (kfp.local, subprocess runner) and print what to open."""
     from pipelines.runner import run_local
 
     cfg = _config(profile, overrides)
     tracking_uri = _tracking(tracking_uri)
     try:
-        result = run_local(cfg, run_name=run_name, tracking_uri=tracking_uri, root=root)
+        result = run_local(cfg, run_name=run_name, tracking_uri=tracking_uri, root=root, job=job)
     except RuntimeError as exc:
         raise click.ClickException(f"pipeline failed: {exc}") from None
     summary = _run_summary(result)
@@ -111,7 +117,17 @@ def _run_summary(result) -> dict:
     evaluation = result.manifests.get("evaluate", {}).get("summary", {})
     registered = result.manifests.get("register", {}).get("summary", {})
     curate = result.manifests.get("curate", {}).get("summary", {})
+    base = result.manifests.get("base-model", {}).get("summary", {})
+    try:
+        import mlflow
+
+        experiment_id = mlflow.MlflowClient(result.tracking_uri).get_run(result.parent_run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - the summary stays printable when the server has gone
+        experiment_id = None
+    finetune = result.manifests.get("finetune", {}).get("summary", {})
     return {
+        "pipeline": result.job,
+        "experiment_id": experiment_id,
         "run_name": result.run_name,
         "parent_run_id": result.parent_run_id,
         "tracking_uri": result.tracking_uri,
@@ -120,9 +136,12 @@ def _run_summary(result) -> dict:
         "wall_seconds": round(result.seconds, 1),
         "curate": {k: curate.get(k) for k in ("videos", "clips", "kept")},
         "vae_eval_psnr": result.manifests.get("train-vae", {}).get("summary", {}).get("eval_psnr"),
+        "base_model": {k: base.get(k) for k in ("reference", "version")} if base else None,
+        "finetune": {k: finetune.get(k) for k in ("final_loss", "trainable_parameters", "parameters", "train_seconds")}
+        if finetune else None,
         "losses": {
             s: result.manifests.get(s, {}).get("summary", {}).get("final_loss")
-            for s in ("t2i", "t2vi", "t2v")
+            for s in ("t2i", "t2vi", "t2v", "finetune") if s in result.manifests
         },
         "evaluation": {
             "score_total": evaluation.get("score_total"),
@@ -138,31 +157,51 @@ def _run_summary(result) -> dict:
     }
 
 
+def run_page_url(tracking_uri: str, experiment_id: str | None, run_id: str) -> str | None:
+    """The parent run's page in the MLflow UI, in its model-training view (a local store: where
+    ``mlflow ui`` serves it by default)."""
+    if not experiment_id:
+        return None
+    from t2v.secrets import strip_credentials
+
+    base = strip_credentials(tracking_uri).rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
 def _print_summary(summary: dict) -> None:
     ev = summary["evaluation"]
     reg = summary["registered"]
     uri = summary["tracking_uri"]
     ui = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else f"open {uri}"
+    page = run_page_url(uri, summary.get("experiment_id"), summary["parent_run_id"])
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    base, finetune = summary.get("base_model"), summary.get("finetune")
     lines = [
         "",
-        f"Pipeline run {summary['run_name']} finished in {summary['wall_seconds']:.0f} s (version {summary['pipeline_version']}).",
-        f"  curated clips: {summary['curate'].get('kept')} kept of {summary['curate'].get('clips')} from {summary['curate'].get('videos')} videos",
-        f"  VAE reconstruction PSNR: {fmt(summary['vae_eval_psnr'])} dB",
-        "  final losses: " + ", ".join(f"{k} {fmt(v)}" for k, v in summary["losses"].items()),
-        f"  checker score (held-out prompts): trained {fmt(ev['score_total'])}"
-        + (f" vs {fmt(ev['start_score_total'])} before its last stage" if ev.get("start_score_total") is not None else "")
-        + f" vs untrained {fmt(ev['untrained_score_total'])} (VAE round trip of the true videos: {fmt(ev['vae_ceiling_total'])})",
+        f"Pipeline run {summary['run_name']} ({summary.get('pipeline', 'pretrain')}) finished in "
+        f"{summary['wall_seconds']:.0f} s (version {summary['pipeline_version']}).",
+        *([f"  curated clips: {summary['curate'].get('kept')} kept of {summary['curate'].get('clips')} from "
+           f"{summary['curate'].get('videos')} videos"] if summary["curate"].get("clips") is not None else []),
+        *([f"  base model: {base['reference']}" + (f" ({base['version']})" if base.get("version") else "")] if base else []),
+        *([f"  VAE reconstruction PSNR: {fmt(summary['vae_eval_psnr'])} dB"] if summary["vae_eval_psnr"] is not None else []),
+        *(["  final losses: " + ", ".join(f"{k} {fmt(v)}" for k, v in summary["losses"].items())] if summary["losses"] else []),
+        *([f"  fine-tune: {finetune['trainable_parameters']} of {finetune['parameters']} parameters trained"]
+          if finetune and finetune.get("trainable_parameters") else []),
+        *([f"  checker score (held-out prompts): trained {fmt(ev['score_total'])}"
+           + (f" vs {fmt(ev['start_score_total'])} before its last stage" if ev.get("start_score_total") is not None else "")
+           + f" vs untrained {fmt(ev['untrained_score_total'])} (VAE round trip of the true videos: {fmt(ev['vae_ceiling_total'])})"]
+          if ev.get("score_total") is not None else []),
         *([f"  dpo: {summary['dpo']['pairs']} preference pairs; checker reward on its training prompts "
            f"{fmt(summary['dpo']['reward_before'])} -> {fmt(summary['dpo']['reward_after'])}"] if summary["dpo"].get("pairs") else []),
-        f"  gate: {ev['gate']}",
-        f"  registered: {reg.get('dit_model')} v{reg.get('dit_version')}, {reg.get('vae_model')} v{reg.get('vae_version')}"
-        + (f" (aliases: {', '.join(reg.get('aliases') or [])})" if reg.get("aliases") else ""),
+        *([f"  gate: {ev['gate']}"] if ev.get("gate") else []),
+        *([f"  registered: {reg.get('dit_model')} v{reg.get('dit_version')}, {reg.get('vae_model')} v{reg.get('vae_version')}"
+           + (f" (aliases: {', '.join(reg.get('aliases') or [])})" if reg.get("aliases") else "")] if reg else []),
         "",
         "Open the MLflow UI:",
         f"  {ui}",
-        f"  then the experiment's run '{summary['run_name']}' (id {summary['parent_run_id']}) and its child runs,",
-        f"  and Models -> {reg.get('dit_model')} version {reg.get('dit_version')}.",
+        *([f"  the run's page: {page}"] if page else []),
+        f"  then the experiment's run '{summary['run_name']}' (id {summary['parent_run_id']}) and its child runs"
+        + (f",\n  and Models -> {reg.get('dit_model')} version {reg.get('dit_version')}." if reg else "."),
         f"Data and manifests: {summary['run_root']}",
     ]
     click.echo("\n".join(lines))
@@ -172,13 +211,15 @@ def _print_summary(summary: dict) -> None:
 @profile_option
 @set_option
 @click.option("--out", default="pipeline.yaml", show_default=True, type=click.Path(dir_okay=False))
-def compile_(profile, overrides, out) -> None:
-    """Compile the pipeline to KFP IR YAML, stamped with the pipeline version."""
+@pipeline_option
+def compile_(profile, overrides, out, job) -> None:
+    """Compile a job's pipeline to KFP IR YAML, stamped with the pipeline version."""
     from pipelines.runner import compile_pipeline
 
-    stamped = compile_pipeline(_config(profile, overrides), out)
+    stamped = compile_pipeline(_config(profile, overrides), out, job)
     click.echo(
-        f"wrote {stamped['path']} (pipeline version {stamped['pipeline_version']}, profile {stamped['profile']})"
+        f"wrote {stamped['path']} ({stamped['pipeline_name']}, pipeline version {stamped['pipeline_version']}, "
+        f"profile {stamped['profile']})"
     )
 
 
@@ -192,16 +233,34 @@ def compile_(profile, overrides, out) -> None:
 @click.option("--package", default="pipeline.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--run-name", default=None)
 @click.option("--upload-only", is_flag=True, help="only upload the pipeline version")
-def submit(profile, overrides, host, tracking_uri, package, run_name, upload_only) -> None:
-    """Upload a pipeline version to a KFP host and start a run (with its MLflow parent run)."""
+@click.option("--experiment", default="step-video-t2v", show_default=True, help="KFP experiment of the run")
+@click.option("--ui-host", envvar="KFP_UI_HOST", default=None, help="KFP UI address for the links (default: --host)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@pipeline_option
+def submit(profile, overrides, host, tracking_uri, package, run_name, upload_only, experiment, ui_host, as_json, job) -> None:
+    """Upload the pipeline and a version named by the pipeline version (reused when already there) to a
+    KFP host, and start a run in EXPERIMENT with its MLflow parent run; prints the run's URL."""
+    from pipelines.kfp_submit import SubmitError
     from pipelines.runner import submit as submit_
 
+    tracking_uri = _tracking(tracking_uri)
     if not upload_only and not tracking_uri:
         raise click.UsageError("--tracking-uri (or MLFLOW_TRACKING_URI) is needed to start a run")
-    out = submit_(
-        _config(profile, overrides), host, package, tracking_uri, run_name=run_name, upload_only=upload_only
-    )
-    click.echo(json.dumps(out, indent=2))
+    try:
+        out = submit_(
+            _config(profile, overrides), host, package, tracking_uri, run_name=run_name, upload_only=upload_only,
+            experiment=experiment, job=job, ui_host=ui_host,
+        )
+    except SubmitError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    how = "reused" if out["version_reused"] else "uploaded"
+    click.echo(f"pipeline {out['pipeline_name']} version {out['pipeline_version']} ({how}): {out['pipeline_url']}")
+    if not upload_only:
+        click.echo(f"run {out['run_name']} in experiment {out['experiment']} (MLflow parent run {out['parent_run_id']}):")
+        click.echo(f"  {out['run_url']}")
 
 
 @main.command()
@@ -409,7 +468,8 @@ def model_summary(profile, overrides, as_json) -> None:
 @main.command()
 @profile_option
 @set_option
-@click.option("--stage", "stages", multiple=True, type=click.Choice(["t2i", "t2vi", "t2v"]), help="default: all three")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["t2i", "t2vi", "t2v", "finetune", "dpo"]),
+              help="default: t2i, t2vi and t2v")
 @click.option("--gpu", default=None, help="accelerator (default: cluster.gpu_type): h100-80gb, h200-141gb, a100-80gb, a100-40gb, l40s-48gb")
 @click.option("--gpus", type=int, default=None, help="GPUs in all (default: the stage's num_nodes x nproc_per_node)")
 @click.option("--frames", type=int, default=None, help="clip frames to plan for (default: encode.num_frames)")
@@ -426,6 +486,8 @@ def plan(profile, overrides, stages, gpu, gpus, frames, resolution, mfu) -> None
         raise click.BadParameter(f"{gpu!r}; choose one of {', '.join(ACCELERATORS)}", param_hint="--gpu")
     failed = []
     for stage in stages or ("t2i", "t2vi", "t2v"):
+        if getattr(config, stage) is None:
+            raise click.ClickException(f"{stage}: the profile {config.profile} has no {stage} section")
         try:
             result = plan_stage(config, stage, gpu, gpus, frames, resolution, mfu)
         except ValueError as exc:

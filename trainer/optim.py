@@ -9,8 +9,8 @@ from torch import nn
 
 
 def build_optimizer(model: nn.Module, stage_cfg) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(
-        model.parameters(), lr=stage_cfg.lr, betas=stage_cfg.betas, weight_decay=stage_cfg.weight_decay
+    return torch.optim.AdamW(  # the trainable weights only (LoRA freezes the base)
+        [p for p in model.parameters() if p.requires_grad], lr=stage_cfg.lr, betas=stage_cfg.betas, weight_decay=stage_cfg.weight_decay
     )
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from model.flops import training_flops
+from trainer.lora import lora_parameters
 
 GIB = 2**30
 
@@ -162,11 +163,14 @@ def plan_stage(
     plan = Plan(stage, device, world, layout, tokens, -(-tokens // sp), stage_cfg.batch_size * replicate * shard * stage_cfg.grad_accum_steps, mfu=mfu)
     if tokens % sp:
         plan.problems.append(f"sequence_parallel={sp} does not divide the {tokens:,} tokens per sample")
-    plan.memory["parameters"] = 4 * total // param_shards
-    plan.memory["gradients"] = 4 * total // grad_shards
-    plan.memory["optimizer"] = 8 * total // optim_shards
+    # LoRA: the frozen base has no gradients or optimizer state; only the adapters train
+    trainable = total if stage_cfg.lora is None else lora_parameters(config.dit, stage_cfg.lora)
+    adapters = 0 if stage_cfg.lora is None else trainable
+    plan.memory["parameters"] = 4 * (total + adapters) // param_shards
+    plan.memory["gradients"] = 4 * trainable // grad_shards
+    plan.memory["optimizer"] = 8 * trainable // optim_shards
     if stage_cfg.ema_decay > 0:
-        plan.memory["ema"] = 4 * total // param_shards
+        plan.memory["ema"] = 4 * trainable // param_shards
     if fsdp or zero == 3:
         plan.memory["gathered"] = (2 * block + root) * compute_bytes + 4 * block
     dpo = stage_cfg.objective == "flow_dpo"  # a frozen reference, and both videos of each pair in one forward

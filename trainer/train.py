@@ -40,6 +40,7 @@ from t2v.progress import Progress
 from t2v.shards import IndexedLatents, load_latents, load_negative
 from trainer.checkpoint import CheckpointManager
 from trainer.data import LatentBatches, ReadAhead, mixed_seed, select_samples
+from trainer.lora import lora_settings_of
 from trainer.metrics import StepMetrics, TrainLogger, held_bytes
 from trainer.objectives import OBJECTIVES
 from trainer.optim import EMA, build_lr_scheduler, build_optimizer
@@ -75,6 +76,13 @@ class Trainer:
         backend = self.cfg.parallel.data_parallel
         self.fsdp = self.world.distributed and backend == "fsdp"
         self.zero = None  # the DeepSpeed engine (trainer.deepspeed_zero) with data_parallel: deepspeed
+        # LoRA: the frozen base is the init checkpoint, or the base of the adapter it names (a stage that
+        # goes on training an adapter starts from its weights)
+        init_uri = job.get("init_checkpoint_uri")
+        self.start_adapter = checkpoints.read_adapter(init_uri) if init_uri and checkpoints.is_adapter(init_uri) else None
+        if self.start_adapter is not None and self.cfg.lora is None:  # an adapter goes on training as one
+            self.cfg = self.cfg.model_copy(update={"lora": lora_settings_of(self.start_adapter)})
+        self.base_uri = self.start_adapter.base_uri if self.start_adapter else init_uri
         if backend == "deepspeed":
             from trainer import deepspeed_zero
 
@@ -127,6 +135,19 @@ class Trainer:
             return dit, model
         with torch.device("meta"):
             dit = StepVideoDiT(self.config.dit, attention_backend=self.cfg.attention_backend)
+        if self.cfg.lora is not None:
+            from trainer.lora import apply_lora, trainable_parameters
+
+            adapted = apply_lora(dit, self.cfg.lora)
+            if self.start_adapter is not None and sorted(self.start_adapter.pairs) != adapted:
+                raise StageError(
+                    f"{self.stage}: the adapter at {self.start_adapter.uri} adapts other modules than lora.target_modules "
+                    f"({len(self.start_adapter.pairs)} against {len(adapted)})"
+                )
+            if self.world.rank == 0:
+                trainable, total = trainable_parameters(dit)
+                log.info("%s: LoRA rank %d on %d modules: %d of %d parameters train (%.2f%%)", self.stage,
+                         self.cfg.lora.rank, len(adapted), trainable, total, 100.0 * trainable / total)
         if self.fsdp:  # shard first, so no rank ever materialises the whole network
             model = parallelize_dit(dit, self.world, self.cfg)
             dit.to_empty(device=self.world.device)
@@ -154,28 +175,41 @@ class Trainer:
         if self.fsdp:
             apply_fsdp(reference, self.world, self.cfg.precision, self.cfg.parallel.reshard_after_forward)
         reference.to_empty(device=self.world.device)
-        self._fill(reference)
+        self._fill(reference, adapted=False)
         reference.requires_grad_(False)
         return reference.eval()
 
-    def _fill(self, dit) -> None:
+    def _fill(self, dit, adapted: bool = True) -> None:  # noqa: C901 - one tensor loop, three sources
         """Initial weights, one tensor at a time: read from the init checkpoint (memory-mapped
-        safetensors) or drawn by :func:`model.dit.initial_value`, then scattered to this rank's shard."""
+        safetensors; an adapter folder reads merged into its base) or drawn by
+        :func:`model.dit.initial_value`, then scattered to this rank's shard. With LoRA (``adapted``) the
+        base weights come from the base checkpoint and the adapters from the adapter trained on, or
+        start as peft starts them."""
         from model.dit import initial_value
+        from trainer.lora import adapter_slot, base_name, initial_adapter_value
 
-        init_uri = self.job.get("init_checkpoint_uri")
+        lora = self.cfg.lora is not None and adapted
+        init_uri = self.base_uri if lora else self.job.get("init_checkpoint_uri")
         modules = dict(dit.named_modules())
         with checkpoints.tensor_reader(init_uri) if init_uri else contextlib.nullcontext() as read:
             if read is not None:
-                expected = sorted(clean_name(n) for n, _ in dit.named_parameters())
+                expected = sorted(base_name(clean_name(n)) for n, _ in dit.named_parameters() if adapter_slot(n) is None)
                 if read.names != expected:
                     missing = sorted(set(expected) - set(read.names))[:5]
                     extra = sorted(set(read.names) - set(expected))[:5]
                     raise StageError(f"{init_uri}: does not fit dit (missing {missing}, unexpected {extra})")
             for name, param in dit.named_parameters():
                 module_name, _, param_name = name.rpartition(".")
-                released = clean_name(name)
-                if read is not None:
+                released = base_name(clean_name(name))
+                slot = adapter_slot(released) if lora else None
+                if slot is not None:
+                    module, half = slot
+                    if self.start_adapter is not None:
+                        full = self.start_adapter.pairs[module][0 if half == "lora_A" else 1]
+                    else:
+                        generator = torch.Generator().manual_seed(mixed_seed(self.cfg.seed, zlib.crc32(released.encode())))
+                        full = initial_adapter_value(half, param.shape, generator)
+                elif read is not None:
                     full = read(released)
                 else:
                     generator = torch.Generator().manual_seed(mixed_seed(self.cfg.seed, zlib.crc32(released.encode())))
@@ -192,7 +226,10 @@ class Trainer:
                 else:
                     _copy_full_into(param, full)
         if self.world.rank == 0:
-            log.info("%s: %s", self.stage, f"weights from {init_uri}" if init_uri else "weights initialised from the seed")
+            where = f"weights from {init_uri}" if init_uri else "weights initialised from the seed"
+            if lora:
+                where += f"; adapters from {self.start_adapter.uri}" if self.start_adapter else "; new adapters"
+            log.info("%s: %s", self.stage, where)
 
     def build_data(self) -> LatentBatches | ReadAhead:
         """Latents read on demand through the encode stage's shard index (memory bounded whatever the
@@ -412,6 +449,9 @@ class Trainer:
                 yield name, (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().float().cpu()
 
         result = {"stage": self.stage, **self.logger.result(self.data, self.step)}
+        from trainer.lora import trainable_parameters
+
+        result["trainable_parameters"], result["parameters"] = trainable_parameters(self.dit)
         held = self.zero.held_bytes() if self.zero is not None else held_bytes(self.dit, self.optimizer)
         if self.world.distributed:
             every: list[Any] = [None] * self.world.size
@@ -420,6 +460,8 @@ class Trainer:
             every = [held]
         result["bytes_per_rank"] = every
         result["memory"] = {"base_bytes": self.base_memory, "peak_bytes": _memory_peak(self.world.device)}
+        if self.cfg.lora is not None:
+            return self._export_adapter(result, source)
         if self.world.rank == 0:
             state = {"stage": self.stage, "step": self.step, "init": self.job.get("init_checkpoint_uri"), "ema": self.ema is not None}
             entries = checkpoints.save_tensors(
@@ -431,6 +473,31 @@ class Trainer:
         else:
             for _ in gathered():
                 pass
+        self.world.barrier()
+        return result
+
+
+    def _export_adapter(self, result: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+        """The adapters (the EMA's when on) in peft's format, gathered on every rank, written on rank 0."""
+        from trainer.lora import adapter_lineage, adapter_slot, peft_config
+
+        pairs: dict[str, list[Any]] = {}
+        for name, _ in self.dit.named_parameters():
+            slot = adapter_slot(clean_name(name))
+            if slot is None:
+                continue
+            tensor = source[clean_name(name)]
+            full = (tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor).detach().float().cpu()
+            pairs.setdefault(slot[0], [None, None])[0 if slot[1] == "lora_A" else 1] = full
+        if self.world.rank == 0:
+            config = peft_config(self.cfg.lora, self.base_uri).to_dict()
+            lineage = adapter_lineage(self.stage, self.step, self.base_uri, self.job)
+            entries = checkpoints.write_adapter(
+                self.job["checkpoint_uri"], config, {m: (a, b) for m, (a, b) in pairs.items()}, lineage
+            )
+            result["files"] = {f"checkpoint/{k}": v for k, v in entries.items()}
+            result["adapter"] = {"base_checkpoint_uri": self.base_uri, "rank": self.cfg.lora.rank, "modules": len(pairs)}
+            storage.write_json(self.job["result_uri"], result)
         self.world.barrier()
         return result
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from components.framework.skeleton import Stage, StageOutput, StageRun
 from components.framework.training import run_trainer
-from t2v import checkpoints, storage
+from t2v import checkpoints, storage, tracking
 from t2v.errors import StageError
 from t2v.progress import Progress
 from t2v.shards import (
@@ -224,6 +224,11 @@ def pairs_from_labels(labels_uri: str) -> list[PreferencePair]:
     return out
 
 
+def _lineage(dit: dict[str, Any]) -> dict[str, Any]:
+    """What the DPO checkpoint's manifest carries on from its input's: a fine-tune's base model."""
+    return {"base_model": dit["base_model"]} if dit.get("base_model") else {}
+
+
 def _dpo(run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[str, Any]) -> StageOutput:
     import mlflow
 
@@ -236,10 +241,12 @@ def _dpo(run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[
         return StageOutput(
             files=dit.get("files", {}),
             summary={"skipped": "no dpo section in the profile"},
-            extra={"checkpoint_uri": dit["checkpoint_uri"], "init_checkpoint_uri": dit["checkpoint_uri"]},
+            extra={"checkpoint_uri": dit["checkpoint_uri"], "init_checkpoint_uri": dit["checkpoint_uri"],
+                   **_lineage(dit)},
         )
     start = time.monotonic()
     init_uri = cfg.init_from or dit["checkpoint_uri"]
+    base_model = dit.get("base_model")  # a fine-tune's lineage (its adapter names the base version)
     negative = load_negative(latents)
     mlflow.log_params({
         "dpo.samples_per_prompt": cfg.samples_per_prompt, "dpo.beta": cfg.beta, "dpo.reward": cfg.reward,
@@ -251,13 +258,15 @@ def _dpo(run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[
         if not pairs:
             raise StageError(f"dpo: {cfg.labels_uri} has no pair with a majority for a or b")
         folder = storage.join(run.uri, "round-0")
-        result = run_trainer(run, STAGE, write_pair_set(pairs, negative, folder), init_uri, name=f"{ctx.run_name}-dpo-r0", folder=folder)
+        result = run_trainer(run, STAGE, write_pair_set(pairs, negative, folder), init_uri, name=f"{ctx.run_name}-dpo-r0",
+                             folder=folder, base_model=base_model)
         summary = {"rounds": [{"round": 0, "pairs": len(pairs), "final_loss": result["final_loss"], "first_loss": result["first_loss"]}],
                    "pairs": len(pairs), "reward": "labels", "labels_uri": cfg.labels_uri, "beta": cfg.beta,
                    "seconds": round(time.monotonic() - start, 1)}
         log.info("dpo: %d labelled pairs from %s", len(pairs), cfg.labels_uri)
         return StageOutput(files=result["files"], summary=summary,
-                           extra={"checkpoint_uri": result["checkpoint_uri"], "init_checkpoint_uri": init_uri}, mirror=("pairs",))
+                           extra={"checkpoint_uri": result["checkpoint_uri"], "init_checkpoint_uri": init_uri, **_lineage(dit)},
+                           mirror=("pairs",))
 
     prompts = training_prompts(latents, cfg.num_prompts, cfg.seed)
     autoencoder = checkpoints.load_vae(vae["checkpoint_uri"])
@@ -293,7 +302,7 @@ def _dpo(run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[
             )
         log.info("dpo round %d: %d prompts x %d candidates, reward %.3f, %d pairs", r, len(prompts), cfg.samples_per_prompt, rewards.mean(), len(indices))
         pair_set = write_pair_set(pairs_from_candidates(indices, candidates, prompts, rewards), negative, folder)
-        result = run_trainer(run, STAGE, pair_set, policy_uri, name=f"{ctx.run_name}-dpo-r{r}", folder=folder)
+        result = run_trainer(run, STAGE, pair_set, policy_uri, name=f"{ctx.run_name}-dpo-r{r}", folder=folder, base_model=base_model)
         rounds.append({"round": r, "reward_mean": float(rewards.mean()), "pairs": len(indices),
                        "final_loss": result["final_loss"], "first_loss": result["first_loss"]})
         policy_uri, files = result["checkpoint_uri"], result["files"]
@@ -315,11 +324,13 @@ def _dpo(run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[
         "seconds": round(time.monotonic() - start, 1),
     }
     mlflow.log_metrics({"dpo/reward_before": summary["reward_before"], "dpo/reward_after": reward_after})
+    tracking.log_to_parent(ctx.tracking_uri, ctx.parent_run_id, metrics={
+        "dpo/reward_before": summary["reward_before"], "dpo/reward_after": reward_after, "dpo/pairs": summary["pairs"]})
     log.info("dpo: reward %.3f -> %.3f on the training prompts (round 0's seeds)", summary["reward_before"], reward_after)
     return StageOutput(
         files=files,
         summary=summary,
-        extra={"checkpoint_uri": policy_uri, "init_checkpoint_uri": init_uri},
+        extra={"checkpoint_uri": policy_uri, "init_checkpoint_uri": init_uri, **_lineage(dit)},
         mirror=("reward_before", "reward_after", "pairs"),
     )
 

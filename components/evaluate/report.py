@@ -9,6 +9,7 @@ of videos (challenger beside champion, same prompt and seed) and the per-prompt 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
 
@@ -94,3 +95,19 @@ def render(summary: dict[str, Any], rows: list[dict[str, Any]], models: list[str
 def _mean(values: list[Any]) -> float | None:
     numbers = [float(v) for v in values if v is not None]
     return sum(numbers) / len(numbers) if numbers else None
+
+
+def self_contained(page: str, folder: Path) -> str:
+    """The page with every image it links under ``folder`` embedded as a data: URI, for the MLflow UI,
+    whose artifact view shows an HTML file without the files beside it."""
+    import base64
+    import re
+
+    def embed(match: re.Match) -> str:
+        path = folder / html.unescape(match.group(1))
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"src='data:image/gif;base64,{data}'"
+
+    return re.sub(r"src='([^':]+\.gif)'", embed, page)

@@ -209,6 +209,13 @@ def _evaluate(
     summary["gate_notes"] = decision.notes
     mlflow.log_metric("gate_passed", float(decision.passed))
     mlflow.set_tag("t2v.gate", decision.reason)
+    tracking.log_to_parent(ctx.tracking_uri, ctx.parent_run_id, metrics={
+        "eval/score": summary["score_total"], "eval/start_score": summary.get("start_score_total"),
+        "eval/champion_score": summary["champion_score_total"] if "champion" in results else None,
+        "eval/win_rate_vs_champion": (summary.get("champion_comparison") or {}).get("win_rate"),
+        "eval/untrained_score": summary.get("untrained_score_total"), "eval/vae_ceiling": summary.get("vae_ceiling_total"),
+        "eval/gate_passed": float(decision.passed),
+    }, tags={"t2v.gate": decision.reason, "t2v.eval_run_id": run.run_id, "t2v.eval_report": "evaluation/report.html"})
 
     rows = []
     for i, prompt in enumerate(prompts):
@@ -219,6 +226,9 @@ def _evaluate(
     mlflow.log_table({"prompt": [r["prompt"] for r in rows], **_columns(rows)}, artifact_file="eval/per_prompt.json")
     for i in range(min(cfg.num_sample_videos, len(prompts))):
         tracking.log_video_sample(results["challenger"]["videos"][i], f"sample-{i:02d}", artifact_path="samples")
+    if ctx.parent_run_id and prompts:  # the first one on the pipeline's run too, where a reviewer lands
+        tracking.log_video_sample(results["challenger"]["videos"][0], "sample-00", fps=ctx.config.world.fps,
+                                  artifact_path="samples", run_id=ctx.parent_run_id)
     files = _write_outputs(run, ctx, cfg, summary, rows, results, categories, prompts)
     summary["seconds"] = round(time.monotonic() - start, 1)
     log.info("evaluate: %s %s vs untrained %s, champion %s; gate %s", score_metric, summary["score_total"],
@@ -266,7 +276,15 @@ def _write_outputs(run, ctx, cfg, summary, rows, results, categories, prompts) -
         names = [str(f.relative_to(tmp)) for f in sorted(tmp.rglob("*")) if f.is_file()]
         files = storage.upload_files(tmp, names, run.uri)
         mlflow.log_artifacts(str(tmp / "report"), "eval/report")
-    mlflow.set_tag("t2v.eval_report", "eval/report/index.html")
+        # one self-contained page (its GIFs inline) for the MLflow UI, here and on the parent run
+        inline = tmp / "inline" / "report.html"
+        inline.parent.mkdir()
+        inline.write_text(report.self_contained(page, tmp / "report"), encoding="utf-8")
+        mlflow.log_artifact(str(inline), "eval")
+        if ctx.parent_run_id:
+            client = mlflow.MlflowClient()
+            client.log_artifact(ctx.parent_run_id, str(inline), "evaluation")
+    mlflow.set_tag("t2v.eval_report", "eval/report.html")
     return {"report/index.html": files["report/index.html"], "per_prompt.json": files["per_prompt.json"],
             **{k: v for k, v in files.items() if k.startswith("vbench/")}}
 

@@ -21,7 +21,8 @@ STAGE_MODULES = (
     "components.curate.component_stage",  # curate-shard (fan-out), curate (merge)
     "components.train_vae.stage",
     "components.encode.stage",
-    "components.train_dit.stage",  # t2i, t2vi, t2v
+    "components.base_model.stage",  # the model a fine-tune or an evaluation starts from
+    "components.train_dit.stage",  # t2i, t2vi, t2v, finetune
     "components.dpo.stage",  # Video-DPO (passes the t2v checkpoint through without a dpo section)
     "components.evaluate.stage",
     "components.register.stage",
@@ -52,16 +53,24 @@ def get(name: str) -> Stage:
 
 
 def producing(kind: str) -> tuple[str, ...]:
-    """The stages whose output is of ``kind`` (``dit``: the training cascade t2i, t2vi, t2v, then dpo)."""
-    return tuple(name for name, stage in stages().items() if stage.output == kind)
+    """The stages whose manifest serves ``kind`` (as their output or one of their views)."""
+    return tuple(name for name, stage in stages().items() if stage.serves(kind))
 
 
-def feeding(name: str, input_name: str) -> Stage:
-    """The stage that feeds input ``input_name`` of stage ``name`` when it runs alone: the nearest
-    earlier stage producing that input's kind."""
-    order = names()
+def candidates(name: str, input_name: str, among: tuple[str, ...] | None = None) -> list[Stage]:
+    """The stages that can feed input ``input_name`` of stage ``name``: those before it (in ``among``, a
+    pipeline's stages; default every stage) whose manifest serves the input's kind, nearest first."""
+    order = tuple(among) if among is not None else names()
+    if name not in order:
+        raise ValueError(f"stage {name!r} is not among {', '.join(order)}")
     kind = get(name).inputs[input_name]
-    earlier = [s for s in order[: order.index(name)] if stages()[s].output == kind]
+    earlier = [stages()[s] for s in order[: order.index(name)] if stages()[s].serves(kind)]
     if not earlier:
         raise ValueError(f"no stage before {name!r} produces {kind!r} (input {input_name!r})")
-    return stages()[earlier[-1]]
+    return earlier[::-1]
+
+
+def feeding(name: str, input_name: str, among: tuple[str, ...] | None = None) -> Stage:
+    """The stage that feeds input ``input_name`` of stage ``name`` in a pipeline of the stages ``among``:
+    the nearest earlier one serving that input's kind."""
+    return candidates(name, input_name, among)[0]

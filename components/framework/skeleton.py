@@ -37,6 +37,7 @@ class StageOutput:
     summary: Mapping[str, Any]
     extra: Mapping[str, Any] = field(default_factory=dict)
     mirror: tuple[str, ...] = ()
+    views: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,7 +61,10 @@ class Stage:
       the child run's params);
     * ``body(run, **inputs, **options)`` -> :class:`StageOutput`;
     * ``instance(ctx, **options)`` -> (child run name, manifest folder), for a stage that fans out into
-      several tasks; ``fan_out_root(ctx)`` is the folder holding those tasks' manifest folders.
+      several tasks; ``fan_out_root(ctx)`` is the folder holding those tasks' manifest folders;
+    * ``views``: further kinds one manifest serves (``base-model`` is a ``dit``, a ``vae`` and the text
+      encoders' ``raw``): the body's :attr:`StageOutput.views` gives, per kind, the fields that differ
+      (each view's ``checkpoint_uri``), and :func:`manifest_as` reads the manifest as that kind.
     """
 
     name: str
@@ -71,6 +75,10 @@ class Stage:
     optional_inputs: tuple[str, ...] = ()
     instance: Callable[..., tuple[str, str]] | None = None
     fan_out_root: Callable[[StageContext], str] | None = None
+    views: tuple[str, ...] = ()
+
+    def serves(self, kind: str) -> bool:
+        return kind == self.output or kind in self.views
 
     def __call__(self, ctx: StageContext, **arguments: Any) -> dict[str, Any]:
         return run_stage(self, ctx, arguments)
@@ -96,8 +104,17 @@ def run_stage(stage: Stage, ctx: StageContext, arguments: Mapping[str, Any]) -> 
         run = StageRun(ctx, name, where, child.info.run_id)
         output = stage.body(run, **inputs, **options)
         extra = {**output.extra, **({"mirror": list(output.mirror)} if output.mirror else {})}
+        if output.views:
+            extra["views"] = {kind: dict(fields) for kind, fields in output.views.items()}
         manifest = write_manifest(
             ctx, name, where, fingerprint_, inputs, run.run_id, output.files, output.summary, extra
         )
         mlflow.log_dict(manifest, MANIFEST_NAME)  # the hand-off manifest is one of the child run's artifacts
         return manifest
+
+
+def manifest_as(manifest: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """``manifest`` read as an input of ``kind``: its fields with the view of that kind laid over them
+    (a manifest without views is every kind it is read as)."""
+    view = (manifest.get("views") or {}).get(kind) or {}
+    return {**manifest, **view}

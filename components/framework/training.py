@@ -53,12 +53,14 @@ def train_state_uri(run_uri: str, config, stage: str, init_uri: str | None, late
 
 
 def run_trainer(
-    run: StageRun, stage: str, latents: dict[str, Any], init_uri: str | None, name: str | None = None, folder: str | None = None
+    run: StageRun, stage: str, latents: dict[str, Any], init_uri: str | None, name: str | None = None, folder: str | None = None,
+    base_model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``<stage>`` of the run's config on ``latents`` from ``init_uri``; returns the trainer's
     result (its ``files`` are the exported checkpoint's manifest entries, under ``<folder>/checkpoint``).
     ``folder`` (default: the stage's run folder) and ``name`` (of the launched job) let one stage train
-    several times (Video-DPO's rounds)."""
+    several times (Video-DPO's rounds); ``base_model`` is the lineage of the model a fine-tune started
+    from (the base-model stage's), recorded with an exported adapter."""
     import mlflow
 
     ctx = run.ctx
@@ -75,6 +77,8 @@ def run_trainer(
         "result_uri": storage.join(root, "result.json"),
         "tracking_uri": strip_credentials(ctx.tracking_uri),  # the identity comes from the environment
         "mlflow_run_id": run.run_id,
+        # the registered version a fine-tune started from (a LoRA adapter's t2v_adapter.json names it)
+        "base_model_version": (base_model or {}).get("version"),
     }
     if not root.startswith("s3://"):  # rank 0's per-step lines beside the job (MLflow has them too)
         job["metrics_jsonl"] = str(storage.local_path(storage.join(root, "metrics.jsonl")))

@@ -14,6 +14,7 @@ Nothing here imports torch.
 from t2v.config.curate import CurateConfig, load_curate_config
 from t2v.config.project import ConfigError, ProjectConfig, available_profiles, config_dir, load_config
 from t2v.config.sections import (
+    BaseModelConfig,
     ClusterConfig,
     ClusterResources,
     CurateStageConfig,
@@ -21,6 +22,7 @@ from t2v.config.sections import (
     DiTStageConfig,
     EncodeConfig,
     EvaluateConfig,
+    LoRAConfig,
     RegisterConfig,
     StorageConfig,
     TaskResources,
@@ -31,6 +33,7 @@ from t2v.config.sections import (
 from t2v.config.text_encoders import TextEncoderConfig
 
 __all__ = [
+    "BaseModelConfig",
     "ClusterConfig",
     "ClusterResources",
     "ConfigError",
@@ -38,6 +41,7 @@ __all__ = [
     "CurateStageConfig",
     "DataSourceConfig",
     "DiTStageConfig",
+    "LoRAConfig",
     "EncodeConfig",
     "EvaluateConfig",
     "ProjectConfig",

@@ -28,6 +28,7 @@ from pydantic import ValidationError, model_validator
 
 from model.config import DiTConfig
 from t2v.config.sections import (
+    BaseModelConfig,
     ClusterConfig,
     CurateStageConfig,
     DataSourceConfig,
@@ -65,6 +66,9 @@ class ProjectConfig(Strict):
     t2vi: DiTStageConfig
     t2v: DiTStageConfig
     dpo: DPOStageConfig | None = None
+    # the fine-tune pipeline: the model it starts from and its training stage (full or LoRA)
+    base_model: BaseModelConfig | None = None
+    finetune: DiTStageConfig | None = None
     evaluate: EvaluateConfig = EvaluateConfig()
     registry: RegisterConfig = RegisterConfig()
     cluster: ClusterConfig = ClusterConfig()
@@ -77,7 +81,7 @@ class ProjectConfig(Strict):
                 f"({self.vae.model.z_channels})"
             )
         self.encode.check_buckets(self.vae.model, self.dit.patch_size)
-        for name in ("t2i", "t2vi", "t2v", "dpo"):
+        for name in ("t2i", "t2vi", "t2v", "finetune", "dpo"):
             stage = getattr(self, name)
             if stage is None:
                 continue

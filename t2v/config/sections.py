@@ -258,6 +258,25 @@ class TrainCheckpointConfig(Strict):
     resume: bool = Field(True, description="start from <stage>/train_state/latest when it exists")
 
 
+#: the DiT's attention and feed-forward projections (module-name suffixes, as peft matches them)
+LORA_DEFAULT_TARGETS = ("attn1.wqkv", "attn1.wo", "attn2.wq", "attn2.wkv", "attn2.wo", "ff.net.0.proj", "ff.net.2")
+
+
+class LoRAConfig(Strict):
+    """Low-rank adapters (peft's LoRA) on the DiT instead of training every weight: the base weights stay
+    frozen and only the adapters train; the stage exports the adapter in peft's format."""
+
+    rank: int = Field(16, ge=1, le=4096, description="r: the adapters' inner dimension")
+    alpha: float = Field(16.0, gt=0.0, description="lora_alpha: the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="lora_dropout on the adapters' input")
+    use_rslora: bool = Field(False, description="scale by alpha / sqrt(rank) (rank-stabilised LoRA)")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_DEFAULT_TARGETS),
+        min_length=1,
+        description="module-name suffixes to adapt (default: every attention and feed-forward projection)",
+    )
+
+
 class DiTStageConfig(Strict):
     """One flow-matching training stage (t2i, t2vi or t2v). The report gives no optimizer settings,
     timestep distribution or data thresholds; these are our choices, exposed here."""
@@ -312,6 +331,7 @@ class DiTStageConfig(Strict):
     loss_spike_factor: float = Field(3.0, gt=1.0, description="log a spike when a loss exceeds this x its running mean")
     checkpoint: TrainCheckpointConfig = TrainCheckpointConfig()
     resources: TrainResources = TrainResources()
+    lora: LoRAConfig | None = Field(None, description="train LoRA adapters instead of the whole DiT")
     seed: int = 0
     log_every: int = Field(10, ge=1)
 
@@ -339,6 +359,12 @@ class DiTStageConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _lora_backend(self):
+        if self.lora is not None and self.parallel.data_parallel == "deepspeed":
+            raise ValueError("lora: LoRA adapters train with parallel.data_parallel fsdp (or one process), not deepspeed")
+        return self
+
+    @model_validator(mode="after")
     def _zero3(self):
         """What the deepspeed backend does not do at ZeRO-3 (its weights exist only as partitions)."""
         if self.parallel.data_parallel != "deepspeed" or self.parallel.zero_stage != 3:
@@ -355,6 +381,18 @@ class DiTStageConfig(Strict):
     @property
     def world_size(self) -> int:
         return self.num_nodes * self.nproc_per_node
+
+
+class BaseModelConfig(Strict):
+    """The model a fine-tune (or an evaluation of any model) starts from: the released Step-Video-T2V
+    folder (``transformer/``, ``vae/``, ``hunyuan_clip/``, ``step_llm/``; local or s3://), a DiT checkpoint
+    or LoRA adapter folder, or a registered version (``models:/<name>@<alias>``, ``models:/<name>/<version>``),
+    whose tags name its VAE and text encoders. The ``*_uri`` fields name a part the reference does not."""
+
+    uri: str = Field(min_length=1, description="released folder, checkpoint folder, or models:/ reference")
+    vae_uri: str | None = Field(None, description="the VAE checkpoint, when the reference names none")
+    clip_uri: str | None = Field(None, description="the CLIP text encoder folder, when the reference names none")
+    llm_uri: str | None = Field(None, description="the Step-LLM text encoder folder, when the reference names none")
 
 
 class DPOStageConfig(DiTStageConfig):

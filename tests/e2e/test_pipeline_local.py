@@ -6,6 +6,8 @@ Asserts on what the run produced, not on how long it took."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import mlflow
 import pytest
 import webdataset as wds
 
-from components.framework import catalog
+from pipelines.pipeline import PIPELINES
 from t2v import storage
 from t2v.config import load_config
 from t2v.video import read_video
@@ -96,7 +98,7 @@ def test_mlflow_parent_has_one_finished_child_per_stage(pipeline_run):
     )
     names = sorted(r.info.run_name for r in children)
     expected = sorted(
-        [s for s in catalog.names() if s != "curate-shard"] + ["curate-shard-0", "curate-shard-1"]
+        [s for s in PIPELINES["pretrain"].stages if s != "curate-shard"] + ["curate-shard-0", "curate-shard-1"]
     )
     assert names == expected
     assert all(r.info.status == "FINISHED" for r in children)
@@ -176,6 +178,91 @@ def test_rerun_with_same_name_skips_finished_stages(pipeline_run):
 def test_generate_from_the_registered_version(pipeline_run, tmp_path):
     registered = pipeline_run["summary"]["registered"]
     out = tmp_path / "sample.mp4"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",
+            "--model", f"models:/{registered['dit_model']}/{registered['dit_version']}",
+            "--tracking-uri", pipeline_run["tracking_uri"], "--steps", "4", "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames, _ = read_video(out)
+    assert frames.shape == (17, 32, 32, 3)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package chromium; `make browser` installs it as root)")
+def test_the_mlflow_ui_shows_the_run_its_stages_models_a_sample_and_the_report(pipeline_run, tmp_path):
+    """What a reviewer sees, in headless Chromium against the real server (tests/ui_review.py, also
+    `make ui-review`); screenshots go to $T2V_UI_SCREENSHOTS when set."""
+    pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+    from tests.ui_review import review_run
+
+    summary = pipeline_run["summary"]
+    url = f"{pipeline_run['tracking_uri']}/#/experiments/{summary['experiment_id']}/runs/{summary['parent_run_id']}"
+    assert url + "?workflowType=machine_learning" in pipeline_run["stdout"]  # the CLI prints where to look
+    seen = review_run(pipeline_run["tracking_uri"], summary["parent_run_id"], Path(os.environ.get("T2V_UI_SCREENSHOTS") or tmp_path))
+    assert {"register", "evaluate", "dpo", "t2v"} <= set(seen["child_runs"])
+    assert summary["registered"]["dit_model"] in seen["registered_models"]
+    assert f"Gate: {summary['evaluation']['gate']}" in seen["description"]
+    assert "eval/score" in seen["metrics"]
+    assert seen["sample_width"] >= 256 and seen["report_images"] >= 1 and "Mean scores" in seen["report_text"]
+
+
+# the fine-tune pipeline, from the pretrain run's registered DiT (standing in for the released model) -------
+@pytest.fixture(scope="module")
+def finetune_run(pipeline_run):
+    registered = pipeline_run["summary"]["registered"]
+    client = mlflow.MlflowClient(pipeline_run["tracking_uri"])
+    client.set_registered_model_alias(registered["dit_model"], "champion", registered["dit_version"])  # as CI promotes
+    summary_file = pipeline_run["work"] / "finetune-summary.json"
+    cmd = [
+        sys.executable, "-m", "t2v_cli", "run", "--local", "--profile", "tiny", "--pipeline", "finetune",
+        "--run-name", "e2e-finetune", "--root", pipeline_run["cmd"][pipeline_run["cmd"].index("--root") + 1],
+        "--tracking-uri", pipeline_run["tracking_uri"], "--summary-json", str(summary_file),
+        "--set", f"base_model.uri=models:/{registered['dit_model']}@champion",
+    ]
+    for item in [*FAST, "finetune.steps=12", "finetune.warmup_steps=2"]:
+        cmd += ["--set", item]
+    result = subprocess.run(cmd, cwd=pipeline_run["work"], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, (result.stdout[-6000:], result.stderr[-6000:])
+    return {"summary": json.loads(summary_file.read_text()), "stdout": result.stdout, "base": registered}
+
+
+def test_finetune_trains_a_lora_adapter_of_the_champion_and_registers_it_naming_its_base(finetune_run, pipeline_run):
+    summary, base = finetune_run["summary"], finetune_run["base"]
+    assert summary["pipeline"] == "finetune"
+    assert summary["base_model"]["version"] == f"{base['dit_model']}/{base['dit_version']}"
+    root = summary["run_root"]
+    tuned = storage.read_json(storage.join(root, "finetune", "manifest.json"))
+    assert "checkpoint/adapter_config.json" in tuned["files"] and "checkpoint/adapter_model.safetensors" in tuned["files"]
+    assert 0 < tuned["summary"]["trainable_parameters"] < tuned["summary"]["parameters"] / 5
+    dpo = storage.read_json(storage.join(root, "dpo", "manifest.json"))
+    assert storage.exists(storage.join(dpo["checkpoint_uri"], "adapter_config.json"))  # DPO trained the adapter on
+    evaluation = storage.read_json(storage.join(root, "evaluate", "manifest.json"))["summary"]
+    assert "champion" in evaluation["model_means"] and evaluation["champion_version"]
+    client = mlflow.MlflowClient(pipeline_run["tracking_uri"])
+    registered = summary["registered"]
+    version = client.get_model_version(registered["dit_model"], registered["dit_version"])
+    assert int(registered["dit_version"]) > int(base["dit_version"])
+    assert version.tags["t2v.base_model"] == f"models:/{base['dit_model']}/{base['dit_version']}"
+    assert version.tags["t2v.adapter"] == "lora"
+    # the VAE is the base's: no second VAE version
+    assert registered["vae_version"] == base["vae_version"] and version.tags["t2v.vae_model"].endswith(f"/{base['vae_version']}")
+    children = client.search_runs(
+        [client.get_run(summary["parent_run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{summary['parent_run_id']}'",
+    )
+    assert {r.info.run_name for r in children} >= {"base-model", "encode", "finetune", "dpo", "evaluate", "register"}
+    assert "train-vae" not in {r.info.run_name for r in children}
+
+
+def test_generate_loads_the_adapter_version_over_its_base(finetune_run, pipeline_run, tmp_path):
+    registered = finetune_run["summary"]["registered"]
+    out = tmp_path / "adapted.mp4"
     result = subprocess.run(
         [
             sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",

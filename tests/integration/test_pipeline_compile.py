@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from kfp import components
 
+from pipelines.pipeline import PIPELINES
 from pipelines.runner import compile_pipeline, pipeline_version
 from t2v.config import load_config
 
@@ -76,24 +78,42 @@ def test_cli_compile_writes_stamped_yaml(tmp_path):
     assert components.load_component_from_file(str(out)).description.count("profile tiny") == 1
 
 
-def test_the_dag_runs_the_catalog_stages_in_order(tmp_path):
-    """The pipeline's tasks are the catalog's stages, and each depends on the stages that feed it."""
+@pytest.mark.parametrize("job", sorted(PIPELINES))
+def test_each_job_s_dag_runs_its_stages_in_order(tmp_path, job):
+    """A pipeline's tasks are its stages, and each depends on the stage of that pipeline that feeds it."""
     from components.framework import catalog
 
+    spec = PIPELINES[job]
     out = tmp_path / "pipeline.yaml"
-    compile_pipeline(load_config("tiny"), out)
+    stamped = compile_pipeline(load_config("tiny"), out, job)
+    loaded = components.load_component_from_file(str(out))
+    assert loaded.name == spec.kfp_name == stamped["pipeline_name"]
+    assert f"version {stamped['pipeline_version']}" in loaded.description and f"pipeline {job}" in loaded.description
     tasks = _all_tasks(yaml.safe_load_all(out.read_text()).__next__())
     by_name = {t["taskInfo"]["name"]: key for key, t in tasks.items() if "componentRef" in t and "taskInfo" in t}
     stage_tasks = {name for name in by_name if name != "finish-tracking"}
-    assert stage_tasks - {"training", "curate-fan-out"} == set(catalog.names())
+    assert stage_tasks - {"stages", "curate-fan-out"} == set(spec.stages)
     checked = 0
-    for name in catalog.names():
+    for name in spec.stages:
         artifacts = tasks[by_name[name]].get("inputs", {}).get("artifacts", {})
         for input_name in catalog.get(name).inputs:
-            source = catalog.feeding(name, input_name)
+            if input_name in catalog.get(name).optional_inputs and input_name not in artifacts:
+                continue
+            source = catalog.feeding(name, input_name, among=spec.stages)
             produced = artifacts.get(input_name, {}).get("taskOutputArtifact")
             if source.fan_out_root is not None or produced is None:  # collected from, or inside, the fan-out loop
                 continue
-            assert produced["producerTask"] == by_name[source.name], (name, input_name, source.name)
+            assert produced["producerTask"] == by_name[source.name], (job, name, input_name, source.name)
+            kind = catalog.get(name).inputs[input_name]
+            if source.views:  # a stage serving several kinds hands over the output of the input's kind
+                assert produced["outputArtifactKey"] == kind, (job, name, input_name)
             checked += 1
-    assert checked >= 12  # every hand-off outside the fan-out loop
+    assert checked >= {"pretrain": 12, "finetune": 11, "curation": 0, "evaluate": 4}[job]
+
+
+def test_every_stage_is_in_a_pipeline_and_the_cli_offers_every_pipeline():
+    from components.framework import catalog
+    from t2v_cli.main import JOBS
+
+    assert set(JOBS) == set(PIPELINES)
+    assert set().union(*(spec.stages for spec in PIPELINES.values())) == set(catalog.names())
