@@ -302,3 +302,27 @@ def test_publish_uploads_a_version_once_and_runs_it_in_a_named_experiment(kfp_ap
     with pytest.raises(kfp_submit.SubmitError, match=f"KFP {re.escape(nowhere)}: connecting failed: "):
         kfp_submit.client(nowhere)
 
+
+def test_t2v_submit_prints_the_run_url(kfp_api, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from t2v_cli.main import main
+
+    state, host = kfp_api
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["submit", "--host", host, "--tracking-uri", tracking, "--package", str(tmp_path / "pipeline.yaml"),
+            "--set", f"storage.root={tmp_path.as_uri()}/data", "--set", f"tracking.default_artifact_root={tmp_path}/artifacts",
+            "--experiment", "t2v-finetunes", "--run-name", "first"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, (result.output, state.refused)
+    assert state.refused == []
+    (run,) = state.runs.values()
+    (pipeline,) = state.pipelines.values()
+    params = run["runtime_config"]["parameters"]
+    assert run["display_name"] == "first" and params["run_name"] == "first" and params["tracking_uri"] == tracking
+    lines = result.stdout.strip().splitlines()
+    assert lines[-3].startswith(f"pipeline {pipeline['display_name']} version {params['pipeline_version']} (uploaded): {host}/#/pipelines/details/")
+    assert lines[-2] == f"run first in experiment t2v-finetunes (MLflow parent run {params['parent_run_id']}):"
+    assert lines[-1].strip() == f"{host}/#/runs/details/{run['run_id']}"
