@@ -2,6 +2,7 @@
 side by side in one run, on one core; and the peak resident memory of curating a 60-second 1080p video.
 
     .venv/bin/python bench/curation.py [--videos 64] [--repeats 3] [--models]
+    .venv/bin/python bench/curation.py --hd 16 [--repeats 3]
     .venv/bin/python bench/curation.py --memory-1080p [--seconds 60]
     .venv/bin/python bench/curation.py --dedup 10000 100000
     .venv/bin/python bench/curation.py --external 24
@@ -24,6 +25,7 @@ Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip sign
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -78,11 +80,19 @@ def throughput(args) -> None:
 
     _one_core()
     tmp = Path(tempfile.mkdtemp(prefix="bench-curate-"))
-    world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
-    world.update(num_raw_videos=args.videos)
-    generate_raw_videos(WorldConfig(**world), tmp / "raw")
+    if args.hd:  # one 1920x1080 video, the production profile's settings
+        (tmp / "raw").mkdir()
+        make_1080p(tmp / "raw" / "hd.mp4", args.hd)
+        (tmp / "raw" / "metadata.jsonl").write_text(json.dumps({"file": "hd.mp4", "title": "1080p"}) + "\n")
+        cfg = load_curate_config(REPO / "configs/step-video-t2v-30b/curate.yaml")
+        what = f"one {args.hd} s 1920x1080 video (production profile)"
+    else:
+        world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
+        world.update(num_raw_videos=args.videos)
+        generate_raw_videos(WorldConfig(**world), tmp / "raw")
+        cfg = load_curate_config(REPO / "configs/tiny/curate.yaml")
+        what = f"{args.videos} world videos (tiny profile)"
     paths = sorted((tmp / "raw").glob("*.mp4"))
-    cfg = load_curate_config(REPO / "configs/tiny/curate.yaml")
     models = None
     if args.models:
         from components.curate.models import ModelScorers
@@ -104,13 +114,15 @@ def throughput(args) -> None:
         raw_decode(paths, rgb=False)
         bare_s.append(time.perf_counter() - t0)
     c, d, b = statistics.median(curate_s), statistics.median(decode_s), statistics.median(bare_s)
-    print(f"{args.videos} world videos, {clips} clips, medians of {args.repeats} interleaved runs, one core")
+    print(f"{what}, {clips} clips, medians of {args.repeats} interleaved runs, one core")
     print(f"  classical curate stack : {c:7.2f} s  {clips / c:8.1f} clips/s per core")
     print(f"  raw PyAV decode (rgb24): {d:7.2f} s  {clips / d:8.1f} clips/s per core")
     print(f"  ratio (stack / decode throughput): {d / c:.2f}x")
     print(f"  (decode without RGB conversion: {b:.2f} s, {clips / b:.1f} clips/s; ratio to it {b / c:.2f}x)")
     names = sorted({k for s in steps for k in s})
     med = {k: statistics.median(s.get(k, 0.0) for s in steps) for k in names}
+    enc = med.get("encode", 0.0)
+    print(f"  without encoding the kept clips (x264 {cfg.output_preset}, {enc:.2f} s): ratio {d / (c - enc):.2f}x")
     model_keys = {k for k in names if k.startswith("model:") or k == "models"}
     print("  share of the curate time per step (classical):")
     for k in sorted(set(names) - model_keys, key=lambda k: -med[k]):
@@ -229,6 +241,7 @@ def dedup_bench(sizes: list[int]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=64)
+    ap.add_argument("--hd", type=int, default=0, help="instead: one 1080p video of this many seconds")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", action="store_true", help="add the packaged OCR and NSFW detectors")
     ap.add_argument("--memory-1080p", action="store_true")

@@ -1,8 +1,9 @@
 """One video, scene by scene: the streaming half of a curate shard.
 
 Frames are decoded one at a time (:class:`t2v.video.VideoReader`, on a constant-rate timeline) and each
-is converted twice by swscale, straight from the decoder's pixel format: to the analysis size (scene
-detection, scores, hashes) and to the output size (the clip that is written). PySceneDetect's detector
+is scaled once by swscale, straight from the decoder's pixel format, to the output scale; the output clip
+is its centre crop, and the analysis frame (scene detection, scores, hashes) the whole scaled picture
+resized to the analysis size (swscale again only when the output is smaller than the analysis size). PySceneDetect's detector
 sees every analysis frame as it comes; a clip is finished as soon as no cut can still change it (its end,
 plus the scene trim, plus the detector's reporting delay, lies behind the newest frame), and then it is
 scored, captioned and, if kept, encoded and spooled to disk. Only the frames of the clip being built stay
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from components.curate import filters
@@ -74,11 +76,14 @@ def make_converter(cfg: CurateConfig) -> Callable:
             y0, x0 = (nh - th) // 2, (nw - tw) // 2
         else:
             nw, nh, y0, x0, th, tw = dw, dh, 0, 0, dh, dw
-        out = to_rgb(frame, rotation, nw, nh, reformatter=to_out)
-        if (nh, nw) != (th, tw):
-            out = np.ascontiguousarray(out[y0 : y0 + th, x0 : x0 + tw])
-        same = (aw, ah) == (nw, nh) and (nh, nw) == (th, tw)
-        small = out if same else to_rgb(frame, rotation, aw, ah, reformatter=to_small)
+        full = to_rgb(frame, rotation, nw, nh, reformatter=to_out)  # the whole picture at output scale
+        out = full if (nh, nw) == (th, tw) else np.ascontiguousarray(full[y0 : y0 + th, x0 : x0 + tw])
+        if (aw, ah) == (nw, nh):
+            small = full
+        elif aw <= nw and ah <= nh:  # analysis frames from the scaled picture: one swscale pass per frame
+            small = cv2.resize(full, (aw, ah), interpolation=cv2.INTER_AREA)
+        else:
+            small = to_rgb(frame, rotation, aw, ah, reformatter=to_small)
         return small, out
 
     return convert

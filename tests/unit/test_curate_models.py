@@ -41,6 +41,7 @@ def test_nsfw_detector_runs_and_stays_low_on_patterns(plain):
     assert NsfwDetector(CurateConfig(nsfw=True)).score(plain)["nsfw"] < 0.2
 
 
+@pytest.mark.slow  # loads five models (~30 s on 2 shared cores)
 def test_curate_with_every_model_records_scorers(tmp_path, plain):
     raw = tmp_path / "raw"
     write_video(raw / "clean.mp4", plain)
