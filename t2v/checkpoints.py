@@ -623,3 +623,21 @@ def load_dit_with_adapter(adapter: Adapter, device: str = "cpu", dtype=None):
     with merged_reader(adapter) as read:
         state = {name: read(name) for name in read.names}
     return assign_state(net, state, f"{adapter.uri} (dit + adapter)", device, dtype)
+
+
+def export_merged(adapter_uri: str, out_uri: str, max_shard_size: int | str = MAX_SHARD_SIZE) -> dict[str, Any]:
+    """Write the adapter's base with the adapter merged in as a plain DiT checkpoint in the released layout
+    (what ``StepVideoModel.from_pretrained`` reads), streaming one tensor at a time and one shard at a
+    time, so a 30B base is never held whole. Returns the manifest file entries."""
+    adapter = read_adapter(adapter_uri)
+    base = _base_of(adapter)
+    with checkpoint_folder(base, DIT_CANDIDATES) as (folder, name):
+        config = json.loads((folder / "config.json").read_text())
+        found = header_shapes(weight_files(folder, name))
+    import math
+
+    width = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+    sizes = {n: math.prod(shape) * width.get(dtype, 4) for n, (shape, dtype) in sorted(found.items())}
+    state = {"merged_adapter": adapter_uri, "base_checkpoint_uri": base, **{k: v for k, v in adapter.lineage.items() if k != "base_checkpoint_uri"}}
+    with merged_reader(adapter) as read:
+        return save_tensors(((n, read(n)) for n in sizes), sizes, config, out_uri, DIT_WEIGHTS, state, max_shard_size)

@@ -532,6 +532,26 @@ def model_verify(uri, network, profile, overrides) -> None:
     click.echo(f"fits {against}")
 
 
+@model.command("merge")
+@click.argument("adapter")
+@click.option("--out", required=True, help="where the merged DiT goes (a folder or s3:// prefix)")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None, help="for a models:/ adapter")
+def model_merge(adapter, out, tracking_uri) -> None:
+    """Merge a LoRA adapter (a folder, or a registered adapter version models:/<name>/<version>) into its
+    base and write a plain DiT checkpoint in the released layout, one tensor at a time."""
+    from t2v import checkpoints, storage
+    from t2v.generate import resolve
+
+    try:
+        uri = resolve(adapter, tracking_uri).dit_uri if adapter.startswith("models:/") else adapter
+        if not checkpoints.is_adapter(uri):
+            raise click.ClickException(f"{uri}: not a LoRA adapter folder (no {checkpoints.ADAPTER_CONFIG})")
+        files = checkpoints.export_merged(uri, storage.to_uri(out))
+    except (checkpoints.CheckpointError, storage.StorageError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}: {', '.join(sorted(files))} (adapter {uri} merged into its base)")
+
+
 def _registry_uri(tracking_uri: str | None, profile: str) -> str:
     from t2v.tracking import absolute_tracking_uri
 

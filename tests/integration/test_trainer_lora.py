@@ -89,3 +89,21 @@ def test_a_target_that_matches_nothing_is_refused_naming_it(tmp_path, base):
     job = make_job(tmp_path, [*LORA, "t2i.lora.target_modules=[to_q]"], init_checkpoint_uri=str(base))
     proc = run(job, 1, check=False)
     assert proc.returncode != 0 and "to_q" in proc.stderr and "match no linear layer" in proc.stderr
+
+
+def test_the_merge_export_is_the_merged_network_in_the_released_layout(tmp_path, base):
+    import subprocess
+    import sys
+
+    job = _adapter_run(tmp_path / "one", base, 1)
+    out = tmp_path / "merged"
+    result = subprocess.run([sys.executable, "-m", "t2v_cli", "model", "merge", str(job.parent / "checkpoint"), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not checkpoints.is_adapter(str(out)) and (out / "diffusion_pytorch_model.safetensors").is_file()
+    assert checkpoints.verify(str(out), "dit").ok
+    merged, expected = checkpoints.load_dit(str(out)).state_dict(), checkpoints.load_dit(str(job.parent / "checkpoint")).state_dict()
+    assert all(torch.equal(merged[k], expected[k]) for k in expected)
+    refused = subprocess.run([sys.executable, "-m", "t2v_cli", "model", "merge", str(base), "--out", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "not a LoRA adapter folder" in refused.stderr and "Traceback" not in refused.stderr
