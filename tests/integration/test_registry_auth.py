@@ -384,11 +384,10 @@ def test_no_credential_in_logs_params_tags_job_files_or_artifacts(server, models
         assert len(leak_runs) == 2  # the parent and the stage's run
         for run in leak_runs:
             texts[f"run {run.info.run_id} params+tags"] = json.dumps([run.data.params, run.data.tags])
-            for art in client.list_artifacts(run.info.run_id):
-                paths = [art] if not art.is_dir else client.list_artifacts(run.info.run_id, art.path)
-                for item in paths:
-                    local = client.download_artifacts(run.info.run_id, item.path, str(tmp_path / "dl"))
-                    texts[f"artifact {item.path}"] = Path(local).read_text(errors="replace")
+            local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl" / run.info.run_id)))
+            for path in local.rglob("*"):
+                if path.is_file():
+                    texts[f"artifact {path.relative_to(local)}"] = path.read_text(errors="replace")
         for name in models.values():
             reg = client.get_registered_model(name)
             texts[f"model {name}"] = json.dumps(reg.tags)
