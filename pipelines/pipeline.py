@@ -39,6 +39,7 @@ from components.tracking.component import finish_tracking
 from components.train_dit.component import train_dit
 from components.train_vae.component import train_vae
 from t2v.config import ClusterConfig, TaskResources
+from t2v.launch.spec import MLFLOW_CREDENTIALS_SECRET
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,17 @@ class PipelineSpec:
 CURATION = ("prepare-data", "curate-shard", "curate")
 
 
+def _mlflow_identity(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The pipeline's MLflow identity (the tracking server runs MLflow's basic-auth app) from the Secret
+    ``mlflow-credentials`` in the run's namespace; optional, so a server without authentication needs none."""
+    return kubernetes.use_secret_as_env(
+        task,
+        secret_name=MLFLOW_CREDENTIALS_SECRET,
+        secret_key_to_env={"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"},
+        optional=True,
+    )
+
+
 def _place(task: dsl.PipelineTask, resources: TaskResources, cluster: ClusterConfig, retries: int = 0):
     """Resources, node pool, caching and retries of one task (no-ops under the local runner)."""
     retries = retries if cluster.task_retries else 0
@@ -67,6 +79,7 @@ def _place(task: dsl.PipelineTask, resources: TaskResources, cluster: ClusterCon
         pool = cluster.gpu_pool
         kubernetes.add_toleration(task, key=cluster.gpu_taint_key, operator="Exists", effect="NoSchedule")
     kubernetes.add_node_selector(task, label_key=cluster.pool_label, label_value=pool)
+    _mlflow_identity(task)
     if retries:
         task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)
     return task
@@ -200,6 +213,7 @@ def build_pipeline(cluster: ClusterConfig, job: str = "pretrain"):
         exit_task = finish_tracking(tracking_uri=tracking_uri, parent_run_id=parent_run_id)
         exit_task.set_caching_options(enable_caching=False)
         exit_task.set_display_name("finish-tracking")
+        _mlflow_identity(exit_task)
         with dsl.ExitHandler(exit_task, name="stages"):
             spec.body(ctx, cluster, curate_shards)
 

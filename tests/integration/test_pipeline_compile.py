@@ -58,6 +58,12 @@ def test_compile_30b_profile_loads_back_with_version(tmp_path):
     assert len(gpu) >= 3
     assert all(e["container"]["image"].startswith("ghcr.io/") for e in executors.values())
     platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    # every task logs to MLflow as the pipeline identity, from the Secret (optional: no auth, no Secret)
+    for executor in platform.values():
+        (secret,) = executor["secretAsEnv"]
+        assert secret["secretName"] == "mlflow-credentials" and secret.get("optional") is True
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert len(platform) == len(executors)
     selectors = {k: v.get("nodeSelector", {}).get("labels", {}) for k, v in platform.items()}
     assert {"t2v.dev/pool": "gpu"} in selectors.values() and {"t2v.dev/pool": "cpu"} in selectors.values()
     # fan-out over curation shards and the exit handler are in the graph
