@@ -136,7 +136,7 @@ class CurateConfig(BaseModel):
     dedup_exact_max: int = Field(
         20_000, ge=2, description="an exact (flat) index up to this many clips, an IVF index above"
     )
-    dedup_nprobe: int = Field(32, ge=1, le=4096, description="IVF lists probed per query")
+    dedup_nprobe: int = Field(16, ge=1, le=4096, description="IVF lists probed per query")
     balance_clusters: int = Field(
         0, ge=0, le=1_000_000, description="k-means clusters over clip embeddings for balancing (0 = off)"
     )
