@@ -547,6 +547,11 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
         reason = " ".join(str(exc).split())
         log.warning("curate: %s (row %d) rejected: %s", vid, row.index, reason)
         return {"records": [_row_record(row, exc.kind, reason)]}
+    except Exception as exc:  # a bug met on one video of millions: recorded (with its traceback logged)
+        for p in spooled:
+            p.unlink(missing_ok=True)
+        log.exception("curate: %s (row %d) failed", vid, row.index)
+        return {"records": [_row_record(row, "failed", f"{row.uri}: {type(exc).__name__}: {exc}")]}
     scenes = {"video_id": vid, "video_index": row.index, "num_frames": num, "cuts": sorted(cuts)}
     if not records:
         seconds = num / fps_box["fps"]
@@ -736,11 +741,14 @@ def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
             "error",
             "uri",
             "cluster",
+            "source",
+            "license",
         ):
             cols[key].append(r.get(key))
         cols["drop_reasons"].append(list(r["drop_reasons"]))
         cols["spec"].append(json.dumps(r.get("spec") or {}, sort_keys=True))
         cols["scorers"].append(json.dumps(r.get("scorers") or {}, sort_keys=True))
+        cols["captions"].append(json.dumps(r.get("captions") or {}, sort_keys=True))
         for k in score_keys:
             v = (r.get("scores") or {}).get(k)
             cols[f"score_{k}"].append(None if v is None else float(v))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -66,16 +67,22 @@ def make_converter(cfg: CurateConfig) -> Callable:
     to_out = av.video.reformatter.VideoReformatter()  # one swscale context per output size
     to_small = av.video.reformatter.VideoReformatter()
 
+    geometry: dict[str, Any] = {}
+
     def convert(frame, rotation: int):
-        dw, dh = rotated_size(frame.width, frame.height, rotation)
-        aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
-        if cfg.output_height:
-            th, tw = cfg.output_height, cfg.output_width
-            scale = max(th / dh, tw / dw)
-            nw, nh = max(tw, round(dw * scale)), max(th, round(dh * scale))
-            y0, x0 = (nh - th) // 2, (nw - tw) // 2
-        else:
-            nw, nh, y0, x0, th, tw = dw, dh, 0, 0, dh, dw
+        if not geometry:  # fixed by the first frame: a stream whose size or rotation changes keeps it
+            dw, dh = rotated_size(frame.width, frame.height, rotation)
+            aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
+            if cfg.output_height:
+                th, tw = cfg.output_height, cfg.output_width
+                scale = max(th / dh, tw / dw)
+                nw, nh = max(tw, round(dw * scale)), max(th, round(dh * scale))
+                y0, x0 = (nh - th) // 2, (nw - tw) // 2
+            else:
+                nw, nh, y0, x0, th, tw = dw, dh, 0, 0, dh, dw
+            geometry.update(rotation=rotation, size=(aw, ah, nw, nh, y0, x0, th, tw))
+        rotation = geometry["rotation"]
+        aw, ah, nw, nh, y0, x0, th, tw = geometry["size"]
         full = to_rgb(frame, rotation, nw, nh, reformatter=to_out)  # the whole picture at output scale
         out = full if (nh, nw) == (th, tw) else np.ascontiguousarray(full[y0 : y0 + th, x0 : x0 + tw])
         if (aw, ah) == (nw, nh):
