@@ -451,12 +451,18 @@ def _local_video(uri: str):
 
 
 def _fps_out(reader: VideoReader, cfg: CurateConfig, row_meta: dict[str, Any]) -> int:
+    """The clips' frame rate: ``output_fps``, else the source's: its average rate when the stream is
+    constant-rate (the base rate, the rate all timestamps are on, is the average), else (variable rate) its
+    base rate capped at 60 fps, so the fastest part of the video keeps its frames."""
     if cfg.output_fps:
         return cfg.output_fps
     st = reader._stream
-    for rate in (st.base_rate, st.average_rate, st.guessed_rate):
-        if rate and 1 <= float(rate) <= 240:
-            return max(1, round(float(rate)))
+    avg = float(st.average_rate or 0)
+    base = float(st.base_rate or st.guessed_rate or 0)
+    if avg >= 1 and (not base or base <= 1.05 * avg):
+        return max(1, round(avg))
+    if base >= 1:
+        return max(1, min(60, round(base)))
     return max(1, round(float(row_meta.get("fps") or 25)))
 
 

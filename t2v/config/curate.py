@@ -156,7 +156,7 @@ class CurateConfig(BaseModel):
         0,
         ge=0,
         le=240,
-        description="clip frame rate (frames resampled by presentation time); 0 = the source's base rate",
+        description="clip frame rate (frames resampled by presentation time); 0 = the source's (variable: up to 60)",
     )
     output_crf: int = Field(18, ge=0, le=51, description="x264 constant rate factor of the written clips")
     output_preset: Literal[

@@ -113,6 +113,14 @@ def test_variable_frame_rate_plays_at_the_right_speed(tmp_path):
     dec, _ = read_video(tmp_path / "vfr.mp4")
     ref = [dec[min(int((k + 0.5) / 60 * 24), 23)] if k < 60 else dec[24 + (k - 60)] for k in range(84)]
     assert all(np.array_equal(a, b) for a, b in zip(out, ref, strict=True))
+    # The stage, left to choose (output_fps 0), writes this variable-rate video at 60 fps, not its average.
+    (tmp_path / "t.jsonl").write_text('{"file": "vfr.mp4"}\n')
+    cfg = CurateConfig(**{**CFG, "output_fps": 0, "clip_max_frames": 84, "clip_min_frames": 60,
+                          "scene_trim_frames": 0, "motion_max": 1000.0, "blur_min_sharpness": 0.0})
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg)
+    clips = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if r["start_frame"] is not None]
+    assert clips and all(r["fps"] == 60 for r in clips), clips
+    assert sum(r["num_frames"] for r in clips) == 84
 
 
 def test_rotation_ten_bit_and_audio(tmp_path):
