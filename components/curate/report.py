@@ -188,12 +188,25 @@ def _histograms(clips: list[dict[str, Any]], cfg: CurateConfig) -> list[str]:
     return out
 
 
-def _examples(clips: list[dict[str, Any]], thumbs: dict[str, str], per_group: int = 6) -> list[str]:
+EXAMPLES_PER_GROUP = 6
+
+
+def _groups(clips: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {"kept": [r for r in clips if r["keep"]]}
     for r in clips:
         for reason in r["drop_reasons"]:
             if reason != "too_short":
                 groups.setdefault(reason, []).append(r)
+    return groups
+
+
+def example_ids(clips: list[dict[str, Any]], per_group: int = EXAMPLES_PER_GROUP) -> set[str]:
+    """The clips whose thumbnails the report shows: the first few kept, and per drop reason."""
+    return {r["clip_id"] for g in _groups(clips).values() for r in g[:per_group]}
+
+
+def _examples(clips: list[dict[str, Any]], thumbs: dict[str, str], per_group: int = EXAMPLES_PER_GROUP) -> list[str]:
+    groups = _groups(clips)
     out = []
     for name in ["kept", *sorted(k for k in groups if k != "kept")]:
         shown = [r for r in groups[name] if thumbs.get(r["clip_id"])][:per_group]

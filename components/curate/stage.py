@@ -322,7 +322,8 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     timers = Timers()
     records: list[dict[str, Any]] = []
     scene_records: list[dict[str, Any]] = []
-    thumbs: list[dict[str, Any]] = []
+    thumbs_tmp = tmp_dir / f"thumbs-{tag}.jsonl"  # written as the videos go (not held for the shard)
+    thumbs = open(thumbs_tmp, "w")  # noqa: SIM115  (closed before the rename below)
     pending: list[tuple[dict[str, Any], Any]] = []  # kept-so-far clip records and their dedup signatures
     progress = Progress(f"curate shard {tag} videos", len(rows), every_s=5.0, logger=log)
     for row in rows:
@@ -334,7 +335,7 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         records.extend(result["records"])
         if result.get("scenes") is not None:
             scene_records.append(result["scenes"])
-        thumbs.extend(result.get("thumbs", []))
+        thumbs.write(_jsonl(result.get("thumbs", [])))
         pending.extend(result.get("pending", []))
         progress.step()
 
@@ -388,11 +389,12 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
                 old.unlink()
         for name in names:
             os.replace(tmp_dir / name, shards_dir / name)
+        thumbs.close()
+        os.replace(thumbs_tmp, out_dir / f"thumbs-{tag}.jsonl")
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
     storage.write_text(out_dir / f"manifest-{tag}.jsonl", _jsonl(records))
     storage.write_text(out_dir / f"scenes-{tag}.jsonl", _jsonl(scene_records))
-    storage.write_text(out_dir / f"thumbs-{tag}.jsonl", _jsonl(thumbs))
     summary = _summarize(records)
     summary.update(
         {
@@ -698,12 +700,14 @@ def merge_manifests(
             "step_seconds": _sum_steps(summaries),
         }
     )
+    wanted = report.example_ids(clips)  # only the thumbnails the report shows are read
     thumbs: dict[str, str] = {}
     for p in sorted(out_dir.glob("thumbs-[0-9][0-9][0-9].jsonl")):
-        for line in p.read_text().splitlines():
-            if line.strip():
-                item = json.loads(line)
-                thumbs[item["clip_id"]] = item["jpeg"]
+        with open(p) as handle:
+            for line in handle:
+                if line.strip() and json.loads(line)["clip_id"] in wanted:
+                    item = json.loads(line)
+                    thumbs[item["clip_id"]] = item["jpeg"]
     report.write_report(out_dir / "report.html", records, summary, cfg, thumbs=thumbs)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     storage.write_text(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
