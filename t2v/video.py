@@ -247,12 +247,15 @@ def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) ->
 
 
 # --------------------------------------------------------------------------------------- streaming decode
-_IMAGE_FORMATS = ("image2", "_pipe", "apng", "gif", "webp")
+# Demuxers of still images (an image renamed as a video opens through one of them); animated GIF, APNG and
+# WebP are read as videos.
+_STILL_IMAGE_FORMATS = ("image2",)
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the container says about the chosen video stream (display size: after rotation)."""
+    """What the container says about the chosen video stream (coded size; the display rotation is per
+    decoded frame, :func:`frame_rotation`)."""
 
     width: int
     height: int
@@ -262,7 +265,7 @@ class VideoInfo:
     codec: str
     pix_fmt: str
     bit_depth: int
-    rotation: int  # degrees counter-clockwise applied for display (0, 90, 180, 270)
+    rotation: int  # always 0 here (kept for callers that record it; see frame_rotation)
     format: str
     video_streams: int
     audio_streams: int
@@ -270,9 +273,7 @@ class VideoInfo:
 
 def _is_image_container(container, stream) -> bool:
     name = str(container.format.name or "")
-    if any(tag in name for tag in _IMAGE_FORMATS) and name not in ("mov,mp4,m4a,3gp,3g2,mj2",):
-        return True
-    return False
+    return name in _STILL_IMAGE_FORMATS or name.endswith("_pipe")
 
 
 class VideoReader:

@@ -159,3 +159,18 @@ def test_streaming_cuts_and_clips_equal_whole_video(tmp_path):
     assert (num, sorted(found)) == (len(whole), cuts)
     assert [(s, e) for s, e, _ in got] == expected
     assert all(np.array_equal(out, whole[s:e]) for s, e, out in got)
+
+
+def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):
+    from t2v.video import VideoDecodeError, write_gif
+
+    frames = lavfi_frames("testsrc2", (64, 48), 10, 1.0)
+    write_gif(tmp_path / "anim.gif", frames, fps=10)
+    with VideoReader(tmp_path / "anim.gif") as reader:
+        assert len(list(reader.frames(fps=10))) == len(frames)
+    from PIL import Image
+
+    Image.fromarray(frames[0]).save(tmp_path / "still.png")
+    with pytest.raises(VideoDecodeError) as err:
+        VideoReader(tmp_path / "still.png")
+    assert err.value.kind == "not_video" and "image" in str(err.value)
