@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -269,6 +270,13 @@ def index_latent_shards(paths: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
+#: One .npy read at a time across threads (the trainer's read-ahead workers). numpy parses an array's header
+#: with ``ast.literal_eval``, and CPython before 3.11.8 / 3.12.1 can raise "SystemError: AST constructor
+#: recursion depth mismatch" when two threads build ASTs at once (python/cpython gh-106905); it killed a
+#: training job here under 3.11.7. The reads are small copies, so the lock costs nothing measurable.
+NPY_READ_LOCK = threading.Lock()
+
+
 class IndexedLatents:
     """Latent samples read on demand by index (a ranged read each), from a shard index
     (:func:`index_latent_shards`). Holds only the index; memory does not grow with the data set."""
@@ -308,7 +316,8 @@ class IndexedLatents:
             return blob[offset : offset + size]
 
         def array(field: str) -> np.ndarray:
-            return np.load(io.BytesIO(member(f"{field}.npy")), allow_pickle=False)
+            with NPY_READ_LOCK:
+                return np.load(io.BytesIO(member(f"{field}.npy")), allow_pickle=False)
 
         return LatentSample(
             key=record["key"],
