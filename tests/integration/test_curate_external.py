@@ -1,7 +1,8 @@
 """The curate stage on a test set the world generator did not make (FFmpeg's test patterns through
 PyAV's lavfi, a panning camera, real-font subtitles and logos, letterboxing, fades, flashes): the
 scene-cut detector and the filters that transfer are held to 0.9; the ones tuned on the world's flat
-shapes are measured and bounded below (docs/CURATION.md gives the figures and the reasons)."""
+shapes are measured and bounded below (docs/CURATION.md gives the figures and the reasons). The set is
+seeded (the random patterns too), so its figures are the same on every run."""
 
 from __future__ import annotations
 
@@ -27,9 +28,7 @@ def test_scene_cuts_and_filters_on_external_set(tmp_path):
     assert cuts["support"] >= 25
     assert cuts["recall"] >= 0.9 and cuts["precision"] >= 0.7, cuts  # false cuts: whip pans, chaotic patterns
     f = ev["filters"]
-    for name in ("subtitles", "black_borders", "static"):
+    for name in ("subtitles", "watermark", "static", "dark", "blurred"):
         assert f[name]["support"] >= 2 and f[name]["recall"] >= 0.9, (name, f[name])
-    for name in ("subtitles", "black_borders"):
+    for name in ("subtitles", "black_borders"):  # precise; the others flag smooth or dark patterns too
         assert f[name]["precision"] >= 0.9, (name, f[name])
-    for name in ("dark", "blurred", "duplicate"):  # found, but with false positives on smooth or dark patterns
-        assert f[name]["recall"] >= 0.9, (name, f[name])
