@@ -29,8 +29,14 @@ def _adapter_run(folder, base, nproc, extra=()):
     return job
 
 
-def test_only_the_adapters_train_and_the_export_is_peft_s_format(tmp_path, base):
-    job = _adapter_run(tmp_path / "one", base, 1)
+@pytest.fixture(scope="module")
+def one(tmp_path_factory, base):
+    """One process, batch 4: the adapter the other tests read."""
+    return _adapter_run(tmp_path_factory.mktemp("one"), base, 1, ["t2i.batch_size=4", "t2i.nproc_per_node=1"])
+
+
+def test_only_the_adapters_train_and_the_export_is_peft_s_format(one, base):
+    job = one
     result = json.loads((job.parent / "result.json").read_text())
     assert 0 < result["trainable_parameters"] < result["parameters"] / 5
     out = job.parent / "checkpoint"
@@ -47,10 +53,10 @@ def test_only_the_adapters_train_and_the_export_is_peft_s_format(tmp_path, base)
     assert len(losses) >= 2 and losses[0] != losses[-1]
 
 
-def test_an_adapter_reads_as_peft_merges_it_and_peft_loads_the_folder(tmp_path, base):
+def test_an_adapter_reads_as_peft_merges_it_and_peft_loads_the_folder(one, base):
     from peft import PeftModel
 
-    job = _adapter_run(tmp_path / "one", base, 1)
+    job = one
     out = str(job.parent / "checkpoint")
     merged_here = checkpoints.load_dit(out)
     plain = checkpoints.load_dit(str(base))
@@ -63,9 +69,8 @@ def test_an_adapter_reads_as_peft_merges_it_and_peft_loads_the_folder(tmp_path, 
         torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6)
 
 
-def test_two_fsdp_ranks_train_the_same_adapter_as_one_process(tmp_path, base):
+def test_two_fsdp_ranks_train_the_same_adapter_as_one_process(tmp_path, base, one):
     # one process with batch 4 against two FSDP ranks with batch 2 each: the same global batches
-    one = _adapter_run(tmp_path / "one", base, 1, ["t2i.batch_size=4", "t2i.nproc_per_node=1"])
     two = _adapter_run(tmp_path / "two", base, 2, ["t2i.batch_size=2", "t2i.nproc_per_node=2"])
     a = checkpoints.read_adapter(str(one.parent / "checkpoint")).pairs
     b = checkpoints.read_adapter(str(two.parent / "checkpoint")).pairs
@@ -75,8 +80,8 @@ def test_two_fsdp_ranks_train_the_same_adapter_as_one_process(tmp_path, base):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
-def test_a_stage_goes_on_training_an_adapter_over_the_same_base(tmp_path, base):
-    first = _adapter_run(tmp_path / "first", base, 1)
+def test_a_stage_goes_on_training_an_adapter_over_the_same_base(tmp_path, base, one):
+    first = one
     second = _adapter_run(tmp_path / "second", first.parent / "checkpoint", 1)
     lineage = json.loads((second.parent / "checkpoint" / "t2v_adapter.json").read_text())
     assert lineage["base_checkpoint_uri"] == str(base)  # not the first adapter: adapters do not stack
@@ -91,11 +96,11 @@ def test_a_target_that_matches_nothing_is_refused_naming_it(tmp_path, base):
     assert proc.returncode != 0 and "to_q" in proc.stderr and "match no linear layer" in proc.stderr
 
 
-def test_the_merge_export_is_the_merged_network_in_the_released_layout(tmp_path, base):
+def test_the_merge_export_is_the_merged_network_in_the_released_layout(tmp_path, base, one):
     import subprocess
     import sys
 
-    job = _adapter_run(tmp_path / "one", base, 1)
+    job = one
     out = tmp_path / "merged"
     result = subprocess.run([sys.executable, "-m", "t2v_cli", "model", "merge", str(job.parent / "checkpoint"), "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
