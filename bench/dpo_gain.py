@@ -9,6 +9,15 @@ DPO figures (K, pairs, beta, the preference-accuracy curve from the trainer's me
 
     .venv/bin/python bench/dpo_gain.py --run-name tiny-20261201-143613 --root file://$PWD/.runs/data \
         --tracking-uri sqlite:///$PWD/.runs/mlflow.db [--eval-seeds 1234 1 2] [--dpo-seeds 5 6]
+
+The demo's t2v model scores within ~0.03 of its VAE's round-trip ceiling, which leaves DPO no room to show
+itself; ``--start t2vi`` starts DPO from the t2vi model instead (a model with headroom: 0.575 against a
+ceiling of 0.835). The figures in docs/TRAINING.md ("Video-DPO") came from
+
+    --start t2vi --set evaluate.num_prompts=96 --set evaluate.compare_untrained=false \
+    --set evaluate.compare_start=false --set evaluate.compare_champion=false --set dpo.num_prompts=96 \
+    --set dpo.samples_per_prompt=8 --set dpo.steps=80 --set dpo.lr=1e-4 --set dpo.beta=200 \
+    --set dpo.batch_size=8 --set dpo.warmup_steps=10
 """
 
 from __future__ import annotations
