@@ -153,7 +153,8 @@ def log_to_parent(
     client = _mlflow(tracking_uri).MlflowClient()
     client.log_batch(
         parent_run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
+        # four decimals: the UI prints a metric's every digit, and a headline score needs no more
+        metrics=[Metric(k, round(float(v), 4), now, 0) for k, v in (metrics or {}).items() if v is not None],
         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items() if v is not None],
     )
 
