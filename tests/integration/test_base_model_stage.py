@@ -39,7 +39,9 @@ def _run(tmp_path, overrides, run_name="ft"):
     cfg = load_config("tiny", overrides)
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(tracking)
-    mlflow.set_experiment(cfg.tracking.experiment)  # its artifacts under tmp_path, not ./mlruns
+    client = mlflow.MlflowClient(tracking)
+    if client.get_experiment_by_name(cfg.tracking.experiment) is None:  # its artifacts under tmp_path, not ./mlruns
+        client.create_experiment(cfg.tracking.experiment, artifact_location=(tmp_path / "artifacts").as_uri())
     return run_stage(cfg, "base-model", run_name, tracking, str(tmp_path / "data"), None, {}), tracking
 
 
