@@ -124,17 +124,21 @@ def test_a_missing_model_or_alias_is_one_line(local_registry, tmp_path):
     assert result.stderr.strip().endswith(f"no version of {name} holds the alias 'champion' (`t2v models --model {name}` lists the aliases)")
     result = runner.invoke(main, ["models", "--model", "no-such-model", "--tracking-uri", uri])
     assert result.exit_code == 1 and result.stderr.strip() == f"Error: no registered model 'no-such-model' at {uri}"
-    # an s3:// checkpoint with no credentials anywhere (not even a client an earlier test of the session made
-    # for the loopback S3 server, which boto3 would reuse)
-    from t2v import storage
+    # an s3:// checkpoint with no credentials anywhere: in a fresh process, so no S3 client or AWS setting an
+    # earlier test of the session left behind (boto3 caches both) can answer for it
+    import os
+    import subprocess
+    import sys
 
-    storage._s3_client.cache_clear()
-    env = dict.fromkeys(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                         "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
-    result = runner.invoke(main, ["generate", "a red square", "--model", "s3://t2v-nowhere/ckpt", "--tracking-uri", uri, "--out", out], env=env)
-    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
-    assert len(result.stderr.strip().splitlines()) == 1
+    result = subprocess.run(
+        [sys.executable, "-m", "t2v_cli", "generate", "a red square", "--model", "s3://t2v-nowhere/ckpt",
+         "--tracking-uri", uri, "--out", out],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
     assert result.stderr.startswith("Error: s3://t2v-nowhere/ckpt") and "no S3 credentials" in result.stderr
 
 
