@@ -57,3 +57,23 @@ def fake_release_dit_folder(folder, cfg: DiTConfig) -> None:
     keys = checkpoints.release_dit_config(cfg)
     keys.pop("_t2v_config")
     (folder / "config.json").write_text(json.dumps(keys))
+
+
+def tiny_release_folder(root, work) -> None:
+    """The released model folder's layout (transformer/, vae/, hunyuan_clip/, step_llm/) with the tiny
+    profile's networks, randomly initialised; ``work`` is a scratch folder for the text encoders."""
+    import shutil
+
+    from model.vae import CausalVideoVAE
+    from t2v import storage
+    from t2v.config import load_config
+    from t2v.world import vocabulary
+    from t2v.world.text_encoders import create_tiny_step_llm, create_tiny_text_encoders
+
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    checkpoints.save_dit(StepVideoDiT(cfg.dit), storage.to_uri(root / "transformer"))
+    checkpoints.save_vae(CausalVideoVAE(cfg.vae.model), storage.to_uri(root / "vae"))
+    clip, _ = create_tiny_text_encoders(work / "text", vocabulary(cfg.world), cfg.text_encoders)
+    shutil.copytree(clip, root / "hunyuan_clip")
+    create_tiny_step_llm(root, vocabulary(cfg.world), cfg.text_encoders)

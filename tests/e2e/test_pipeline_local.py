@@ -175,20 +175,23 @@ def test_rerun_with_same_name_skips_finished_stages(pipeline_run):
     assert result.stdout.count("up to date") >= 9
 
 
-def test_generate_from_the_registered_version(pipeline_run, tmp_path):
-    registered = pipeline_run["summary"]["registered"]
-    out = tmp_path / "sample.mp4"
+def _generate_from_registry(registered: dict, tracking_uri: str, out: Path) -> None:
+    """``t2v generate`` from a registered DiT version; the video it writes has the demo's shape."""
     result = subprocess.run(
         [
             sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",
             "--model", f"models:/{registered['dit_model']}/{registered['dit_version']}",
-            "--tracking-uri", pipeline_run["tracking_uri"], "--steps", "4", "--out", str(out),
+            "--tracking-uri", tracking_uri, "--steps", "4", "--out", str(out),
         ],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     frames, _ = read_video(out)
     assert frames.shape == (17, 32, 32, 3)
+
+
+def test_generate_from_the_registered_version(pipeline_run, tmp_path):
+    _generate_from_registry(pipeline_run["summary"]["registered"], pipeline_run["tracking_uri"], tmp_path / "sample.mp4")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -261,16 +264,4 @@ def test_finetune_trains_a_lora_adapter_of_the_champion_and_registers_it_naming_
 
 
 def test_generate_loads_the_adapter_version_over_its_base(finetune_run, pipeline_run, tmp_path):
-    registered = finetune_run["summary"]["registered"]
-    out = tmp_path / "adapted.mp4"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",
-            "--model", f"models:/{registered['dit_model']}/{registered['dit_version']}",
-            "--tracking-uri", pipeline_run["tracking_uri"], "--steps", "4", "--out", str(out),
-        ],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    frames, _ = read_video(out)
-    assert frames.shape == (17, 32, 32, 3)
+    _generate_from_registry(finetune_run["summary"]["registered"], pipeline_run["tracking_uri"], tmp_path / "adapted.mp4")

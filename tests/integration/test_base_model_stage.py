@@ -3,35 +3,24 @@ DiT, VAE and text encoders a fine-tune starts from, checked against the profile 
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 import pytest
-import torch
 
 from components.framework.skeleton import manifest_as
 from model.dit import StepVideoDiT
-from model.vae import CausalVideoVAE
 from pipelines.stage_runner import run_stage
-from t2v import checkpoints, storage
+from t2v import storage
 from t2v.config import load_config
 from t2v.errors import StageError
-from t2v.world import vocabulary
-from t2v.world.text_encoders import create_tiny_step_llm, create_tiny_text_encoders
+from tests.release_layout import tiny_release_folder
 
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     """The release's folder layout with tiny networks: transformer/, vae/, hunyuan_clip/, step_llm/."""
     tmp = tmp_path_factory.mktemp("release")
-    cfg = load_config("tiny")
     root = tmp / "stepvideo"
-    torch.manual_seed(0)
-    checkpoints.save_dit(StepVideoDiT(cfg.dit), storage.to_uri(root / "transformer"))
-    checkpoints.save_vae(CausalVideoVAE(cfg.vae.model), storage.to_uri(root / "vae"))
-    clip, _ = create_tiny_text_encoders(tmp / "text", vocabulary(cfg.world), cfg.text_encoders)
-    shutil.copytree(clip, root / "hunyuan_clip")
-    create_tiny_step_llm(root, vocabulary(cfg.world), cfg.text_encoders)
+    tiny_release_folder(root, tmp)
     return root
 
 

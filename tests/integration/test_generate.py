@@ -64,18 +64,10 @@ def test_plain_uri_resolves_to_itself():
 def test_generate_from_a_released_model_folder_needs_nothing_else(tmp_path):
     """The release's folder (transformer/, vae/, hunyuan_clip/, step_llm/) as --model: its VAE and text
     encoders (a Step-LLM with its sentencepiece tokenizer) come with it."""
-    import shutil
+    from tests.release_layout import tiny_release_folder
 
-    from t2v.world.text_encoders import create_tiny_step_llm
-
-    cfg = load_config("tiny")
     root = tmp_path / "stepvideo"
-    torch.manual_seed(0)
-    checkpoints.save_dit(StepVideoDiT(cfg.dit), storage.to_uri(root / "transformer"))
-    checkpoints.save_vae(CausalVideoVAE(cfg.vae.model), storage.to_uri(root / "vae"))
-    clip, _ = create_tiny_text_encoders(tmp_path / "text", vocabulary(cfg.world), cfg.text_encoders)
-    shutil.copytree(clip, root / "hunyuan_clip")
-    create_tiny_step_llm(root, vocabulary(cfg.world), cfg.text_encoders)
+    tiny_release_folder(root, tmp_path)
     out = tmp_path / "out.mp4"
     result = subprocess.run(
         [sys.executable, "-m", "t2v_cli", "generate", "a red square moving left on a gray background",
