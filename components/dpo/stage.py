@@ -9,7 +9,8 @@ Each round (``dpo.rounds``, on-policy):
    seeded permutation, with their text states from the encode stage;
 2. **score** each video with ``dpo.reward`` (:mod:`t2v.rewards`: the world checker, or a CLIP model);
 3. **pair**: per prompt, the best candidate against the worst, when their rewards differ by at least
-   ``pair_margin`` (:func:`preference_pairs`);
+   ``pair_margin``, and with ``pairs_per_prompt`` above 1 the second best against the second worst and
+   so on (:func:`preference_pairs`): more pairs from the same sampling;
 4. **train**: the pairs' clean latents are written as a latent set (``video`` the preferred,
    ``rejected`` the rejected, the prompt's text states) and the distributed trainer runs the ``dpo``
    stage on them with :class:`trainer.objectives.FlowMatchingDPO`, against the round's starting weights
@@ -58,14 +59,24 @@ def _settings(ctx, **_inputs) -> dict[str, Any]:
     return {"dpo": ctx.config.section("dpo") if ctx.config.dpo is not None else None}
 
 
-def preference_pairs(rewards: np.ndarray, margin: float) -> list[tuple[int, int, int]]:
-    """(prompt, preferred candidate, rejected candidate) per prompt of a [prompts, K] reward table: the
-    best against the worst (the first of equals), when the gap is at least ``margin`` (and above 0)."""
+def preference_pairs(rewards: np.ndarray, margin: float, per_prompt: int = 1) -> list[tuple[int, int, int]]:
+    """(prompt, preferred candidate, rejected candidate) of a [prompts, K] reward table. Per prompt, the
+    candidates ranked by reward (equals in candidate order) are paired from the outside in: the best
+    against the worst, then the second best against the second worst, ``per_prompt`` pairs at most; each
+    pair is kept when its gap is at least ``margin`` (and above 0). No candidate is in two pairs."""
     pairs = []
     for prompt, row in enumerate(np.asarray(rewards, dtype=np.float64)):
-        best, worst = int(np.argmax(row)), int(np.argmin(row))
-        if row[best] - row[worst] >= margin and row[best] > row[worst]:
-            pairs.append((prompt, best, worst))
+        index = np.arange(len(row))
+        best_first = np.lexsort((index, -row))  # descending reward, the first of equals first
+        worst_first = np.lexsort((index, row))  # ascending reward, the first of equals first
+        used: set[int] = set()
+        for best, worst in zip(best_first[:per_prompt], worst_first[:per_prompt]):
+            best, worst = int(best), int(worst)
+            if best in used or worst in used or best == worst:
+                continue
+            if row[best] - row[worst] >= margin and row[best] > row[worst]:
+                pairs.append((prompt, best, worst))
+                used.update((best, worst))
     return pairs
 
 
@@ -250,7 +261,7 @@ def _dpo(run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[
     negative = load_negative(latents)
     mlflow.log_params({
         "dpo.samples_per_prompt": cfg.samples_per_prompt, "dpo.beta": cfg.beta, "dpo.reward": cfg.reward,
-        "dpo.rounds": cfg.rounds, "dpo.pair_margin": cfg.pair_margin, "dpo.sample_steps": cfg.sample_steps,
+        "dpo.rounds": cfg.rounds, "dpo.pair_margin": cfg.pair_margin, "dpo.pairs_per_prompt": cfg.pairs_per_prompt, "dpo.sample_steps": cfg.sample_steps,
         "dpo.guidance_scale": cfg.guidance_scale, "dpo.shift": cfg.shift,
     })
     if cfg.reward == "labels":  # human raters' pairs: no sampling, one round of training
@@ -286,7 +297,7 @@ def _dpo(run: StageRun, dit: dict[str, Any], vae: dict[str, Any], latents: dict[
         candidates, videos = sample_candidates(policy, autoencoder, prompts, negative, latent_shape, cfg, seeds_of(r), f"dpo round {r} sampling")
         del policy
         rewards = score_candidates(reward, prompts, videos)
-        indices = preference_pairs(rewards, cfg.pair_margin)
+        indices = preference_pairs(rewards, cfg.pair_margin, cfg.pairs_per_prompt)
         mlflow.log_metrics({"dpo/candidate_reward_mean": float(rewards.mean()), "dpo/pairs": len(indices),
                             "dpo/reward_gap_mean": float(np.mean([rewards[p, w] - rewards[p, lose] for p, w, lose in indices])) if indices else 0.0}, step=r)
         storage.write_json(storage.join(folder, "candidates.json"), {

@@ -410,6 +410,11 @@ class DPOStageConfig(DiTStageConfig):
     num_prompts: int = Field(16, ge=1, description="training prompts, drawn from the latent set's captions")
     samples_per_prompt: int = Field(4, ge=2, le=64, description="K videos per prompt, seeds seed..seed+K-1")
     pair_margin: float = Field(0.05, ge=0.0, description="least reward gap between preferred and rejected")
+    pairs_per_prompt: int = Field(
+        1, ge=1, le=32,
+        description="pairs from one prompt's candidates: the best against the worst, the second best against "
+        "the second worst, ...; at most samples_per_prompt // 2",
+    )
     reward: Literal["checker", "clip", "labels"] = Field(
         "checker",
         description="checker: the synthetic world's exact checker; clip: text-video similarity of a CLIP "
@@ -429,6 +434,9 @@ class DPOStageConfig(DiTStageConfig):
             raise ValueError("reward_model_uri: reward clip needs a CLIP model directory (local or s3://)")
         if self.reward == "labels" and not self.labels_uri:
             raise ValueError("labels_uri: reward labels needs a filled labels.csv (from a round's labelling/ sheet)")
+        if self.pairs_per_prompt > self.samples_per_prompt // 2:
+            raise ValueError(f"pairs_per_prompt: {self.pairs_per_prompt} pairs need at least {2 * self.pairs_per_prompt} "
+                             f"samples_per_prompt (it is {self.samples_per_prompt})")
         if self.reward == "labels" and self.rounds != 1:
             raise ValueError("rounds: human labels train one round (a new round needs new labels)")
         return self

@@ -102,6 +102,28 @@ def test_pairs_take_the_best_against_the_worst_above_the_margin():
     assert preference_pairs(rewards, 0.0) == [(0, 1, 3), (1, 1, 0), (3, 1, 0)]
 
 
+def test_more_pairs_per_prompt_pair_the_ranks_from_the_outside_in():
+    from components.dpo.stage import preference_pairs
+
+    rewards = np.array([
+        [0.2, 0.9, 0.5, 0.1, 0.6, 0.3],  # ranked 1 4 2 5 0 3: pairs (1, 3), (4, 0), (2, 5)
+        [0.5, 0.5, 0.5, 0.5, 0.5, 0.0],  # (0, 5); the next ranks tie: none
+    ])
+    pairs = preference_pairs(rewards, 0.0, per_prompt=3)
+    assert pairs == [(0, 1, 3), (0, 4, 0), (0, 2, 5), (1, 0, 5)]
+    assert preference_pairs(rewards, 0.25, per_prompt=3) == [(0, 1, 3), (0, 4, 0), (1, 0, 5)]
+    assert preference_pairs(rewards, 0.0, per_prompt=1) == preference_pairs(rewards, 0.0) == [(0, 1, 3), (1, 0, 5)]
+    for prompt in (0, 1):
+        used = [c for p, w, r in pairs if p == prompt for c in (w, r)]
+        assert len(used) == len(set(used))  # no candidate in two pairs
+
+
+def test_more_pairs_than_half_the_candidates_are_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="pairs_per_prompt"):
+        load_config("tiny", ["dpo.pairs_per_prompt=3", "dpo.samples_per_prompt=4"])
+    assert load_config("tiny", ["dpo.pairs_per_prompt=2", "dpo.samples_per_prompt=4"]).dpo.pairs_per_prompt == 2
+
+
 def test_a_clip_reward_without_a_model_is_refused_naming_the_field():
     with pytest.raises(ConfigError, match="reward_model_uri"):
         load_config("tiny", ["dpo.reward=clip"])
