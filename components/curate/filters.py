@@ -55,21 +55,54 @@ def luma(frames: np.ndarray) -> np.ndarray:
     return 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
 
 
+def rank(values: np.ndarray, q: float | list[float], axis: int | None = None) -> np.ndarray | float:
+    """The ``q``-th percentile(s) (0..100) by nearest rank, through one ``np.partition``: what
+    ``np.percentile`` gives to within one sample, without its per-call overhead (it dominates on
+    analysis-size frames)."""
+    x = np.asarray(values)
+    if axis is None:
+        x, axis = x.reshape(-1), 0
+    n = x.shape[axis]
+    qs = [q] if np.isscalar(q) else list(q)
+    ks = [min(n - 1, max(0, int(round(v / 100.0 * (n - 1))))) for v in qs]
+    part = np.take(np.partition(x, ks, axis=axis), ks, axis=axis)
+    if np.isscalar(q):
+        part = np.take(part, 0, axis=axis)
+        return float(part) if part.ndim == 0 else part
+    return part
+
+
+def brightest_channel(frames: np.ndarray) -> np.ndarray:
+    """Each pixel's largest of R, G, B (HSV value), uint8 ``[..., H, W]`` (``max(axis=-1)`` reduces a
+    length-3 axis an element at a time; this is twenty times faster)."""
+    return np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
+
+
+def _channel_means(frames: np.ndarray) -> np.ndarray:
+    """Mean R, G, B of ``[..., 3]`` uint8 frames (float64 ``[3]``)."""
+    return np.array([float(frames[..., k].mean(dtype=np.float64)) for k in range(3)])
+
+
 def _gray_u8(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
 
 
 # ------------------------------------------------------------------------------------------------ scores
-def brightness(frames: np.ndarray) -> float:
-    """Mean luma (0..255); low means dark."""
-    return float(luma(frames).mean())
+def brightness(frames: np.ndarray) -> tuple[float, float]:
+    """(mean luma, highlight), 0..255; the highlight is the 95th percentile of each pixel's brightest
+    channel (HSV value: a saturated blue is bright, whatever its luma). A dark clip has a low mean *and*
+    dim highlights: a black background with bright content on a twentieth of it or more (sparse bright
+    cells, lit windows, colour bars on black) is not underexposed, however low its mean."""
+    means = _channel_means(frames)  # the mean luma is the luma of the mean colour
+    return float(0.299 * means[0] + 0.587 * means[1] + 0.114 * means[2]), float(rank(brightest_channel(frames), 95))
 
 
 def _principal_axis(samples: np.ndarray) -> np.ndarray:
     """Unit vector of the largest variance of ``[N, 3]`` colour samples."""
-    centred = samples - samples.mean(axis=0)
-    cov = np.cov(centred.T) + np.eye(3) * 1e-6
-    _, vecs = np.linalg.eigh(cov)
+    x = samples.astype(np.float64)
+    mean = x.sum(axis=0) / len(x)
+    cov = x.T @ x / len(x) - np.outer(mean, mean)  # the colour covariance, by one matrix product
+    _, vecs = np.linalg.eigh(cov * len(x) / max(len(x) - 1, 1) + np.eye(3) * 1e-6)
     return vecs[:, -1].astype(np.float32)
 
 
@@ -82,43 +115,83 @@ def contrast_channel(frames: np.ndarray, sample: int = 4, only: np.ndarray | Non
     component of the clip's pixel colours is the direction in which its content differs most, whatever
     the brightness and the hue, so motion and sharpness measured on it (both scale-free) depend on neither.
     """
-    pick = frames[sample_indices(len(frames), sample)].reshape(-1, 3).astype(np.float32)
-    mean = pick.mean(axis=0)
-    axis = _principal_axis(pick)
+    pick = frames[sample_indices(len(frames), sample)]
+    mean = _channel_means(pick)
+    axis = _principal_axis(pick.reshape(-1, 3))
     chosen = frames if only is None else frames[only]
-    return (chosen.astype(np.float32) - mean) @ axis
+    offset = float(mean @ axis)
+    return np.stack(
+        [cv2.transform(f.astype(np.float32), axis.reshape(1, 3)).reshape(f.shape[:2]) - offset for f in chosen]
+    )
 
 
-def sharpness(frames: np.ndarray) -> tuple[float, float]:
+def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[float, float]:
     """(edge sharpness, variance of the Laplacian), each averaged over frames.
 
     The variance of the Laplacian of the luma is the classic blur score, but it scales with contrast (a
     dark or low-contrast clip looks blurred) and with noise. The edge sharpness is contrast-free: the
-    steepest gradients (99.5th percentile, per pixel) of the clip's principal colour channel
-    (:func:`contrast_channel`) divided by the channel's range; a step edge blurred by a Gaussian of
-    sigma ``s`` has a slope of about range / (2.5 s), so the score is ~0.4 / s (sharp edges: ~0.5 or more).
+    steepest gradients (99.5th percentile, per pixel) of a channel divided by the channel's range; a step
+    edge blurred by a Gaussian of sigma ``s`` has a slope of about range / (2.5 s), so the score is
+    ~0.4 / s (sharp edges: ~0.5 or more). The channel is the clip's principal colour channel
+    (:func:`contrast_channel`) or, where that is larger, any one of R, G, B with a range of at least
+    ``min_channel_range``: in a picture of wide smooth colour ramps (a sky, a gradient, a test pattern) the
+    principal channel is the ramp, whose range is large and whose slope is small, while the sharp borders
+    between the colours stand out in the channel that changes across them. Blur softens every channel.
     """
     edge, lap = [], []
     chan = contrast_channel(frames)
     for frame, c in zip(frames, chan, strict=True):
-        lap.append(float(cv2.Laplacian(luma(frame), cv2.CV_32F, ksize=3).var()))
-        c = cv2.GaussianBlur(c, (0, 0), 0.7)
-        gx = cv2.Sobel(c, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-        gy = cv2.Sobel(c, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-        lo, hi = np.percentile(c, [0.5, 99.5])
-        steep = float(np.percentile(np.sqrt(gx * gx + gy * gy), 99.5))
-        edge.append(steep / max(float(hi - lo), 1e-3))
+        f = frame.astype(np.float32)
+        lap.append(float(cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_32F, ksize=3).var()))
+        # the principal channel and R, G, B side by side: one filter pass for the four
+        stack = cv2.GaussianBlur(np.dstack([c, f]), (0, 0), 0.7)
+        gx = cv2.Sobel(stack, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(stack, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        lo, hi = rank(stack.reshape(-1, 4).T, [0.5, 99.5], axis=1).T  # channels as rows: contiguous
+        spread = hi - lo
+        steep = rank(cv2.magnitude(gx, gy).reshape(-1, 4).T, 99.5, axis=1)
+        slopes = steep / np.maximum(spread, 1e-3)
+        usable = np.concatenate([[True], spread[1:] >= min_channel_range])
+        edge.append(float(slopes[usable].max()))
     return float(np.mean(edge)), float(np.mean(lap))
+
+
+def _camera_shift(
+    frames: np.ndarray, i: int, window: np.ndarray, gap: int = 4, grey: dict[int, np.ndarray] | None = None
+) -> float:
+    """The camera's motion between frames ``i`` and ``i + 1`` in pixels: the global translation found by
+    phase correlation (robust to large shifts, which Farneback's local search underestimates, and to
+    smooth shading that has no edge to track), on the middle half of the rows: burnt-in subtitles and
+    logos sit in the top and bottom quarters, and a static overlay would otherwise pin the estimate to 0.
+    A shift under a pixel is measured again over ``gap`` frames (phase correlation's sub-pixel estimate
+    is biased towards 0)."""
+    h = frames.shape[1]
+    rows = slice(h // 4, h - h // 4)
+
+    cache = grey if grey is not None else {}
+
+    def shift(j: int) -> float:
+        a, b = ((cache[k] if k in cache else _gray_u8(frames[k]))[rows].astype(np.float32) for k in (i, j))
+        (dx, dy), response = cv2.phaseCorrelate(a, b, window)
+        return float(np.hypot(dx, dy)) if response >= 0.1 else 0.0
+
+    one = shift(i + 1)
+    j = min(len(frames) - 1, i + gap)
+    if one < 1.0 and j > i + 1:  # sub-pixel shifts are underestimated: measure a slow pan over a few frames
+        return max(one, shift(j) / (j - i))
+    return one
 
 
 def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     """(optical-flow motion, frame difference) between consecutive frames.
 
-    Motion is the 90th percentile of the Farneback flow magnitude over the textured pixels (edges, where
-    flow is defined) of the lightly smoothed :func:`contrast_channel`, in percent of the frame width per
-    frame: a small object moving fast is not averaged away by a flat background or by static overlays
-    (subtitles, logos), and a clip where nothing textured moves scores ~0. The frame difference is the
-    mean absolute luma change (0..255). Both are 0 for a single frame.
+    Motion is the 90th percentile of the Farneback normal flow (the flow along the image gradient) over
+    the textured pixels (edges, where flow is defined) of the lightly smoothed :func:`contrast_channel`, in
+    percent of the frame width per frame: a small object moving fast is not averaged away by a flat background or by static overlays
+    (subtitles, logos), and a clip where nothing textured moves scores ~0. The camera's motion, the
+    median global translation found by phase correlation, takes over where it is larger: a whip pan (a
+    fifth of the width per frame is beyond Farneback's reach) or a pan over smooth shading. The frame
+    difference is the mean absolute change of the (8-bit) luma, 0..255. Both are 0 for a single frame.
     """
     t, _, w, _ = frames.shape
     if t < 2:
@@ -129,22 +202,34 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     starts = np.sort(rng.choice(t - 1, size=min(max_pairs, t - 1), replace=False))
     needed = np.unique(np.concatenate([starts, starts + 1]))
     chan = dict(zip(needed.tolist(), contrast_channel(frames, only=needed), strict=True))
-    lo, hi = np.percentile(np.stack([chan[i] for i in starts.tolist()]), [0.5, 99.5])
+    lo, hi = rank(np.stack([chan[i] for i in starts.tolist()]), [0.5, 99.5])
     scale = 200.0 / max(float(hi - lo), 1e-3)
-    mags, diffs = [], []
+    mags, diffs, shifts = [], [], []
+    h = frames.shape[1]
+    window = cv2.createHanningWindow((w, h - 2 * (h // 4)), cv2.CV_32F)
+    grey = {j: _gray_u8(frames[j]) for j in needed.tolist()}
+    stretched = {
+        j: cv2.GaussianBlur(np.clip((chan[j] - lo) * scale + 28.0, 0, 255), (0, 0), 1.0).astype(np.uint8)
+        for j in needed.tolist()
+    }
     for i in starts.tolist():
-        a, b = (
-            cv2.GaussianBlur(np.clip((chan[j] - lo) * scale + 28.0, 0, 255), (0, 0), 1.0).astype(np.uint8)
-            for j in (i, i + 1)
-        )
-        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 5, 15, 3, 5, 1.2, 0)
-        mag = np.sqrt((flow**2).sum(-1))
+        shifts.append(_camera_shift(frames, i, window, grey=grey))
+        a, b = stretched[i], stretched[i + 1]
+        # three pyramid levels: motions beyond their reach are the camera's, which phase correlation takes
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
         gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
-        textured = np.sqrt(gx * gx + gy * gy) > 40.0
-        diffs.append(float(np.abs(luma(frames[i]) - luma(frames[i + 1])).mean()))
-        mags.append(float(np.percentile(mag[textured], 90)) if textured.mean() >= 0.002 else 0.0)
-    return float(np.mean(mags)) * 100.0 / w, float(np.mean(diffs))
+        grad = np.sqrt(gx * gx + gy * gy)
+        textured = grad > 40.0
+        diffs.append(float(cv2.absdiff(grey[i], grey[i + 1]).mean()))
+        if textured.mean() < 0.002:
+            mags.append(0.0)
+            continue
+        # Normal flow: the flow's component along the image gradient, the only one an edge defines (along
+        # a straight edge, the flow is whatever the smoothing makes of it: the aperture problem).
+        normal = np.abs(flow[..., 0] * gx + flow[..., 1] * gy)[textured] / grad[textured]
+        mags.append(rank(normal, 90))
+    return max(float(np.mean(mags)), float(np.median(shifts))) * 100.0 / w, float(np.mean(diffs))
 
 
 def border_fraction(frames: np.ndarray, max_level: float = 16.0) -> float:
@@ -152,21 +237,39 @@ def border_fraction(frames: np.ndarray, max_level: float = 16.0) -> float:
 
     A bar is a run of rows (columns) from an edge whose pixels (their brightest RGB channel, 95th
     percentile over the row and the frames, so codec ripple does not matter) stay below ``max_level``.
-    The picture between the bars must be clearly brighter (median above ``2 * max_level``): in a dark
-    frame, rows of dark background are not bars.
+    In a dark frame, rows of dark background are not bars, so a run counts when either the picture between
+    the bars is clearly brighter (median above ``2 * max_level``), or, for dark footage (a mostly black
+    picture, letterboxed), the run is what bars are and dark background is not: black (95th percentile
+    under ``max_level / 2``), constant over time (mean temporal deviation under 1.5 levels) and ending on
+    a sharp straight edge, the first line past it showing picture (95th percentile above
+    ``2 * max_level``) in at least three frames in four; a dim ramp or a dim background reaches the bar
+    level gradually or here and there, not along a line in nearly every frame.
     """
-    m = frames.max(axis=-1).astype(np.float32)  # [T, H, W] brightest channel
+    m = brightest_channel(frames)  # [T, H, W]
     best = 0.0
     for axis in (1, 2):  # rows (letterbox), columns (pillarbox)
-        lines = np.moveaxis(m, axis, 0).reshape(m.shape[axis], -1)  # [lines, pixels]
-        dark = np.percentile(lines, 95, axis=1) < max_level
+        by_line = np.moveaxis(m, axis, 0)  # [lines, T, pixels]
+        lines = by_line.reshape(m.shape[axis], -1)  # [lines, T * pixels]
+        dark = rank(lines, 95, axis=1) < max_level
         if dark.all() or not dark.any():
             continue
+        n = len(dark)
         lead = int(np.argmax(~dark))  # dark lines from the first edge
         trail = int(np.argmax(~dark[::-1]))  # ... and from the last
-        inner = lines[lead : len(dark) - trail]
-        if inner.size and float(np.median(inner)) >= 2.0 * max_level:
-            best = max(best, (lead + trail) / len(dark))
+        inner = lines[lead : n - trail]
+        if inner.size and rank(inner, 50) >= 2.0 * max_level:
+            best = max(best, (lead + trail) / n)
+            continue
+        covered = 0
+        for run, edge in ((lead, lead), (trail, n - 1 - trail)):
+            if run == 0:
+                continue
+            bar = by_line[:edge] if edge == lead else by_line[edge + 1 :]
+            black = rank(bar, 95) < max_level / 2
+            constant = float(bar.astype(np.float32).std(axis=1).mean()) < 1.5
+            shows = float((rank(by_line[edge], 95, axis=1) >= 2 * max_level).mean()) >= 0.75
+            covered += run if black and constant and shows else 0
+        best = max(best, covered / n)
     return float(best)
 
 
@@ -198,20 +301,25 @@ def subtitle_score(frames: np.ndarray, band_fraction: float = 0.25) -> float:
     return float(np.median(scores))
 
 
-def watermark_score(frames: np.ndarray, corner_fraction: float = 0.25) -> float:
+def watermark_score(frames: np.ndarray, corner_fraction: float = 0.25, max_texture: float = 0.55) -> float:
     """Watermark: bright thin strokes that stay put in (nearly) every frame, in a corner. The score is the
     largest, over the four corners, of the density of persistent strokes minus the density in the middle
     part of the same rows (so a centred subtitle line that persists is not a watermark, and a static
-    filled shape gives no strokes)."""
+    filled shape gives no strokes). A corner that is stroke texture through and through (more than
+    ``max_texture`` of its pixels are strokes in the median frame: fine foliage, cellular patterns) scores
+    0: there, strokes persist at random, and no logo can be told from the texture by strokes alone."""
     _, h, w, _ = frames.shape
     k = _stroke_kernel(h, w)
-    persistent = np.mean([bright_strokes(f, k) for f in frames], axis=0) >= 0.8
+    strokes = np.stack([bright_strokes(f, k) for f in frames])
+    persistent = strokes.mean(axis=0) >= 0.8
     ch, cw = max(2, round(h * corner_fraction)), max(2, round(w * corner_fraction))
     best = 0.0
     for rows in (slice(0, ch), slice(h - ch, h)):
         band = persistent[rows]
         middle = band[:, cw : w - cw].mean() if w > 2 * cw else 0.0
         for cols in (slice(0, cw), slice(w - cw, w)):
+            if float(np.median(strokes[:, rows, cols].mean(axis=(1, 2)))) > max_texture:
+                continue
             best = max(best, float(band[:, cols].mean() - middle))
     return best
 
@@ -311,21 +419,54 @@ def thumbnails_from_hex(text: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------- cuts
 CUT_CONFIRM_WINDOW = 3  # frames looked at on each side of a reported cut
+CUT_MIN_RATIO = 1.5  # a cut changes the picture this many times more than a frame step on either side
+
+
+def aligned_difference(a: np.ndarray, b: np.ndarray, min_response: float = 0.2) -> float:
+    """Mean absolute RGB difference of two frames once the camera's motion between them is undone: ``a``
+    is shifted by the global translation phase correlation finds (when its peak is clear, at least
+    ``min_response``) and the frames are compared where they overlap. A pan, however fast, leaves little;
+    a cut to another shot leaves as much as without the shift."""
+    fa, fb = a.astype(np.float32), b.astype(np.float32)
+    raw = float(np.abs(fa - fb).mean())
+    h, w = a.shape[:2]
+    ga, gb = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (fa, fb))
+    (dx, dy), response = cv2.phaseCorrelate(ga, gb, cv2.createHanningWindow((w, h), cv2.CV_32F))
+    mx, my = int(np.ceil(abs(dx))) + 1, int(np.ceil(abs(dy))) + 1
+    if response < min_response or 2 * mx >= w - 4 or 2 * my >= h - 4:
+        return raw
+    moved = cv2.warpAffine(fa, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_LINEAR)
+    return min(raw, float(np.abs(moved - fb)[my : h - my, mx : w - mx].mean()))
 
 
 def not_a_cut(frames: list[np.ndarray], min_diff: float) -> bool:
-    """Whether a reported cut is a camera flash or a fade, from four analysis frames around it: the one
-    ``CUT_CONFIRM_WINDOW + 1`` before, the ones just before and at the cut, and the one
-    ``CUT_CONFIRM_WINDOW`` after.
+    """Whether a reported cut is a camera flash, a fade, fast camera motion or a picture that changes
+    all the time, from the analysis frames :func:`cut_frames` gives: ``CUT_CONFIRM_WINDOW + 1`` and 2
+    before the cut, just before it, at it, 1 and ``CUT_CONFIRM_WINDOW`` after. Frames are compared once the
+    camera's motion between them is undone (:func:`aligned_difference`), so that a scene that pans does
+    not look like another shot.
 
+    Camera motion: the frames just before and at the cut are alike once aligned (below ``min_diff``, or
+    below a third of their plain difference): a whip pan, not a cut.
+    Constant change: the aligned change at the cut is less than ``CUT_MIN_RATIO`` times the change from
+    one frame to the next just before it or just after it (a chaotic texture, a crowd, water): a cut
+    stands out from both sides' own frame-to-frame change, as the adaptive detectors of PySceneDetect
+    ask of a frame's score against its neighbours'.
     A flash: the frames before and after are alike (mean absolute RGB difference below ``min_diff``, or
     below a third of the difference at the cut itself).
     A fade: they are alike once brightness is matched, and the brightness moves gradually (drifting across
     the window at least as much as it jumps at the cut). A hard cut into a darker or brighter shot jumps
     at the cut without drifting, and stands."""
+    before, at, after = (aligned_difference(frames[i], frames[i + 1]) for i in (1, 2, 3))
+    frames = [frames[0], frames[2], frames[3], frames[5]]
     f0, f1, f2, f3 = (f.astype(np.float32) for f in frames)
-    across = float(np.abs(f0 - f3).mean())
-    if across < max(min_diff, 0.3 * float(np.abs(f1 - f2).mean())):
+    jump = float(np.abs(f1 - f2).mean())
+    if at < max(min_diff, jump / 3.0):
+        return True  # the same view, moved: camera motion
+    if at < CUT_MIN_RATIO * min(before, after):
+        return True  # no more change than from one frame to the next on either side: motion or chaos
+    across = aligned_difference(frames[0], frames[3])
+    if across < max(min_diff, 0.3 * jump):
         return True  # the shot before and after is the same; only the frames at the cut differ: a flash
     m0, m1, m2, m3 = (float(f.mean()) for f in (f0, f1, f2, f3))
     if min(m0, m3) < 2.0:
@@ -345,10 +486,13 @@ def confirm_cuts(cuts: list[int], frame_at, num_frames: int, min_diff: float) ->
 
 def cut_frames(c: int, frame_at, num_frames: int) -> list[np.ndarray]:
     w, last = CUT_CONFIRM_WINDOW, num_frames - 1
-    return [frame_at(min(last, max(0, i))) for i in (c - w - 1, c - 1, c, c + w)]
+    return [frame_at(min(last, max(0, i))) for i in (c - w - 1, c - 2, c - 1, c, c + 1, c + w)]
 
 
 # --------------------------------------------------------------------------------------------- per clip
+SHARPNESS_FRAMES = 8  # of the sampled frames, those the edge sharpness is measured on (it varies little)
+
+
 def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] | None = None) -> dict[str, Any]:
     """Every score of one clip (a pure function of its frames and the config's analysis settings);
     ``timers`` (name -> seconds) is credited with each score's cost."""
@@ -365,10 +509,12 @@ def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] |
 
     small = resize_frames(frames, cfg.analysis_size)
     picked = small[sample_indices(len(small), cfg.max_analysis_frames)]
-    sharp, lap_var = timed("sharpness", sharpness, picked)
+    sharp, lap_var = timed("sharpness", sharpness, picked[sample_indices(len(picked), SHARPNESS_FRAMES)])
+    mean_luma, highlight = timed("brightness", brightness, picked)
     flow, diff = timed("motion", motion, small, cfg.motion_pairs)
     return {
-        "brightness": round(timed("brightness", brightness, picked), 4),
+        "brightness": round(mean_luma, 4),
+        "highlight": round(highlight, 4),
         "sharpness": round(sharp, 5),
         "laplacian_var": round(lap_var, 3),
         "motion": round(flow, 4),
@@ -383,7 +529,7 @@ def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] |
 def decide(scores: dict[str, Any], cfg: CurateConfig) -> list[str]:
     """Drop reasons of one clip from its scores (every reason that applies, not only the first)."""
     reasons = []
-    if scores["brightness"] < cfg.dark_max_luma:
+    if scores["brightness"] < cfg.dark_max_luma and scores.get("highlight", 0.0) < cfg.dark_max_highlight:
         reasons.append("dark")
     if scores["sharpness"] < cfg.blur_min_sharpness:
         reasons.append("blurred")

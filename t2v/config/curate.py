@@ -56,6 +56,13 @@ class CurateConfig(BaseModel):
     max_analysis_frames: int = Field(16, ge=2, le=1024, description="frames sampled per clip for scoring")
     motion_pairs: int = Field(8, ge=1, le=1024, description="frame pairs per clip given to Farneback optical flow")
     dark_max_luma: float = Field(40.0, ge=0.0, le=255.0, description="dark if mean luma (0-255) is below")
+    dark_max_highlight: float = Field(
+        80.0,
+        ge=0.0,
+        le=255.0,
+        description="... and the highlight (95th percentile of the brightest channel) is below: a black"
+        " background with bright content is not dark",
+    )
     blur_min_sharpness: float = Field(
         0.18,
         ge=0.0,
