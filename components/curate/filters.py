@@ -490,7 +490,7 @@ def cut_frames(c: int, frame_at, num_frames: int) -> list[np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------- per clip
-SHARPNESS_FRAMES = 8  # of the sampled frames, those the edge sharpness is measured on (it varies little)
+SHARPNESS_FRAMES = 6  # of the sampled frames, those the edge sharpness is measured on (it varies little)
 
 
 def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] | None = None) -> dict[str, Any]:
