@@ -156,6 +156,9 @@ def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[floa
     return float(np.mean(edge)), float(np.mean(lap))
 
 
+CAMERA_PAIRS = 16  # frame pairs per clip whose global shift is measured
+
+
 def _camera_shift(
     frames: np.ndarray, i: int, window: np.ndarray, gap: int = 4, grey: dict[int, np.ndarray] | None = None
 ) -> float:
@@ -212,8 +215,12 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
         j: cv2.GaussianBlur(np.clip((chan[j] - lo) * scale + 28.0, 0, 255), (0, 0), 1.0).astype(np.uint8)
         for j in needed.tolist()
     }
-    for i in starts.tolist():
+    # The camera shift is cheap (a phase correlation of two small frames): measured on more pairs than
+    # Farneback, so that its median is steady.
+    more = np.sort(rng.choice(t - 1, size=min(CAMERA_PAIRS, t - 1), replace=False))
+    for i in more.tolist():
         shifts.append(_camera_shift(frames, i, window, grey=grey))
+    for i in starts.tolist():
         a, b = stretched[i], stretched[i + 1]
         # three pyramid levels: motions beyond their reach are the camera's, which phase correlation takes
         flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
@@ -490,8 +497,6 @@ def cut_frames(c: int, frame_at, num_frames: int) -> list[np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------- per clip
-SHARPNESS_FRAMES = 6  # of the sampled frames, those the edge sharpness is measured on (it varies little)
-
 
 def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] | None = None) -> dict[str, Any]:
     """Every score of one clip (a pure function of its frames and the config's analysis settings);
@@ -509,7 +514,7 @@ def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] |
 
     small = resize_frames(frames, cfg.analysis_size)
     picked = small[sample_indices(len(small), cfg.max_analysis_frames)]
-    sharp, lap_var = timed("sharpness", sharpness, picked[sample_indices(len(picked), SHARPNESS_FRAMES)])
+    sharp, lap_var = timed("sharpness", sharpness, picked)
     mean_luma, highlight = timed("brightness", brightness, picked)
     flow, diff = timed("motion", motion, small, cfg.motion_pairs)
     return {
