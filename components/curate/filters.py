@@ -157,6 +157,7 @@ def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[floa
 
 
 CAMERA_PAIRS = 16  # frame pairs per clip whose global shift is measured
+CAMERA_FLOOR = 0.2  # pixels per frame: a smaller global shift counts as none
 
 
 def _camera_shift(
@@ -192,8 +193,9 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     the textured pixels (edges, where flow is defined) of the lightly smoothed :func:`contrast_channel`, in
     percent of the frame width per frame: a small object moving fast is not averaged away by a flat background or by static overlays
     (subtitles, logos), and a clip where nothing textured moves scores ~0. The camera's motion, the
-    median global translation found by phase correlation, takes over where it is larger: a whip pan (a
-    fifth of the width per frame is beyond Farneback's reach) or a pan over smooth shading. The frame
+    upper quartile of the global translations found by phase correlation, takes over where it is
+    larger: a whip pan (a fifth of the width per frame is beyond Farneback's reach) or a pan over smooth
+    shading. The frame
     difference is the mean absolute change of the (8-bit) luma, 0..255. Both are 0 for a single frame.
     """
     t, _, w, _ = frames.shape
@@ -236,7 +238,10 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
         # a straight edge, the flow is whatever the smoothing makes of it: the aperture problem).
         normal = np.abs(flow[..., 0] * gx + flow[..., 1] * gy)[textured] / grad[textured]
         mags.append(rank(normal, 90))
-    return max(float(np.mean(mags)), float(np.median(shifts))) * 100.0 / w, float(np.mean(diffs))
+    # The upper quartile: a pan that crosses featureless parts of a picture (sky, flat shading) shows its
+    # speed only where there is structure; shifts under CAMERA_FLOOR pixels are codec noise.
+    camera = float(np.percentile([x if x >= CAMERA_FLOOR else 0.0 for x in shifts], 75))
+    return max(float(np.mean(mags)), camera) * 100.0 / w, float(np.mean(diffs))
 
 
 def border_fraction(frames: np.ndarray, max_level: float = 16.0) -> float:
