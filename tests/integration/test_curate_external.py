@@ -1,7 +1,7 @@
 """The curate stage on a test set the world generator did not make (FFmpeg's test patterns through
-PyAV's lavfi, a panning camera, real-font subtitles and logos, letterboxing, fades, flashes): the
-scene-cut detector and the filters that transfer are held to 0.9; the ones tuned on the world's flat
-shapes are measured and bounded below (docs/CURATION.md gives the figures and the reasons). The set is
+PyAV's lavfi, a panning camera, real-font subtitles and logos, letterboxing, fades, flashes, whip pans):
+the scene-cut detector and every filter with a planted counterpart but the re-used shot are held to 0.9
+(docs/CURATION.md gives the figures on larger sets and the reasons where they fall short). The set is
 seeded (the random patterns too), so its figures are the same on every run."""
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ def test_scene_cuts_and_filters_on_external_set(tmp_path):
     ev = merge_manifests(tmp_path / "out", [summary])["evaluation"]
     cuts = ev["scene_cuts"]
     assert cuts["support"] >= 25
-    assert cuts["recall"] >= 0.9 and cuts["precision"] >= 0.7, cuts  # false cuts: whip pans, chaotic patterns
+    # whip pans, flashes in moving scenes and chaotic patterns are no cuts
+    assert cuts["recall"] >= 0.9 and cuts["precision"] >= 0.9, cuts
     f = ev["filters"]
-    for name in ("subtitles", "watermark", "static", "dark", "blurred"):
+    for name in ("subtitles", "watermark", "static", "too_fast", "dark", "blurred", "black_borders"):
         assert f[name]["support"] >= 2 and f[name]["recall"] >= 0.9, (name, f[name])
-    for name in ("subtitles", "black_borders"):  # precise; the others flag smooth or dark patterns too
+    # precise on this set; blurred and dark also flag featureless or mostly dark patterns on larger sets
+    for name in ("subtitles", "watermark", "static", "too_fast", "dark", "blurred", "black_borders"):
         assert f[name]["precision"] >= 0.9, (name, f[name])
