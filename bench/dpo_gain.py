@@ -16,8 +16,8 @@ ceiling of 0.835). The figures in docs/TRAINING.md ("Video-DPO") came from
 
     --start t2vi --set evaluate.num_prompts=96 --set evaluate.compare_untrained=false \
     --set evaluate.compare_start=false --set evaluate.compare_champion=false --set dpo.num_prompts=96 \
-    --set dpo.samples_per_prompt=8 --set dpo.steps=80 --set dpo.lr=1e-4 --set dpo.beta=200 \
-    --set dpo.batch_size=8 --set dpo.warmup_steps=10
+    --set dpo.samples_per_prompt=8 --set dpo.pairs_per_prompt=4 --set dpo.steps=160 --set dpo.lr=1e-4 \
+    --set dpo.beta=50 --set dpo.batch_size=8 --set dpo.warmup_steps=10 --dpo-seeds 5 6 7 8
 """
 
 from __future__ import annotations
@@ -84,6 +84,13 @@ def main() -> None:
     gains = [statistics.mean(v) - base for k, v in table.items() if k != args.start]
     print(f"mean gain over {args.start}: {statistics.mean(gains):+.3f} (per DPO seed: {', '.join(f'{g:+.3f}' for g in gains)}); "
           f"largest spread of any model over evaluation seeds: {max(max(v) - min(v) for v in table.values()):.3f}")
+    start_spread = max(table[args.start]) - min(table[args.start])
+    for name, values in table.items():
+        if name == args.start:
+            continue
+        fixed = [after - before for after, before in zip(values, table[args.start], strict=True)]
+        print(f"  {name}: gain at each evaluation seed " + " ".join(f"{g:+.3f}" for g in fixed)
+              + f"; smallest {min(fixed):+.3f} {'>' if min(fixed) > start_spread else '<='} the start's spread {start_spread:.3f}")
     for seed, summary in runs.items():
         print(f"dpo seed {seed}: K={summary['samples_per_prompt']} prompts={summary['prompts']} pairs={summary['pairs']} "
               f"beta={summary['beta']} training-prompt reward {summary['reward_before']:.3f} -> {summary['reward_after']:.3f}")
