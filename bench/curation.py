@@ -5,7 +5,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --hd 16 [--repeats 3]
     .venv/bin/python bench/curation.py --memory-1080p [--seconds 60]
     .venv/bin/python bench/curation.py --dedup 10000 100000
-    .venv/bin/python bench/curation.py --external 24
+    .venv/bin/python bench/curation.py --external 24 [--seed 0]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -233,10 +233,11 @@ def dedup_bench(sizes: list[int]) -> None:
     cfg = CurateConfig()
     for n in sizes:
         rng = np.random.default_rng(0)
-        hashes = rng.random((n, 5, 64)) < 0.5
-        thumbs = rng.integers(-60, 60, (n, 3, 8, 8, 3)).astype(np.int8)
+        k = cfg.dedup_frames  # frame hashes and thumbnails per clip, as filters.clip_signature gives them
+        hashes = rng.random((n, k, 64)) < 0.5
+        thumbs = rng.integers(-60, 60, (n, k, 8, 8, 3)).astype(np.int8)
         src = np.arange(0, n - 1, 100)
-        hashes[src + 1] = hashes[src] ^ (rng.random((len(src), 5, 64)) < 0.05)
+        hashes[src + 1] = hashes[src] ^ (rng.random((len(src), k, 64)) < 0.05)
         thumbs[src + 1] = np.clip(thumbs[src].astype(int) + rng.integers(-1, 2, thumbs[src].shape), -128, 127)
         sigs = list(zip(hashes, thumbs, strict=True))
         t0 = time.perf_counter()
@@ -258,6 +259,7 @@ def main() -> None:
     ap.add_argument("--whole", action="store_true", help="also measure decoding the 1080p file whole")
     ap.add_argument("--dedup", type=int, nargs="*")
     ap.add_argument("--external", type=int, default=0, help="videos in the lavfi test set (P/R table)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the lavfi test set (build_external_set)")
     args = ap.parse_args()
     import logging
 
@@ -285,7 +287,7 @@ def external(args) -> None:
     from tests.fixtures.curate_external import build_external_set
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-external-"))
-    build_external_set(tmp / "ext", videos=args.external)
+    build_external_set(tmp / "ext", videos=args.external, seed=args.seed)
     world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
     world.update(num_raw_videos=args.external, corrupt_files=1, seed=0)
     world.update({f"rate_{d}": 0.1 for d in ("static", "too_fast", "dark", "blurred", "subtitles", "watermark", "black_borders", "duplicate")})

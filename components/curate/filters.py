@@ -358,12 +358,19 @@ def clip_hashes(frames: np.ndarray, hash_size: int = 8, count: int = 5) -> np.nd
     return np.stack([phash(frames[i], hash_size) for i in sample_indices(len(frames), count)])
 
 
-def clip_signature(frames: np.ndarray, cfg: CurateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A clip's near-duplicate signature: (perceptual hashes of 5 frames, colour thumbnails of 3)."""
-    return clip_hashes(frames, cfg.dedup_hash_size), colour_thumbnails(frames)
+def clip_signature(frames: np.ndarray, cfg: CurateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A clip's near-duplicate signature: (perceptual hashes, colour thumbnails, frame indices) of the
+    same ``dedup_frames`` evenly spaced frames; the frame indices let :mod:`components.curate.dedup`
+    align two clips in time (a re-used shot cut a few frames off)."""
+    count = cfg.dedup_frames
+    return (
+        clip_hashes(frames, cfg.dedup_hash_size, count),
+        colour_thumbnails(frames, count=count),
+        sample_indices(len(frames), count),
+    )
 
 
-def signature_fields(sig: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+def signature_fields(sig: tuple[np.ndarray, ...]) -> dict[str, Any]:
     """The signature as manifest fields (``phash``: hex per frame, ``thumbs``: hex)."""
     return {"phash": hashes_to_hex(sig[0]), "thumbs": thumbnails_to_hex(sig[1])}
 
@@ -399,7 +406,7 @@ def hashes_from_hex(items: list[str], bits: int) -> np.ndarray:
 
 def colour_thumbnails(frames: np.ndarray, grid: int = 8, count: int = 3) -> np.ndarray:
     """CIELAB thumbnails (``grid`` x ``grid`` cells) of ``count`` evenly spaced frames, int8
-    ``[count', grid, grid, 3]``, with the clip's mean lightness removed (a re-encode or a small brightness
+    ``[count', grid, grid, 3]``, with the clip's (median frame's) mean lightness removed (a re-encode or a small brightness
     change does not move them). Used to confirm perceptual-hash candidates: a grey hash of a flat
     background with a small object is dominated by noise, colour cells are not."""
     out = []
@@ -407,7 +414,8 @@ def colour_thumbnails(frames: np.ndarray, grid: int = 8, count: int = 3) -> np.n
         small = cv2.resize(np.ascontiguousarray(frames[i]), (grid, grid), interpolation=cv2.INTER_AREA)
         out.append(cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab))
     lab = np.stack(out)
-    lab[..., 0] -= lab[..., 0].mean()
+    # the median frame's mean lightness: a frame of another shot at the clip's end does not shift the rest
+    lab[..., 0] -= float(np.median(lab[..., 0].mean(axis=(1, 2))))
     return np.clip(np.round(lab), -128, 127).astype(np.int8)
 
 

@@ -229,17 +229,21 @@ def clip_id_of(video_id: str, start: int, end: int) -> str:
 
 
 def find_duplicates(
-    signatures: list[tuple[np.ndarray, np.ndarray] | None], cfg: CurateConfig
+    signatures: list[tuple[np.ndarray, ...] | None], cfg: CurateConfig
 ) -> list[tuple[int, float, float] | None]:
     """For each clip (in canonical order): (index of the first earlier clip it duplicates, hash distance,
     colour distance), or None (a faiss index: :func:`components.curate.dedup.find_duplicates`)."""
     return dedup.find_duplicates(signatures, cfg)
 
 
-def _signature(rec: dict[str, Any], bits: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _signature(rec: dict[str, Any], bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A clip record's dedup signature, as :func:`filters.clip_signature` gave it: the thumbnails' frame
+    indices are the evenly spaced ones of the clip's length."""
     if not rec.get("phash") or not rec.get("thumbs"):
         return None
-    return filters.hashes_from_hex(rec["phash"], bits), filters.thumbnails_from_hex(rec["thumbs"])
+    thumbs = filters.thumbnails_from_hex(rec["thumbs"])
+    frames = filters.sample_indices(int(rec["num_frames"]), len(thumbs))
+    return filters.hashes_from_hex(rec["phash"], bits), thumbs, frames
 
 
 def _mark_duplicate(rec: dict[str, Any], of: dict[str, Any], match: tuple[int, float, float]) -> None:

@@ -127,6 +127,9 @@ class CurateConfig(BaseModel):
 
     # --- near-duplicates and balancing (cross-clip; within a shard and again across shards) ---
     dedup_hash_size: int = Field(8, ge=4, le=32, description="perceptual hash side (bits = side^2)")
+    dedup_frames: int = Field(
+        5, ge=1, le=64, description="evenly spaced frames per clip hashed and thumbnailed (each hash is an index key)"
+    )
     dedup_max_hamming: float = Field(
         16.0,
         ge=0.0,
@@ -134,14 +137,14 @@ class CurateConfig(BaseModel):
         description="near-duplicate candidates: mean Hamming distance of the frames' perceptual hashes at most",
     )
     dedup_max_colour_distance: float = Field(
-        5.0,
+        3.5,
         ge=0.0,
         le=300.0,
-        description="candidates are duplicates if their colour thumbnails differ by at most this (CIELAB units)",
+        description="candidates are duplicates if their colour thumbnails, lined up in time, differ by at most this (median per frame, CIELAB units)",
     )
     dedup_neighbours: int = Field(8, ge=1, le=1024, description="index neighbours checked per frame hash")
     dedup_exact_max: int = Field(
-        20_000, ge=2, description="an exact (flat) index up to this many clips, an IVF index above"
+        20_000, ge=2, description="an exact (flat) index up to this many frame hashes (keys), an IVF index above"
     )
     dedup_nprobe: int = Field(16, ge=1, le=4096, description="IVF lists probed per query")
     balance_clusters: int = Field(

@@ -327,6 +327,31 @@ def test_dedup_index_finds_planted_copies(exact_max):
     assert all(found[i][0] == i - 1 for i in hits)
 
 
+def _ramp_pan(speed: float, start: int, frames: int = 36, w: int = 96, h: int = 64) -> np.ndarray:
+    """A window panning over a deterministic picture of smooth horizontal colour ramps."""
+    x = np.arange(4 * w, dtype=np.float32)
+    ramp = np.stack([(x * 0.6) % 256, (x * 0.35 + 40) % 256, 255 - (x * 0.5) % 256], axis=-1)
+    big = np.broadcast_to(ramp[None], (h, 4 * w, 3))
+    return np.stack([big[:, int(start + i * speed) : int(start + i * speed) + w] for i in range(frames)]).astype(
+        np.uint8
+    )
+
+
+def test_dedup_needs_the_sequence_to_agree_and_allows_a_boundary_offset():
+    from components.curate import filters
+    from components.curate.dedup import find_duplicates
+
+    cfg = CurateConfig()
+    shot = _ramp_pan(1.0, 40, frames=60)  # a pan of a pixel a frame (the offset moves the view 5 px)
+    original, copy = shot[:36], np.clip(shot[5:41].astype(np.int16) + 3, 0, 255).astype(np.uint8)  # 5 frames off
+    back = _ramp_pan(-1.0, 110)  # the same picture panned the other way: single frames match the original's
+    sigs = [filters.clip_signature(c, cfg) for c in (original, back, copy)]
+    assert filters.hash_distance(sigs[1][0], sigs[0][0]) <= cfg.dedup_max_hamming  # frame by frame alike
+    found = find_duplicates(sigs, cfg)
+    assert found[0] is None and found[1] is None, found  # the other pan is no copy
+    assert found[2] is not None and found[2][0] == 0, found  # the re-used shot, cut 5 frames later, is
+
+
 def test_cluster_cap_balances_concepts():
     from components.curate.dedup import cluster_cap
 
