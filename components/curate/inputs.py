@@ -7,8 +7,9 @@ A row names its video by ``uri`` (``s3://...``, ``file://...``, an absolute path
 synthetic world's ``metadata.jsonl`` is one such table.
 
 The table is streamed: JSONL and CSV line by line, parquet batch by batch, so a shard task holds only its
-own rows. A row goes to shard ``sha256(uri) mod num_shards``: stable across runs, machines and table
-orders, and two rows with the same URI always land in the same shard, where the second one is recorded as
+own rows. A row goes to shard ``sha256(key) mod num_shards``, its key the URI relative to the table's
+folder (the whole URI for a video elsewhere, :func:`location_key`): stable across runs, machines, table
+orders and a table moved with its videos, and two rows with the same URI always land in the same shard, where the second one is recorded as
 ``duplicate_uri``. A line that is not valid JSON (or a row without a video) becomes a ``bad_metadata`` row
 with its line number and reason, in the shard its text hashes to: every line of the table ends up in
 exactly one shard's manifest.
@@ -51,6 +52,14 @@ def shard_of(key: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % num_shards
 
 
+def location_key(uri: str, base: str) -> str:
+    """What a video's shard and default id are hashed from: its URI relative to the table's folder
+    ``base`` when it lies under it, else the whole URI. The same URI always gives the same key, and a
+    table copied to another folder or bucket with its videos keeps its shards and ids."""
+    prefix = base.rstrip("/") + "/"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
 def resolve_table(source: str | Path, name: str = "metadata.jsonl") -> str:
     """The table's URI: ``source`` itself when it names a table file, else ``source/name``."""
     text = str(source)
@@ -73,11 +82,11 @@ def resolve_uri(value: str, base: str) -> str:
     return storage.join(base, value)
 
 
-def _video_id(meta: dict[str, Any], uri: str) -> str:
+def _video_id(meta: dict[str, Any], uri: str, base: str) -> str:
     if meta.get("video_id") not in (None, ""):
         return str(meta["video_id"])
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", uri.rsplit("/", 1)[-1].rsplit(".", 1)[0])[:40] or "video"
-    return f"{stem}-{hashlib.sha256(uri.encode()).hexdigest()[:8]}"
+    return f"{stem}-{hashlib.sha256(location_key(uri, base).encode()).hexdigest()[:8]}"
 
 
 def _rows_jsonl(handle) -> Iterator[tuple[int, dict | None, str | None, str]]:
@@ -138,7 +147,7 @@ def iter_rows(table_uri: str) -> Iterator[InputRow]:
                 )
                 continue
             uri = resolve_uri(value, base)
-            yield InputRow(index, _video_id(row, uri), uri, row)
+            yield InputRow(index, _video_id(row, uri, base), uri, row)
 
 
 def shard_rows(table_uri: str, shard_index: int, num_shards: int) -> list[InputRow]:
@@ -148,8 +157,9 @@ def shard_rows(table_uri: str, shard_index: int, num_shards: int) -> list[InputR
     out: list[InputRow] = []
     first: dict[str, int] = {}
     ids: dict[str, int] = {}
+    base = _parent(table_uri)
     for row in iter_rows(table_uri):
-        key = row.uri if row.uri is not None else f"bad:{row.index}:{row.meta.get('line', '')}"
+        key = location_key(row.uri, base) if row.uri is not None else f"bad:{row.index}:{row.meta.get('line', '')}"
         if shard_of(key, num_shards) != shard_index:
             continue
         if row.uri is not None and row.uri in first:

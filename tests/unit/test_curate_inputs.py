@@ -14,6 +14,7 @@ import pytest
 
 from components.curate import inputs
 from components.curate.stage import curate_shard, detect_scenes, merge_manifests, split_clips
+from t2v import storage
 from t2v.config import CurateConfig
 from t2v.video import VideoReader, read_video
 from tests.fixtures.curate_media import (
@@ -100,6 +101,27 @@ def test_tables_in_three_formats_shard_the_same(tmp_path):
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
     again = [sorted(r.uri for r in inputs.shard_rows(inputs.resolve_table(tmp_path / "r.jsonl"), i, 4)) for i in range(4)]
     assert again == [sorted(p) for p in shards["jsonl"]]
+
+
+def test_a_table_moved_with_its_videos_keeps_its_shards_and_ids(tmp_path):
+    """Rows naming videos beside the table shard by their path relative to it: copying the folder
+    elsewhere (another machine, a test's temporary directory) changes no shard and no video id, while a
+    video outside the table's folder is keyed by its whole URI."""
+    rows = [{"file": f"clips/{i:03d}.mp4"} for i in range(60)] + [{"uri": "s3://other/x.mp4"}]
+    layouts = {}
+    for name in ("a", "somewhere/much/deeper"):
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        (folder / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        table = inputs.resolve_table(folder / "t.jsonl")
+        parts = [inputs.shard_rows(table, i, 3) for i in range(3)]
+        assert all(parts)
+        layouts[name] = [[(r.index, r.video_id) for r in p] for p in parts]
+        assert parts[0][0].uri.startswith(storage.to_uri(str(folder)))  # URIs stay absolute
+    assert layouts["a"] == layouts["somewhere/much/deeper"]
+    base = storage.to_uri(str(tmp_path / "a"))
+    assert inputs.location_key(f"{base}/clips/001.mp4", base) == "clips/001.mp4"
+    assert inputs.location_key("s3://other/x.mp4", base) == "s3://other/x.mp4"
 
 
 def test_variable_frame_rate_plays_at_the_right_speed(tmp_path):
