@@ -9,8 +9,8 @@ synthetic world's ``metadata.jsonl`` is one such table.
 The table is streamed: JSONL and CSV line by line, parquet batch by batch, so a shard task holds only its
 own rows. A row goes to shard ``sha256(key) mod num_shards``, its key the URI relative to the table's
 folder (the whole URI for a video elsewhere, :func:`location_key`): stable across runs, machines, table
-orders and a table moved with its videos, and two rows with the same URI always land in the same shard, where the second one is recorded as
-``duplicate_uri``. A line that is not valid JSON (or a row without a video) becomes a ``bad_metadata`` row
+orders and a table moved with its videos, and two rows with the same URI always land in the same shard,
+where the second one is recorded as ``duplicate_uri``. A line that is not valid JSON (or a row without a video) becomes a ``bad_metadata`` row
 with its line number and reason, in the shard its text hashes to: every line of the table ends up in
 exactly one shard's manifest.
 """

@@ -72,7 +72,7 @@ def preference_pairs(rewards: np.ndarray, margin: float, per_prompt: int = 1) ->
         used: set[int] = set()
         for best, worst in zip(best_first[:per_prompt], worst_first[:per_prompt]):
             best, worst = int(best), int(worst)
-            if best in used or worst in used or best == worst:
+            if best in used or worst in used:
                 continue
             if row[best] - row[worst] >= margin and row[best] > row[worst]:
                 pairs.append((prompt, best, worst))
