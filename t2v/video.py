@@ -42,6 +42,8 @@ __all__ = [
     "VideoReader",
     "write_gif",
     "frames_strip_png",
+    "Yuv420Clip",
+    "to_yuv420",
 ]
 
 
@@ -89,10 +91,20 @@ def _sws_flags(to_rgb: bool) -> int:
     return int(I.BILINEAR | I.FULL_CHR_H_INT | exact) if to_rgb else int(I.AREA | exact)
 
 
-def _encode(target: Any, frames: np.ndarray, fps: int, crf: int, preset: str, threads: int) -> None:
+# x264's macroblock-tree rate control reads memory it never wrote when the picture is narrow: measured with
+# this libx264 build, clips 32-112 pixels wide (any height) encode to other bytes from one call to the
+# next once the heap holds other data, and 128-992 wide to the same bytes; without mbtree every width
+# does. Below this width it is off (the files of such tiny clips are about twice as large at crf 18).
+MBTREE_MIN_WIDTH = 256
+
+
+def _encode(target: Any, frames: Any, fps: int, crf: int, preset: str, threads: int) -> None:
     import av
 
-    arr = _pad_even(_check_frames(frames))
+    yuv = frames if isinstance(frames, Yuv420Clip) else None
+    arr = None if yuv is not None else _pad_even(_check_frames(frames))
+    if yuv is not None and not len(yuv):
+        raise ValueError("frames must be non-empty, got an empty clip")
     if not (isinstance(fps, (int, np.integer)) and 1 <= int(fps) <= 1000):
         raise ValueError(f"fps must be an integer in [1, 1000], got {fps!r}")
     if not 0 <= int(crf) <= 51:
@@ -100,7 +112,7 @@ def _encode(target: Any, frames: np.ndarray, fps: int, crf: int, preset: str, th
     threads = int(threads)
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0 = let x264 choose), got {threads}")
-    _, h, w, _ = arr.shape
+    _, h, w, _ = arr.shape if arr is not None else yuv.shape
     sws = _sws_flags(to_rgb=False)
     reformatter = av.video.reformatter.VideoReformatter()  # one swscale context for all the frames
     # +bitexact: no libavformat version string in the file (and, as without it, a zero creation time).
@@ -113,14 +125,24 @@ def _encode(target: Any, frames: np.ndarray, fps: int, crf: int, preset: str, th
         stream.codec_context.thread_count = threads
         stream.codec_context.thread_type = "SLICE"
         options = {"crf": str(int(crf)), "preset": preset, "threads": str(threads)}
+        params = []
         if threads == 1:  # one frame thread, no sliced threads, one lookahead thread: no timing in the output
-            options["x264-params"] = "threads=1:sliced-threads=0:lookahead-threads=1"
+            params.append("threads=1:sliced-threads=0:lookahead-threads=1")
+        if w < MBTREE_MIN_WIDTH:
+            params.append("mbtree=0")
+        if params:
+            options["x264-params"] = ":".join(params)
         stream.options = options
-        for frame in arr:
+        if yuv is not None and yuv.colorspace not in (None, 2):  # keep the source's matrix, tagged
+            stream.codec_context.colorspace = yuv.colorspace
+            stream.codec_context.color_range = 1  # MPEG (limited): what yuv420p from swscale is
+        pictures = yuv.av_frames() if yuv is not None else (
             # Convert to yuv420p here, bit-exactly, rather than in PyAV's encoder (default swscale flags).
-            rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            yuv = reformatter.reformat(rgb, format="yuv420p", interpolation=sws)
-            for packet in stream.encode(yuv):
+            reformatter.reformat(av.VideoFrame.from_ndarray(frame, format="rgb24"), format="yuv420p", interpolation=sws)
+            for frame in arr
+        )
+        for picture in pictures:
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -459,6 +481,106 @@ def to_rgb(
     if rotation:
         arr = np.ascontiguousarray(np.rot90(arr, k=rotation // 90))
     return arr
+
+
+YUV_SOURCE_PREFIXES = ("yuv", "yuvj", "nv12", "nv21", "p010", "p016")  # decoded formats kept as YUV
+
+
+class Yuv420Clip:
+    """A clip kept as the encoder takes it: one packed ``yuv420p`` array per frame (``[H * 3 // 2, W]``,
+    the Y plane then U then V, PyAV's ``to_ndarray`` layout; even ``H`` and ``W``), half the bytes of RGB
+    and no RGB <-> YUV round trip on the way from the decoder to the encoder. It reads like an RGB clip
+    ``uint8 [T, H, W, 3]``: ``len``, ``shape``, ``clip[i]`` (one RGB frame, converted on demand, bit-exact
+    as :func:`to_rgb`), ``clip[a:b]`` (a sub-clip) and ``np.asarray(clip)`` (every frame in RGB).
+    ``colorspace`` is the YUV matrix of the source (an ``AVColorSpace`` value; 2 = unspecified, read as
+    BT.601); :func:`encode_mp4_bytes` tags the file with it."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, frames: list[np.ndarray], height: int, width: int, colorspace: int | None = 2):
+        if height % 2 or width % 2:
+            raise ValueError(f"yuv420p clips need even sizes, got {height}x{width}")
+        self.frames, self.height, self.width, self.colorspace = list(frames), int(height), int(width), colorspace
+        self._reformatter = None
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.frames), self.height, self.width, 3)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def av_frames(self):
+        import av
+
+        for i, packed in enumerate(self.frames):
+            frame = av.VideoFrame.from_ndarray(packed, format="yuv420p")
+            frame.pts = i
+            if self.colorspace not in (None, 2):
+                frame.colorspace = self.colorspace
+            yield frame
+
+    def rgb(self, i: int) -> np.ndarray:
+        import av
+
+        if self._reformatter is None:
+            self._reformatter = av.video.reformatter.VideoReformatter()
+        frame = av.VideoFrame.from_ndarray(self.frames[i], format="yuv420p")
+        if self.colorspace not in (None, 2):
+            frame.colorspace = self.colorspace
+        return self._reformatter.reformat(frame, format="rgb24", interpolation=_sws_flags(to_rgb=True)).to_ndarray()
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Yuv420Clip(self.frames[index], self.height, self.width, self.colorspace)
+        return self.rgb(int(index))
+
+    def __iter__(self):
+        return (self.rgb(i) for i in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None):
+        arr = np.stack([self.rgb(i) for i in range(len(self))]) if len(self) else np.zeros(self.shape, np.uint8)
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def yuv420_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U, V planes of a ``yuv420p`` ``av.VideoFrame`` as numpy views (no copy; the row padding of
+    the decoder's buffers left out)."""
+    return tuple(
+        np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes
+    )
+
+
+def to_yuv420(
+    frame, rotation: int, width: int, height: int, crop: tuple[int, int, int, int] | None = None,
+    reformatter: Any = None,
+):
+    """An ``av.VideoFrame`` scaled by swscale (area averaging, bit-exact, as :func:`to_rgb`) to ``width``
+    x ``height`` (display orientation) in ``yuv420p``, rotated for display, then cropped to ``crop`` =
+    ``(y0, x0, h, w)`` (even numbers). Returns ``(packed, scaled)``: the packed ``[h * 3 // 2, w]`` array
+    of :class:`Yuv420Clip` and the scaled ``av.VideoFrame`` (coded orientation, uncropped), from which
+    smaller RGB pictures can be made without going back to the source."""
+    import av
+    from av.video.reformatter import Interpolation as I
+
+    if reformatter is None:
+        reformatter = av.video.reformatter.VideoReformatter()
+    w, h = (height, width) if rotation % 180 else (width, height)  # the coded orientation
+    flags = int(I.AREA | I.ACCURATE_RND | I.BITEXACT)
+    scaled = reformatter.reformat(frame, width=w, height=h, format="yuv420p", interpolation=flags)
+    y, u, v = yuv420_planes(scaled)
+    if rotation:
+        k = rotation // 90
+        y, u, v = (np.rot90(p, k=k) for p in (y, u, v))
+    if crop is not None:
+        y0, x0, ch, cw = crop
+        if y0 % 2 or x0 % 2 or ch % 2 or cw % 2:
+            raise ValueError(f"yuv420p crops need even offsets and sizes, got {crop}")
+        y = y[y0 : y0 + ch, x0 : x0 + cw]
+        u, v = (p[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2] for p in (u, v))
+    packed = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(-1, y.shape[1])
+    return packed, scaled
 
 
 def probe_video(src: str | os.PathLike | bytes) -> dict:

@@ -56,35 +56,107 @@ def luma(frames: np.ndarray) -> np.ndarray:
 
 
 def rank(values: np.ndarray, q: float | list[float], axis: int | None = None) -> np.ndarray | float:
-    """The ``q``-th percentile(s) (0..100) by nearest rank, through one ``np.partition``: what
+    """The ``q``-th percentile(s) (0..100) by nearest rank, through ``np.partition``: what
     ``np.percentile`` gives to within one sample, without its per-call overhead (it dominates on
-    analysis-size frames)."""
+    analysis-size frames). One partition per rank, and 8-bit values widened to 16 bits: numpy's
+    vectorised selection takes one rank at a time and no 8-bit type, and its generic one is several times
+    slower (the ``k``-th smallest value is the same whichever way it is found)."""
     x = np.asarray(values)
     if axis is None:
         x, axis = x.reshape(-1), 0
     n = x.shape[axis]
     qs = [q] if np.isscalar(q) else list(q)
     ks = [min(n - 1, max(0, int(round(v / 100.0 * (n - 1))))) for v in qs]
-    part = np.take(np.partition(x, ks, axis=axis), ks, axis=axis)
+    wide = x.astype(np.uint16 if x.dtype == np.uint8 else np.int16) if x.dtype in (np.uint8, np.int8) else x
+    picked = [np.take(np.partition(wide, k, axis=axis), [k], axis=axis) for k in ks]
+    part = (picked[0] if len(picked) == 1 else np.concatenate(picked, axis=axis)).astype(x.dtype, copy=False)
     if np.isscalar(q):
         part = np.take(part, 0, axis=axis)
         return float(part) if part.ndim == 0 else part
     return part
 
 
+def _as_image(frames: np.ndarray) -> np.ndarray:
+    """``[..., H, W, C]`` frames as one tall image ``[N * H, W, C]`` (contiguous): a per-pixel OpenCV
+    conversion then runs once for all the frames."""
+    return np.ascontiguousarray(frames).reshape(-1, *frames.shape[-2:])
+
+
 def brightest_channel(frames: np.ndarray) -> np.ndarray:
     """Each pixel's largest of R, G, B (HSV value), uint8 ``[..., H, W]`` (``max(axis=-1)`` reduces a
-    length-3 axis an element at a time; this is twenty times faster)."""
-    return np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
+    length-3 axis an element at a time; splitting the planes and taking their maxima is twenty times
+    faster)."""
+    if frames.dtype != np.uint8:
+        return np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
+    r, g, b = cv2.split(_as_image(frames))
+    return cv2.max(cv2.max(r, g), b).reshape(frames.shape[:-1])
 
 
 def _channel_means(frames: np.ndarray) -> np.ndarray:
-    """Mean R, G, B of ``[..., 3]`` uint8 frames (float64 ``[3]``)."""
-    return np.array([float(frames[..., k].mean(dtype=np.float64)) for k in range(3)])
+    """Mean R, G, B of ``[..., 3]`` uint8 frames (float64 ``[3]``): integer sums (exact, whatever the
+    order of summation) over the pixel count."""
+    if frames.dtype != np.uint8:
+        return np.array([float(frames[..., k].mean(dtype=np.float64)) for k in range(3)])
+    return np.array(cv2.sumElems(_as_image(frames))[:3]) / (frames.size // 3)
 
 
 def _gray_u8(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+
+
+def _gray_frames(frames: np.ndarray) -> np.ndarray:
+    """8-bit grey of ``[T, H, W, 3]`` frames, ``[T, H, W]``: one conversion for all of them."""
+    t, h, w, _ = frames.shape
+    return cv2.cvtColor(_as_image(frames), cv2.COLOR_RGB2GRAY).reshape(t, h, w)
+
+
+def stack_rows(frames: np.ndarray, pad: int, border: float | None = None) -> np.ndarray:
+    """``[T, H, W(, C)]`` frames one above the other as one tall image ``[T * (H + 2 pad), W(, C)]``, each
+    between ``pad`` rows of its own reflection (``BORDER_REFLECT_101``, OpenCV's default border, which is
+    numpy's ``reflect``), or of the constant ``border``. See :func:`filter_stacked`."""
+    t, h = frames.shape[:2]
+    out = np.empty((t, h + 2 * pad, *frames.shape[2:]), frames.dtype)
+    out[:, pad : pad + h] = frames
+    if border is not None:
+        out[:, :pad] = border
+        out[:, pad + h :] = border
+        return out.reshape(t * (h + 2 * pad), *frames.shape[2:])
+    return reflect_rows(out.reshape(t * (h + 2 * pad), *frames.shape[2:]), t, pad)
+
+
+def reflect_rows(tall: np.ndarray, t: int, pad: int) -> np.ndarray:
+    """Refill (in place) the padding rows of a tall image of ``t`` frames (:func:`stack_rows`) with the
+    reflection of each frame's rows; returns ``tall``. Between two filters, this gives the second one
+    exactly the border it sees on a frame alone: the first filter's own padding rows are its values
+    there, which need not be the bitwise reflection of its values inside the frame."""
+    out = tall.reshape(t, -1, *tall.shape[1:])
+    h = out.shape[1] - 2 * pad
+    frames = out[:, pad : pad + h]
+    if pad < h:
+        out[:, :pad] = frames[:, 1 : pad + 1][:, ::-1]
+        out[:, pad + h :] = frames[:, h - 1 - pad : h - 1][:, ::-1]
+    else:  # a frame lower than the padding: reflected back and forth
+        out[:] = np.pad(frames, ((0, 0), (pad, pad)) + ((0, 0),) * (frames.ndim - 2), mode="reflect")
+    return tall
+
+
+def unstack_rows(tall: np.ndarray, t: int, pad: int) -> np.ndarray:
+    """The frames ``[T, H, W(, C)]`` (a view) of a tall image made by :func:`stack_rows`."""
+    rows = tall.shape[0] // t
+    return tall.reshape(t, rows, *tall.shape[1:])[:, pad : rows - pad]
+
+
+def filter_stacked(frames: np.ndarray, pad: int, fn, border: float | None = None) -> np.ndarray:
+    """``fn`` (an OpenCV filter, or a chain of them, whose combined radius is at most ``pad`` rows)
+    applied to every frame of ``[T, H, W(, C)]`` in one call: the frames are stacked into one tall image
+    (:func:`stack_rows`), each between ``pad`` rows of its own reflection, and the result is cropped back
+    to ``[T, H, W(, C)]``. A frame's pixels then see exactly the neighbours that the filter's default
+    border gives them on the frame alone (for a chain, the padding rows of the intermediate result are the
+    reflection of its frame rows too, symmetric kernels being summed in pairs), so the result equals ``fn``
+    frame by frame. For a chain, refilling the padding between the filters (:func:`reflect_rows`) makes
+    it equal to the bit. ``border`` pads with a constant instead (the neutral value of an erosion or
+    a dilation, whose default border ignores the pixels outside the frame)."""
+    return unstack_rows(fn(stack_rows(frames, pad, border)), len(frames), pad)
 
 
 # ------------------------------------------------------------------------------------------------ scores
@@ -99,9 +171,15 @@ def brightness(frames: np.ndarray) -> tuple[float, float]:
 
 def _principal_axis(samples: np.ndarray) -> np.ndarray:
     """Unit vector of the largest variance of ``[N, 3]`` colour samples."""
-    x = samples.astype(np.float64)
-    mean = x.sum(axis=0) / len(x)
-    cov = x.T @ x / len(x) - np.outer(mean, mean)  # the colour covariance, by one matrix product
+    if samples.dtype == np.uint8:  # integer sums and products: exact in float64, in any order
+        total = np.array(cv2.sumElems(samples.reshape(1, -1, 3))[:3])
+        gram = cv2.mulTransposed(samples, True, dtype=cv2.CV_64F)
+    else:
+        x = samples.astype(np.float64)
+        total, gram = x.sum(axis=0), x.T @ x
+    x = samples
+    mean = total / len(x)
+    cov = gram / len(x) - np.outer(mean, mean)  # the colour covariance, by one matrix product
     _, vecs = np.linalg.eigh(cov * len(x) / max(len(x) - 1, 1) + np.eye(3) * 1e-6)
     return vecs[:, -1].astype(np.float32)
 
@@ -120,9 +198,9 @@ def contrast_channel(frames: np.ndarray, sample: int = 4, only: np.ndarray | Non
     axis = _principal_axis(pick.reshape(-1, 3))
     chosen = frames if only is None else frames[only]
     offset = float(mean @ axis)
-    return np.stack(
-        [cv2.transform(f.astype(np.float32), axis.reshape(1, 3)).reshape(f.shape[:2]) - offset for f in chosen]
-    )
+    # one projection of all the frames (stacked into one tall image): a per-pixel operation
+    projected = cv2.transform(_as_image(chosen).astype(np.float32), axis.reshape(1, 3))
+    return projected.reshape(chosen.shape[:3]) - offset
 
 
 def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[float, float]:
@@ -137,23 +215,63 @@ def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[floa
     ``min_channel_range``: in a picture of wide smooth colour ramps (a sky, a gradient, a test pattern) the
     principal channel is the ramp, whose range is large and whose slope is small, while the sharp borders
     between the colours stand out in the channel that changes across them. Blur softens every channel.
+
+    The frames go through each filter a few at a time (:func:`filter_stacked`: the same values as frame
+    by frame, in fewer calls; a chunk of ``SHARPNESS_CHUNK`` pixels stays in the CPU cache, a whole clip's
+    tall image does not and is slower), and each percentile is one partition of a chunk's
+    ``[channels, frames, pixels]`` array.
     """
-    edge, lap = [], []
+    t, h, w, _ = frames.shape
     chan = contrast_channel(frames)
-    for frame, c in zip(frames, chan, strict=True):
-        f = frame.astype(np.float32)
-        lap.append(float(cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_32F, ksize=3).var()))
-        # the principal channel and R, G, B side by side: one filter pass for the four
-        stack = cv2.GaussianBlur(np.dstack([c, f]), (0, 0), 0.7)
-        gx = cv2.Sobel(stack, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-        gy = cv2.Sobel(stack, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-        lo, hi = rank(stack.reshape(-1, 4).T, [0.5, 99.5], axis=1).T  # channels as rows: contiguous
-        spread = hi - lo
-        steep = rank(cv2.magnitude(gx, gy).reshape(-1, 4).T, 99.5, axis=1)
-        slopes = steep / np.maximum(spread, 1e-3)
-        usable = np.concatenate([[True], spread[1:] >= min_channel_range])
-        edge.append(float(slopes[usable].max()))
+    step = max(1, SHARPNESS_CHUNK // (h * w))
+    chunks = range(0, t, step)
+    terms = [sharpness_terms(frames[s : s + step], chan[s : s + step], min_channel_range) for s in chunks]
+    edge, lap = (np.concatenate(x).astype(np.float64) for x in zip(*terms, strict=True))
     return float(np.mean(edge)), float(np.mean(lap))
+
+
+SHARPNESS_CHUNK = 1 << 14  # pixels per chunk of frames in sharpness (four 64x64 frames)
+
+
+def sharpness_terms(
+    frames: np.ndarray, chan: np.ndarray, min_channel_range: float = 24.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of ``[T, H, W, 3]`` (with its :func:`contrast_channel` ``chan``), the edge sharpness and
+    the variance of the Laplacian that :func:`sharpness` averages: float32 ``[T]`` each."""
+    t, h, w, _ = frames.shape
+    f = frames.astype(np.float32)
+    grey = cv2.cvtColor(_as_image(f), cv2.COLOR_RGB2GRAY).reshape(t, h, w)
+    lap = filter_stacked(grey, 1, lambda x: cv2.Laplacian(x, cv2.CV_32F, ksize=3)).var(axis=(1, 2))
+    blurred, grad = _edge_filters(f, chan)
+
+    def by_channel(x: np.ndarray) -> np.ndarray:  # [4, T, H * W]: a frame's channel as a row
+        return np.ascontiguousarray(x.transpose(3, 0, 1, 2)).reshape(4, t, h * w)
+
+    lo, hi = rank(by_channel(blurred), [0.5, 99.5], axis=2).transpose(2, 1, 0)  # [T, 4] each
+    spread = hi - lo
+    # the slope is the gradient over 8 (the Sobel kernel's weight), a power of two: dividing the
+    # percentile gives the same numbers as dividing every gradient
+    steep = rank(by_channel(grad), 99.5, axis=2).T / 8.0
+    slopes = steep / np.maximum(spread, 1e-3)
+    usable = np.concatenate([np.ones((t, 1), bool), spread[:, 1:] >= min_channel_range], axis=1)
+    return np.where(usable, slopes, -np.inf).max(axis=1), lap
+
+
+def _edge_filters(f: np.ndarray, chan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The filters of :func:`sharpness_terms` on float32 RGB frames ``f`` and their contrast channel:
+    (blurred channels, gradient magnitude without the Sobel's 1/8), ``[T, H, W, 4]`` each. The principal
+    channel and R, G, B side by side: one filter pass for the four (interleaved, as one 4-channel image:
+    filtering the planes apart rounds differently). The blur and the Sobels run on the stacked frames
+    (:func:`stack_rows`); the magnitude frame by frame (``cv2.magnitude`` of a longer array takes another
+    code path, which rounds some pixels differently)."""
+    pad = 4  # the blur's radius (3 at sigma 0.7); the Sobel's (1) is within it
+    blurred = cv2.GaussianBlur(stack_rows(np.concatenate([chan[..., None], f], axis=-1), pad), (0, 0), 0.7)
+    t = len(f)
+    reflect_rows(blurred, t, pad)  # the Sobel's border: the blurred frame's reflection, as frame by frame
+    gx = unstack_rows(cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3), t, pad)
+    gy = unstack_rows(cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3), t, pad)
+    grad = np.stack([cv2.magnitude(a, b) for a, b in zip(gx, gy, strict=True)])
+    return unstack_rows(blurred, t, pad), grad
 
 
 CAMERA_PAIRS = 16  # frame pairs per clip whose global shift is measured
@@ -161,29 +279,37 @@ CAMERA_FLOOR = 0.2  # pixels per frame: a smaller global shift counts as none
 
 
 def _camera_shift(
-    frames: np.ndarray, i: int, window: np.ndarray, gap: int = 4, grey: dict[int, np.ndarray] | None = None
+    frames: np.ndarray, i: int, window: np.ndarray, gap: int = 4, middle: dict[int, np.ndarray] | None = None
 ) -> float:
     """The camera's motion between frames ``i`` and ``i + 1`` in pixels: the global translation found by
     phase correlation (robust to large shifts, which Farneback's local search underestimates, and to
     smooth shading that has no edge to track), on the middle half of the rows: burnt-in subtitles and
     logos sit in the top and bottom quarters, and a static overlay would otherwise pin the estimate to 0.
-    A shift under a pixel is measured again over ``gap`` frames (phase correlation's sub-pixel estimate
-    is biased towards 0)."""
+    A shift under a pixel is measured again over ``gap`` frames, and that measure is the one kept: a
+    slow pan adds up over the frames, while phase correlation's sub-pixel estimate of one step is biased
+    towards 0 and, on a still shot, is the sensor noise's (0.1-0.5 px a frame on the world's noisy still
+    scenes), which does not add up. ``middle`` holds those rows of the grey frames (float32), by frame
+    index."""
     h = frames.shape[1]
     rows = slice(h // 4, h - h // 4)
 
-    cache = grey if grey is not None else {}
+    cache = middle if middle is not None else {}
 
     def shift(j: int) -> float:
-        a, b = ((cache[k] if k in cache else _gray_u8(frames[k]))[rows].astype(np.float32) for k in (i, j))
+        # copies: phaseCorrelate applies the window to its inputs in place
+        a, b = (
+            cache[k].copy() if k in cache else _gray_u8(frames[k])[rows].astype(np.float32) for k in (i, j)
+        )
         (dx, dy), response = cv2.phaseCorrelate(a, b, window)
-        return float(np.hypot(dx, dy)) if response >= 0.1 else 0.0
+        return float(np.hypot(dx, dy)) if response >= 0.1 else None
 
     one = shift(i + 1)
     j = min(len(frames) - 1, i + gap)
-    if one < 1.0 and j > i + 1:  # sub-pixel shifts are underestimated: measure a slow pan over a few frames
-        return max(one, shift(j) / (j - i))
-    return one
+    if (one is None or one < 1.0) and j > i + 1:  # a slow pan, measured over a few frames
+        longer = shift(j)
+        if longer is not None:
+            return longer / (j - i)
+    return one or 0.0
 
 
 def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
@@ -197,46 +323,56 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     larger: a whip pan (a fifth of the width per frame is beyond Farneback's reach) or a pan over smooth
     shading. The frame
     difference is the mean absolute change of the (8-bit) luma, 0..255. Both are 0 for a single frame.
+
+    Every frame used is converted (to grey, to the contrast channel) once, all in one call, and the
+    filters run on all the pairs at once (:func:`filter_stacked`).
     """
-    t, _, w, _ = frames.shape
+    t, h, w, _ = frames.shape
     if t < 2:
         return 0.0, 0.0
     # Pairs drawn at random (seeded by the length, so deterministic): evenly spaced pairs can alias with
     # periodic motion (an object that moves a whole pixel every few frames looks still at that period).
     rng = np.random.default_rng(t)
     starts = np.sort(rng.choice(t - 1, size=min(max_pairs, t - 1), replace=False))
-    needed = np.unique(np.concatenate([starts, starts + 1]))
-    chan = dict(zip(needed.tolist(), contrast_channel(frames, only=needed), strict=True))
-    lo, hi = rank(np.stack([chan[i] for i in starts.tolist()]), [0.5, 99.5])
-    scale = 200.0 / max(float(hi - lo), 1e-3)
-    mags, diffs, shifts = [], [], []
-    h = frames.shape[1]
-    window = cv2.createHanningWindow((w, h - 2 * (h // 4)), cv2.CV_32F)
-    grey = {j: _gray_u8(frames[j]) for j in needed.tolist()}
-    stretched = {
-        j: cv2.GaussianBlur(np.clip((chan[j] - lo) * scale + 28.0, 0, 255), (0, 0), 1.0).astype(np.uint8)
-        for j in needed.tolist()
-    }
     # The camera shift is cheap (a phase correlation of two small frames): measured on more pairs than
     # Farneback, so that its median is steady.
     more = np.sort(rng.choice(t - 1, size=min(CAMERA_PAIRS, t - 1), replace=False))
-    for i in more.tolist():
-        shifts.append(_camera_shift(frames, i, window, grey=grey))
-    for i in starts.tolist():
-        a, b = stretched[i], stretched[i + 1]
+    needed = np.unique(np.concatenate([starts, starts + 1]))
+    first, second = np.searchsorted(needed, starts), np.searchsorted(needed, starts + 1)
+    chan = contrast_channel(frames, only=needed)  # [len(needed), H, W]
+    lo, hi = rank(chan[first], [0.5, 99.5])
+    scale = 200.0 / max(float(hi - lo), 1e-3)
+    # grey frames: the Farneback pairs' and the camera pairs' (each pair's next frame and the one `gap` on)
+    used = np.unique(np.concatenate([needed, more, more + 1, np.minimum(t - 1, more + 4)]))
+    grey = _gray_frames(frames[used])
+    at = {j: k for k, j in enumerate(used.tolist())}
+    middle_rows = grey[:, h // 4 : h - h // 4].astype(np.float32)
+    middle = {j: middle_rows[k] for j, k in at.items()}
+    window = cv2.createHanningWindow((w, h - 2 * (h // 4)), cv2.CV_32F)
+    shifts = [_camera_shift(frames, i, window, middle=middle) for i in more.tolist()]
+    stretched = filter_stacked(
+        np.clip((chan - lo) * scale + 28.0, 0, 255), 4, lambda x: cv2.GaussianBlur(x, (0, 0), 1.0)
+    ).astype(np.uint8)
+    a_frames = stretched[first]
+    gx = filter_stacked(a_frames, 1, lambda x: cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3))
+    gy = filter_stacked(a_frames, 1, lambda x: cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3))
+    grad = np.sqrt(gx * gx + gy * gy)
+    textured = grad > 40.0
+    pos = np.array([at[j] for j in starts.tolist()])
+    diffs = cv2.absdiff(grey[pos], grey[pos + 1]).mean(axis=(1, 2))  # `used` holds i + 1 right after i
+    share = textured.mean(axis=(1, 2))
+    mags = []
+    for p in range(len(starts)):
         # three pyramid levels: motions beyond their reach are the camera's, which phase correlation takes
+        a, b = stretched[first[p]], stretched[second[p]]
         flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        gx = cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3)
-        grad = np.sqrt(gx * gx + gy * gy)
-        textured = grad > 40.0
-        diffs.append(float(cv2.absdiff(grey[i], grey[i + 1]).mean()))
-        if textured.mean() < 0.002:
+        if share[p] < 0.002:
             mags.append(0.0)
             continue
         # Normal flow: the flow's component along the image gradient, the only one an edge defines (along
         # a straight edge, the flow is whatever the smoothing makes of it: the aperture problem).
-        normal = np.abs(flow[..., 0] * gx + flow[..., 1] * gy)[textured] / grad[textured]
+        on = textured[p]
+        normal = np.abs(flow[..., 0] * gx[p] + flow[..., 1] * gy[p])[on] / grad[p][on]
         mags.append(rank(normal, 90))
     # The upper quartile: a pan that crosses featureless parts of a picture (sky, flat shading) shows its
     # speed only where there is structure; shifts under CAMERA_FLOOR pixels are codec noise.
@@ -288,9 +424,20 @@ def border_fraction(frames: np.ndarray, max_level: float = 16.0) -> float:
 def bright_strokes(frame: np.ndarray, kernel: int = 3, min_contrast: float = 30.0) -> np.ndarray:
     """Mask of bright structures thinner than ``kernel`` pixels (a white top-hat of the luma): the strokes
     of burnt-in text and logos. Filled shapes and flat backgrounds give nothing."""
+    return stroke_masks(frame[None], kernel, min_contrast)[0]
+
+
+def stroke_masks(frames: np.ndarray, kernel: int = 3, min_contrast: float = 30.0) -> np.ndarray:
+    """:func:`bright_strokes` of every frame of ``[T, H, W, 3]``, bool ``[T, H, W]``, in one pass: the
+    top-hat (the grey minus its opening, an erosion then a dilation) of the stacked frames, each between
+    rows of the neutral value of the operation (white for the erosion, black for the dilation: what the
+    default border of each stands for), so that it equals the top-hat frame by frame."""
     k = cv2.getStructuringElement(cv2.MORPH_RECT, (kernel, kernel))
-    tophat = cv2.morphologyEx(_gray_u8(frame), cv2.MORPH_TOPHAT, k)
-    return tophat > min_contrast
+    grey = _gray_frames(frames)
+    pad = kernel // 2
+    eroded = filter_stacked(grey, pad, lambda x: cv2.erode(x, k), border=255)
+    opened = filter_stacked(eroded, pad, lambda x: cv2.dilate(x, k), border=0)
+    return cv2.subtract(grey, opened) > min_contrast
 
 
 def _stroke_kernel(h: int, w: int) -> int:
@@ -304,13 +451,10 @@ def subtitle_score(frames: np.ndarray, band_fraction: float = 0.25) -> float:
     _, h, w, _ = frames.shape
     band = max(2, round(h * band_fraction))
     k = _stroke_kernel(h, w)
-    scores = []
-    for frame in frames:
-        strokes = bright_strokes(frame, k)
-        bottom = strokes[h - band :, w // 4 : w - w // 4].mean()
-        rest = strokes[: h - band].mean()
-        scores.append(float(bottom - rest))
-    return float(np.median(scores))
+    strokes = stroke_masks(frames, k)
+    bottom = strokes[:, h - band :, w // 4 : w - w // 4].mean(axis=(1, 2))
+    rest = strokes[:, : h - band].mean(axis=(1, 2))
+    return float(np.median(bottom - rest))
 
 
 def watermark_score(frames: np.ndarray, corner_fraction: float = 0.25, max_texture: float = 0.55) -> float:
@@ -322,7 +466,7 @@ def watermark_score(frames: np.ndarray, corner_fraction: float = 0.25, max_textu
     0: there, strokes persist at random, and no logo can be told from the texture by strokes alone."""
     _, h, w, _ = frames.shape
     k = _stroke_kernel(h, w)
-    strokes = np.stack([bright_strokes(f, k) for f in frames])
+    strokes = stroke_masks(frames, k)
     persistent = strokes.mean(axis=0) >= 0.8
     ch, cw = max(2, round(h * corner_fraction)), max(2, round(w * corner_fraction))
     best = 0.0
@@ -337,11 +481,9 @@ def watermark_score(frames: np.ndarray, corner_fraction: float = 0.25, max_textu
 
 
 def saturation(frames: np.ndarray) -> float:
-    """Mean HSV saturation in 0..1."""
-    return float(
-        np.mean([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2HSV)[..., 1].mean() for f in frames])
-        / 255.0
-    )
+    """Mean HSV saturation in 0..1 (the mean over frames of each frame's mean; one conversion for all)."""
+    hsv = cv2.cvtColor(_as_image(frames), cv2.COLOR_RGB2HSV).reshape(len(frames), -1, 3)
+    return float(np.mean(hsv[..., 1].mean(axis=1)) / 255.0)
 
 
 def phash(frame: np.ndarray, hash_size: int = 8) -> np.ndarray:
@@ -354,8 +496,21 @@ def phash(frame: np.ndarray, hash_size: int = 8) -> np.ndarray:
 
 
 def clip_hashes(frames: np.ndarray, hash_size: int = 8, count: int = 5) -> np.ndarray:
-    """Perceptual hashes of ``count`` evenly spaced frames: bool ``[count', bits]``."""
-    return np.stack([phash(frames[i], hash_size) for i in sample_indices(len(frames), count)])
+    """Perceptual hashes of ``count`` evenly spaced frames: bool ``[count', bits]``, :func:`phash` of each
+    (``imagehash.phash``'s steps: the grey thumbnail by PIL, then the DCTs and the medians of all the
+    frames at once)."""
+    import scipy.fftpack
+    from PIL import Image
+
+    size = hash_size * 4  # imagehash's default highfreq_factor
+    def thumb(frame: np.ndarray) -> np.ndarray:
+        grey = Image.fromarray(np.ascontiguousarray(frame)).convert("L")
+        return np.asarray(grey.resize((size, size), Image.Resampling.LANCZOS))
+
+    pixels = np.stack([thumb(frames[i]) for i in sample_indices(len(frames), count)])
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)[:, :hash_size, :hash_size]
+    low = dct.reshape(len(dct), -1)
+    return low > np.median(low, axis=1, keepdims=True)
 
 
 def clip_signature(frames: np.ndarray, cfg: CurateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -409,11 +564,11 @@ def colour_thumbnails(frames: np.ndarray, grid: int = 8, count: int = 3) -> np.n
     ``[count', grid, grid, 3]``, with the clip's (median frame's) mean lightness removed (a re-encode or a small brightness
     change does not move them). Used to confirm perceptual-hash candidates: a grey hash of a flat
     background with a small object is dominated by noise, colour cells are not."""
-    out = []
-    for i in sample_indices(len(frames), count):
-        small = cv2.resize(np.ascontiguousarray(frames[i]), (grid, grid), interpolation=cv2.INTER_AREA)
-        out.append(cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab))
-    lab = np.stack(out)
+    small = np.stack(
+        [cv2.resize(np.ascontiguousarray(frames[i]), (grid, grid), interpolation=cv2.INTER_AREA)
+         for i in sample_indices(len(frames), count)]
+    )
+    lab = cv2.cvtColor(_as_image(small).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(small.shape)
     # the median frame's mean lightness: a frame of another shot at the clip's end does not shift the rest
     lab[..., 0] -= float(np.median(lab[..., 0].mean(axis=(1, 2))))
     return np.clip(np.round(lab), -128, 127).astype(np.int8)

@@ -57,7 +57,7 @@ import cv2
 import numpy as np
 
 from components.curate import dedup, filters
-from components.curate.video_pass import Timers, encode_clip, spool, stream_video
+from components.curate.video_pass import SceneStream, Timers, encode_clip, spool, stream_video
 from t2v import storage
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
@@ -139,21 +139,16 @@ def caption_concept(caption: str, spec: dict[str, Any] | None = None) -> str:
 # ------------------------------------------------------------------------------------------------ scenes
 def detect_scenes(frames: np.ndarray, fps: float, cfg: CurateConfig) -> list[int]:
     """Frame indices where a new scene starts (excluding 0), found by PySceneDetect's
-    ``ContentDetector``/``AdaptiveDetector`` fed with the decoded frames (BGR, at analysis size), less
-    those that a flash or a fade explains (:func:`components.curate.filters.confirm_cuts`)."""
-    from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
-
-    if cfg.scene_detector == "adaptive":
-        detector = AdaptiveDetector(adaptive_threshold=cfg.scene_threshold, min_scene_len=cfg.scene_min_len)
-    else:
-        detector = ContentDetector(threshold=cfg.scene_threshold, min_scene_len=cfg.scene_min_len)
-    rate = float(fps) if fps and fps > 0 else 25.0
+    ``ContentDetector``/``AdaptiveDetector`` fed with the decoded frames (BGR, at analysis size) through
+    :class:`components.curate.video_pass.SceneStream` (which also reports cuts that stand out inside a
+    run of large changes), less those that a flash or a fade explains
+    (:func:`components.curate.filters.confirm_cuts`)."""
+    scenes = SceneStream(cfg, fps)
     small = filters.resize_frames(frames, cfg.analysis_size)
     cuts: list[int] = []
-    for i, frame in enumerate(small):
-        bgr = np.ascontiguousarray(frame[..., ::-1])
-        cuts.extend(int(tc.frame_num) for tc in detector.process_frame(FrameTimecode(i, fps=rate), bgr))
-    cuts.extend(int(tc.frame_num) for tc in detector.post_process(FrameTimecode(len(small) - 1, fps=rate)))
+    for frame in small:
+        cuts.extend(scenes.push(frame))
+    cuts.extend(scenes.finish())
     found = sorted({c for c in cuts if 0 < c < len(frames)})
     return filters.confirm_cuts(found, lambda i: small[i], len(small), cfg.scene_confirm_min_diff)
 

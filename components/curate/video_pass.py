@@ -1,9 +1,10 @@
 """One video, scene by scene: the streaming half of a curate shard.
 
 Frames are decoded one at a time (:class:`t2v.video.VideoReader`, on a constant-rate timeline) and each
-is scaled once by swscale, straight from the decoder's pixel format, to the output scale; the output clip
-is its centre crop, and the analysis frame (scene detection, scores, hashes) the whole scaled picture
-resized to the analysis size (swscale again only when the output is smaller than the analysis size). PySceneDetect's detector
+is scaled once by swscale, straight from the decoder's pixel format, to the output scale (in ``yuv420p``,
+the encoder's format, for YUV sources: :class:`FrameConverter`); the output clip is its centre crop, and
+the analysis frame (scene detection, scores, hashes) the whole scaled picture resized to the analysis size
+(from the source again only when the output is smaller than the analysis size). PySceneDetect's detector
 sees every analysis frame as it comes; a clip is finished as soon as no cut can still change it (its end,
 plus the scene trim, plus the detector's reporting delay, lies behind the newest frame), and then it is
 scored, captioned and, if kept, encoded and spooled to disk. Only the frames of the clip being built stay
@@ -28,7 +29,15 @@ import numpy as np
 
 from components.curate import filters
 from t2v.config.curate import CurateConfig
-from t2v.video import VideoReader, encode_mp4_bytes, rotated_size, to_rgb
+from t2v.video import (
+    YUV_SOURCE_PREFIXES,
+    VideoReader,
+    Yuv420Clip,
+    encode_mp4_bytes,
+    rotated_size,
+    to_rgb,
+    to_yuv420,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,72 +68,175 @@ def _analysis_size(w: int, h: int, longer: int) -> tuple[int, int]:
     return max(8, round(w * scale)), max(8, round(h * scale))
 
 
-def make_converter(cfg: CurateConfig) -> Callable:
-    """``(av frame, rotation) -> (analysis RGB, output RGB)``, both straight from the decoded frame."""
+class FrameConverter:
+    """``(av frame, rotation) -> (analysis RGB, output frame)``, both straight from the decoded frame, and
+    :meth:`clip` to make a clip of output frames.
 
-    import av
+    A YUV source whose output size is even (every configured size; odd native sizes are not) is scaled
+    by swscale into ``yuv420p`` at the output scale and cropped there: the output frames stay in the
+    format the encoder takes (:class:`t2v.video.Yuv420Clip`, read as RGB on demand by the models), and
+    the analysis frame is made from the scaled picture by one more small swscale pass. Other sources (an
+    RGB or paletted format, odd sizes) are scaled to RGB (:func:`t2v.video.to_rgb`) and cropped, and the
+    analysis frame is resized from that picture by OpenCV. The geometry is fixed by the first frame: a
+    stream whose size or rotation changes keeps it."""
 
-    to_out = av.video.reformatter.VideoReformatter()  # one swscale context per output size
-    to_small = av.video.reformatter.VideoReformatter()
+    def __init__(self, cfg: CurateConfig):
+        import av
 
-    geometry: dict[str, Any] = {}
+        self.cfg = cfg
+        self._to_out = av.video.reformatter.VideoReformatter()  # one swscale context per output size
+        self._to_small = av.video.reformatter.VideoReformatter()
+        self.geometry: dict[str, Any] = {}
+        self.yuv = False
+        self.colorspace: int | None = None
 
-    def convert(frame, rotation: int):
-        if not geometry:  # fixed by the first frame: a stream whose size or rotation changes keeps it
-            dw, dh = rotated_size(frame.width, frame.height, rotation)
-            aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
-            if cfg.output_height:
-                th, tw = cfg.output_height, cfg.output_width
-                scale = max(th / dh, tw / dw)
-                nw, nh = max(tw, round(dw * scale)), max(th, round(dh * scale))
-                y0, x0 = (nh - th) // 2, (nw - tw) // 2
+    def _fix_geometry(self, frame, rotation: int) -> None:
+        cfg = self.cfg
+        dw, dh = rotated_size(frame.width, frame.height, rotation)
+        aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
+        if cfg.output_height:
+            th, tw = cfg.output_height, cfg.output_width
+            scale = max(th / dh, tw / dw)
+            nw, nh = max(tw, round(dw * scale)), max(th, round(dh * scale))
+            y0, x0 = (nh - th) // 2, (nw - tw) // 2
+        else:
+            nw, nh, y0, x0, th, tw = dw, dh, 0, 0, dh, dw
+        fmt = str(getattr(frame.format, "name", ""))
+        self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2)
+        if self.yuv:  # a yuv420p crop starts on an even row and column
+            y0, x0 = y0 - y0 % 2, x0 - x0 % 2
+        self.colorspace = int(getattr(frame, "colorspace", 2) or 2)
+        self.geometry.update(rotation=rotation, size=(aw, ah, nw, nh, y0, x0, th, tw))
+
+    def __call__(self, frame, rotation: int):
+        if not self.geometry:
+            self._fix_geometry(frame, rotation)
+        rotation = self.geometry["rotation"]
+        aw, ah, nw, nh, y0, x0, th, tw = self.geometry["size"]
+        if self.yuv:
+            crop = None if (nh, nw) == (th, tw) else (y0, x0, th, tw)
+            out, scaled = to_yuv420(frame, rotation, nw, nh, crop=crop, reformatter=self._to_out)
+            if aw <= nw and ah <= nh:  # the analysis frame from the scaled picture
+                small = to_rgb(scaled, rotation, aw, ah, reformatter=self._to_small)
             else:
-                nw, nh, y0, x0, th, tw = dw, dh, 0, 0, dh, dw
-            geometry.update(rotation=rotation, size=(aw, ah, nw, nh, y0, x0, th, tw))
-        rotation = geometry["rotation"]
-        aw, ah, nw, nh, y0, x0, th, tw = geometry["size"]
-        full = to_rgb(frame, rotation, nw, nh, reformatter=to_out)  # the whole picture at output scale
+                small = to_rgb(frame, rotation, aw, ah, reformatter=self._to_small)
+            return small, out
+        full = to_rgb(frame, rotation, nw, nh, reformatter=self._to_out)  # the whole picture at output scale
         out = full if (nh, nw) == (th, tw) else np.ascontiguousarray(full[y0 : y0 + th, x0 : x0 + tw])
         if (aw, ah) == (nw, nh):
             small = full
-        elif aw <= nw and ah <= nh:  # analysis frames from the scaled picture: one swscale pass per frame
+        elif aw <= nw and ah <= nh:  # analysis frames from the scaled picture: one OpenCV pass per frame
             small = cv2.resize(full, (aw, ah), interpolation=cv2.INTER_AREA)
         else:
-            small = to_rgb(frame, rotation, aw, ah, reformatter=to_small)
+            small = to_rgb(frame, rotation, aw, ah, reformatter=self._to_small)
         return small, out
 
-    return convert
+    def clip(self, frames: list[np.ndarray]):
+        """A clip of output frames: a :class:`~t2v.video.Yuv420Clip` (YUV sources) or an RGB array."""
+        if self.yuv:
+            _, _, _, _, _, _, th, tw = self.geometry["size"]
+            return Yuv420Clip(frames, th, tw, self.colorspace)
+        return np.stack(frames)
+
+
+def make_converter(cfg: CurateConfig) -> FrameConverter:
+    return FrameConverter(cfg)
 
 
 class SceneStream:
-    """PySceneDetect fed one analysis frame at a time; :meth:`push` returns the cuts it reports."""
+    """PySceneDetect fed one analysis frame at a time; :meth:`push` returns the cuts it reports.
+
+    ContentDetector reports a cut where a frame's content change passes its threshold, and its flash
+    filter merges a run of such frames into one event: inside a shot that changes a lot on every frame
+    (a chaotic or very fast scene, each frame above the threshold), a real cut is merged away. So a frame
+    whose change also *stands out* -- at least the threshold and ``STANDOUT_RATIO`` times the median
+    change of the three frames on each side, both sides -- is reported as well (``STANDOUT_AFTER`` frames
+    later, once the frames after it are seen), unless a reported cut lies within ``min_scene_len`` of it.
+    Every candidate is then checked as any cut is (:func:`components.curate.filters.not_a_cut`)."""
+
+    STANDOUT_RATIO = 2.0
+    STANDOUT_AFTER = 3
 
     def __init__(self, cfg: CurateConfig, fps: float):
         from scenedetect import AdaptiveDetector, ContentDetector
 
+        self.standout = cfg.scene_detector != "adaptive"  # the adaptive detector compares with neighbours itself
         if cfg.scene_detector == "adaptive":
             self.detector = AdaptiveDetector(adaptive_threshold=cfg.scene_threshold, min_scene_len=cfg.scene_min_len)
             self.delay = cfg.scene_min_len + 4  # its window looks ahead two frames, and it merges short scenes
         else:
             self.detector = ContentDetector(threshold=cfg.scene_threshold, min_scene_len=cfg.scene_min_len)
-            self.delay = cfg.scene_min_len + 2  # the flash filter may report a cut min_scene_len frames late
+            self.delay = max(cfg.scene_min_len + 2, self.STANDOUT_AFTER + 1)  # the flash filter may be late
+        self.threshold, self.min_len = float(cfg.scene_threshold), int(cfg.scene_min_len)
         self.rate = float(fps) if fps and fps > 0 else 25.0
         self.count = 0
+        self.scores: dict[int, float] = {}
+        self.reported: list[int] = []
+        self.pending_standouts: list[int] = []
+
+    def _standouts(self, upto: int) -> list[int]:
+        """Stand-out frames whose three followers are in (frames <= ``upto - STANDOUT_AFTER``)."""
+        found = []
+        k = self.STANDOUT_AFTER
+        i = upto - k
+        if i >= 1 and i in self.scores:
+            x = self.scores[i]
+            before = [self.scores[j] for j in range(max(1, i - k), i) if j in self.scores]
+            after = [self.scores[j] for j in range(i + 1, i + k + 1) if j in self.scores]
+            if (x >= self.threshold and before and after
+                    and x >= self.STANDOUT_RATIO * float(np.median(before))
+                    and x >= self.STANDOUT_RATIO * float(np.median(after))):
+                self.pending_standouts.append(i)
+        # a stand-out is kept unless the detector reports a cut near it (it may do so up to delay frames late)
+        keep_until = upto - self.delay
+        while self.pending_standouts and self.pending_standouts[0] <= keep_until:
+            c = self.pending_standouts.pop(0)
+            if all(abs(c - r) >= self.min_len for r in self.reported):
+                found.append(c)
+        return found
+
+    def _note(self, cuts: list[int]) -> list[int]:
+        self.reported.extend(cuts)
+        del self.reported[:-8]
+        return cuts
 
     def push(self, small: np.ndarray) -> list[int]:
         from scenedetect import FrameTimecode
 
         bgr = np.ascontiguousarray(small[..., ::-1])
-        found = self.detector.process_frame(FrameTimecode(self.count, fps=self.rate), bgr)
+        found = [int(tc.frame_num) for tc in self.detector.process_frame(FrameTimecode(self.count, fps=self.rate), bgr)]
+        if self.standout:
+            score = getattr(self.detector, "_frame_score", None)
+            if score is not None:
+                self.scores[self.count] = float(score)
+                self.scores.pop(self.count - 16, None)
+            found = self._note(found) + self._standouts(self.count)
         self.count += 1
-        return [int(tc.frame_num) for tc in found]
+        return sorted(set(found))
 
     def finish(self) -> list[int]:
         from scenedetect import FrameTimecode
 
         if not self.count:
             return []
-        return [int(tc.frame_num) for tc in self.detector.post_process(FrameTimecode(self.count - 1, fps=self.rate))]
+        late = [int(tc.frame_num) for tc in self.detector.post_process(FrameTimecode(self.count - 1, fps=self.rate))]
+        if not self.standout:
+            return late
+        self._note(late)
+        found = list(late)
+        last = self.count - 1
+        for upto in range(last + 1, last + self.STANDOUT_AFTER + 1):  # the last frames have fewer followers
+            i = upto - self.STANDOUT_AFTER
+            if 1 <= i <= last and i in self.scores:
+                x = self.scores[i]
+                before = [self.scores[j] for j in range(max(1, i - 3), i) if j in self.scores]
+                after = [self.scores[j] for j in range(i + 1, last + 1) if j in self.scores]
+                if (x >= self.threshold and before and after and x >= self.STANDOUT_RATIO * float(np.median(before))
+                        and x >= self.STANDOUT_RATIO * float(np.median(after))):
+                    self.pending_standouts.append(i)
+        found += [c for c in self.pending_standouts if all(abs(c - r) >= self.min_len for r in self.reported)]
+        self.pending_standouts = []
+        return sorted(set(found))
 
 
 ClipSink = Callable[[int, int, int, np.ndarray, np.ndarray | None, bool], None]
@@ -148,9 +260,9 @@ def stream_video(
     state = {"b0": 0, "scene": 0, "scene_start": 0, "next": trim, "early": -1}
     cuts: list[int] = []
 
-    def take(s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+    def take(s: int, e: int) -> tuple[np.ndarray, Any]:
         b0 = state["b0"]
-        return np.stack(buf_small[s - b0 : e - b0]), np.stack(buf_out[s - b0 : e - b0])
+        return np.stack(buf_small[s - b0 : e - b0]), converter.clip(buf_out[s - b0 : e - b0])
 
     def release(upto: int) -> None:
         drop = upto - state["b0"]
@@ -171,7 +283,8 @@ def stream_video(
         state.update(scene=state["scene"] + 1, scene_start=end, next=end + trim, early=-1)
         release(min(end + trim, end))
 
-    frames = reader.frames(fps=fps_out, convert=make_converter(cfg))
+    converter = make_converter(cfg)
+    frames = reader.frames(fps=fps_out, convert=converter)
     window = filters.CUT_CONFIRM_WINDOW
     delay = scenes.delay + window + 1  # a cut is decided once the frames after it are seen
     keep_history = delay + 2 * window + 4
@@ -236,4 +349,4 @@ def spool(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-__all__ = ["Timers", "SceneStream", "stream_video", "make_converter", "encode_clip", "spool", "filters"]
+__all__ = ["Timers", "SceneStream", "FrameConverter", "stream_video", "make_converter", "encode_clip", "spool", "filters"]

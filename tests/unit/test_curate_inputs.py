@@ -16,7 +16,7 @@ from components.curate import inputs
 from components.curate.stage import curate_shard, detect_scenes, merge_manifests, split_clips
 from t2v import storage
 from t2v.config import CurateConfig
-from t2v.video import VideoReader, read_video
+from t2v.video import VideoReader, Yuv420Clip, read_video
 from tests.fixtures.curate_media import (
     lavfi_frames,
     moving_pattern,
@@ -180,7 +180,16 @@ def test_streaming_cuts_and_clips_equal_whole_video(tmp_path):
         )
     assert (num, sorted(found)) == (len(whole), cuts)
     assert [(s, e) for s, e, _ in got] == expected
-    assert all(np.array_equal(out, whole[s:e]) for s, e, out in got)
+    # The output frames are the decoded frames themselves, kept as yuv420p (what the encoder takes).
+    import av
+
+    with av.open(str(tmp_path / "cuts.mp4")) as container:
+        planes = [f.to_ndarray() for f in container.decode(container.streams.video[0])]
+    assert all(isinstance(out, Yuv420Clip) for _, _, out in got)
+    assert all(np.array_equal(np.stack(out.frames), np.stack(planes[s:e])) for s, e, out in got)
+    # ... and read as RGB they are those pictures (up to swscale's chroma siting: the decoder's H.264 frames
+    # are left-sited, re-wrapped planes centre-sited, which moves colour edges by half a chroma sample).
+    assert all(np.abs(np.asarray(out).astype(int) - whole[s:e]).mean() < 6 for s, e, out in got)
 
 
 def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):

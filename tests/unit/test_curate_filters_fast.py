@@ -1,0 +1,125 @@
+"""The batched clip scores of components.curate.filters equal straightforward per-frame references.
+
+The scores stack a clip's frames into one tall image (reflection padding between them) to filter them in
+one call, and take percentiles in one partition per rank; these tests redo the same sums frame by frame
+with plain OpenCV calls and demand the same bits."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from components.curate import filters
+
+
+def _clips() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    noise = rng.integers(0, 256, (5, 37, 53, 3), dtype=np.uint8)
+    structured = np.zeros((6, 64, 64, 3), np.uint8)
+    structured[:, 16:40, 8:30] = (200, 40, 40)  # a red square moving right over a dark ramp
+    structured[..., 2] += np.linspace(0, 60, 64, dtype=np.uint8)[None, None, :]
+    for i in range(len(structured)):
+        structured[i] = np.roll(structured[i], 2 * i, axis=1)
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in structured])
+    tiny = rng.integers(0, 256, (3, 8, 9, 3), dtype=np.uint8)
+    low = rng.integers(0, 256, (2, 3, 40, 3), dtype=np.uint8)  # lower than the padding
+    return [noise, structured, blurred, tiny, low]
+
+
+def _reference_terms(frames: np.ndarray, chan: np.ndarray, min_channel_range: float = 24.0):
+    """The per-frame loop that sharpness_terms batches (the original implementation)."""
+    edge, lap = [], []
+    for frame, c in zip(frames, chan, strict=True):
+        f = frame.astype(np.float32)
+        lap.append(cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_32F, ksize=3).var())
+        stack = cv2.GaussianBlur(np.dstack([c, f]), (0, 0), 0.7)
+        gx = cv2.Sobel(stack, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(stack, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        channels = stack.reshape(-1, 4).T
+        lo, hi = np.sort(channels, axis=1)[:, [round(0.005 * (channels.shape[1] - 1)), round(0.995 * (channels.shape[1] - 1))]].T
+        mags = np.sort(cv2.magnitude(gx, gy).reshape(-1, 4).T, axis=1)
+        steep = mags[:, round(0.995 * (mags.shape[1] - 1))]
+        spread = hi - lo
+        slopes = steep / np.maximum(spread, 1e-3)
+        usable = np.concatenate([[True], spread[1:] >= min_channel_range])
+        edge.append(slopes[usable].max())
+    return np.array(edge, np.float32), np.array(lap, np.float32)
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_sharpness_terms_equal_per_frame(index):
+    frames = _clips()[index]
+    chan = filters.contrast_channel(frames)
+    edge, lap = filters.sharpness_terms(frames, chan)
+    ref_edge, ref_lap = _reference_terms(frames, chan)
+    np.testing.assert_array_equal(edge, ref_edge)
+    np.testing.assert_array_equal(lap, ref_lap)
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_edge_filters_equal_per_frame(index):
+    """sharpness's blur and gradient magnitude, batched, against cv2 frame by frame (every pixel)."""
+    frames = _clips()[index]
+    f, chan = frames.astype(np.float32), filters.contrast_channel(frames)
+    blurred, grad = filters._edge_filters(f, chan)
+    ref_blur, ref_grad = [], []
+    for frame, c in zip(f, chan, strict=True):
+        b = cv2.GaussianBlur(np.dstack([c, frame]), (0, 0), 0.7)
+        ref_blur.append(b)
+        ref_grad.append(cv2.magnitude(cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=3)))
+    np.testing.assert_array_equal(blurred, np.stack(ref_blur))
+    np.testing.assert_array_equal(grad, np.stack(ref_grad))
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_stacked_filters_equal_per_frame(index):
+    frames = _clips()[index]
+    f = frames.astype(np.float32)
+    chains = [
+        (4, lambda x: cv2.Sobel(cv2.GaussianBlur(x, (0, 0), 0.7), cv2.CV_32F, 0, 1, ksize=3)),
+        (4, lambda x: cv2.GaussianBlur(x, (0, 0), 1.0)),
+        (1, lambda x: cv2.Laplacian(x, cv2.CV_32F, ksize=3)),
+    ]
+    for pad, fn in chains:
+        np.testing.assert_array_equal(filters.filter_stacked(f, pad, fn), np.stack([fn(x) for x in f]))
+    grey = filters._gray_frames(frames)
+    np.testing.assert_array_equal(grey, np.stack([cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in frames]))
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+    tophat = np.stack([cv2.morphologyEx(g, cv2.MORPH_TOPHAT, k) for g in grey]) > 30.0
+    np.testing.assert_array_equal(filters.stroke_masks(frames, 3), tophat)
+    proj = filters.contrast_channel(frames, only=np.arange(0, len(frames), 2))
+    assert proj.shape == (len(range(0, len(frames), 2)), *frames.shape[1:3])
+
+
+def test_padding_is_needed():
+    """The check can fail: without padding between the frames, the frames' edge rows differ."""
+    f = _clips()[0].astype(np.float32)
+
+    def blur(x):
+        return cv2.GaussianBlur(x, (0, 0), 0.7)
+
+    unpadded = blur(f.reshape(-1, *f.shape[2:])).reshape(f.shape)
+    assert not np.array_equal(unpadded, np.stack([blur(x) for x in f]))
+
+
+def test_rank_equals_sorted_order_statistics():
+    rng = np.random.default_rng(3)
+    for x in (rng.integers(0, 256, (7, 301), dtype=np.uint8), rng.normal(size=(5, 4, 999)).astype(np.float32)):
+        n = x.shape[-1]
+        got = filters.rank(x, [0.5, 50, 99.5], axis=-1)
+        ks = [round(q / 100 * (n - 1)) for q in (0.5, 50, 99.5)]
+        np.testing.assert_array_equal(got, np.sort(x, axis=-1)[..., ks])
+        assert got.dtype == x.dtype
+        assert filters.rank(x, 95) == float(np.sort(x, axis=None)[round(0.95 * (x.size - 1))])
+
+
+def test_scores_match_per_frame_formulas():
+    for frames in _clips():
+        means = [float(frames[..., k].mean(dtype=np.float64)) for k in range(3)]
+        np.testing.assert_array_equal(filters._channel_means(frames), means)
+        hsv = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2HSV)[..., 1].mean() for f in frames]
+        assert filters.saturation(frames) == float(np.mean(hsv) / 255.0)
+        assert np.array_equal(filters.brightest_channel(frames), frames.max(axis=-1))
+        hashes = np.stack([filters.phash(frames[i]) for i in filters.sample_indices(len(frames), 5)])
+        np.testing.assert_array_equal(filters.clip_hashes(frames), hashes)
