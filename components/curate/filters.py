@@ -261,17 +261,17 @@ def _edge_filters(f: np.ndarray, chan: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """The filters of :func:`sharpness_terms` on float32 RGB frames ``f`` and their contrast channel:
     (blurred channels, gradient magnitude without the Sobel's 1/8), ``[T, H, W, 4]`` each. The principal
     channel and R, G, B side by side: one filter pass for the four (interleaved, as one 4-channel image:
-    filtering the planes apart rounds differently). The blur and the Sobels run on the stacked frames
-    (:func:`stack_rows`); the magnitude frame by frame (``cv2.magnitude`` of a longer array takes another
-    code path, which rounds some pixels differently)."""
+    filtering the planes apart rounds differently), all the frames stacked (:func:`stack_rows`). The blur
+    and the Sobels equal their frame-by-frame results to the bit; ``cv2.magnitude`` itself rounds some
+    pixels one unit in the last place up or down depending on where its inputs lie in memory (two calls on
+    copies of the same arrays can differ), frame by frame as much as stacked."""
     pad = 4  # the blur's radius (3 at sigma 0.7); the Sobel's (1) is within it
     blurred = cv2.GaussianBlur(stack_rows(np.concatenate([chan[..., None], f], axis=-1), pad), (0, 0), 0.7)
     t = len(f)
     reflect_rows(blurred, t, pad)  # the Sobel's border: the blurred frame's reflection, as frame by frame
-    gx = unstack_rows(cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3), t, pad)
-    gy = unstack_rows(cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3), t, pad)
-    grad = np.stack([cv2.magnitude(a, b) for a, b in zip(gx, gy, strict=True)])
-    return unstack_rows(blurred, t, pad), grad
+    gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3)
+    return unstack_rows(blurred, t, pad), unstack_rows(cv2.magnitude(gx, gy), t, pad)
 
 
 CAMERA_PAIRS = 16  # frame pairs per clip whose global shift is measured
