@@ -203,8 +203,11 @@ def contrast_channel(frames: np.ndarray, sample: int = 4, only: np.ndarray | Non
     return projected.reshape(chosen.shape[:3]) - offset
 
 
-def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[float, float]:
-    """(edge sharpness, variance of the Laplacian), each averaged over frames.
+def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[float, float, float]:
+    """(edge sharpness, variance of the Laplacian), each averaged over frames, and the contrast the edge
+    sharpness is measured against: the median over frames of the principal channel's range (0.5th to
+    99.5th percentile, in RGB units). Below a few tens of levels there is no edge to judge: the slope is
+    the codec's ripple over a range of a few levels (a dark or flat picture), and the score means nothing.
 
     The variance of the Laplacian of the luma is the classic blur score, but it scales with contrast (a
     dark or low-contrast clip looks blurred) and with noise. The edge sharpness is contrast-free: the
@@ -225,19 +228,20 @@ def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[floa
     chan = contrast_channel(frames)
     step = max(1, SHARPNESS_CHUNK // (h * w))
     chunks = range(0, t, step)
-    terms = [sharpness_terms(frames[s : s + step], chan[s : s + step], min_channel_range) for s in chunks]
-    edge, lap = (np.concatenate(x).astype(np.float64) for x in zip(*terms, strict=True))
-    return float(np.mean(edge)), float(np.mean(lap))
+    terms = [sharpness_terms(frames[s : s + step], chan[s : s + step], min_channel_range, True) for s in chunks]
+    edge, lap, contrast = (np.concatenate(x).astype(np.float64) for x in zip(*terms, strict=True))
+    return float(np.mean(edge)), float(np.mean(lap)), float(np.median(contrast))
 
 
 SHARPNESS_CHUNK = 1 << 14  # pixels per chunk of frames in sharpness (four 64x64 frames)
 
 
 def sharpness_terms(
-    frames: np.ndarray, chan: np.ndarray, min_channel_range: float = 24.0
-) -> tuple[np.ndarray, np.ndarray]:
+    frames: np.ndarray, chan: np.ndarray, min_channel_range: float = 24.0, with_contrast: bool = False
+) -> tuple[np.ndarray, ...]:
     """Per frame of ``[T, H, W, 3]`` (with its :func:`contrast_channel` ``chan``), the edge sharpness and
-    the variance of the Laplacian that :func:`sharpness` averages: float32 ``[T]`` each."""
+    the variance of the Laplacian that :func:`sharpness` averages: float32 ``[T]`` each (and, with
+    ``with_contrast``, the principal channel's range)."""
     t, h, w, _ = frames.shape
     f = frames.astype(np.float32)
     grey = cv2.cvtColor(_as_image(f), cv2.COLOR_RGB2GRAY).reshape(t, h, w)
@@ -254,7 +258,8 @@ def sharpness_terms(
     steep = rank(by_channel(grad), 99.5, axis=2).T / 8.0
     slopes = steep / np.maximum(spread, 1e-3)
     usable = np.concatenate([np.ones((t, 1), bool), spread[:, 1:] >= min_channel_range], axis=1)
-    return np.where(usable, slopes, -np.inf).max(axis=1), lap
+    edge = np.where(usable, slopes, -np.inf).max(axis=1)
+    return (edge, lap, spread[:, 0]) if with_contrast else (edge, lap)
 
 
 def _edge_filters(f: np.ndarray, chan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -682,7 +687,7 @@ def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] |
 
     small = resize_frames(frames, cfg.analysis_size)
     picked = small[sample_indices(len(small), cfg.max_analysis_frames)]
-    sharp, lap_var = timed("sharpness", sharpness, picked)
+    sharp, lap_var, contrast = timed("sharpness", sharpness, picked)
     mean_luma, highlight = timed("brightness", brightness, picked)
     flow, diff = timed("motion", motion, small, cfg.motion_pairs)
     return {
@@ -690,6 +695,7 @@ def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] |
         "highlight": round(highlight, 4),
         "sharpness": round(sharp, 5),
         "laplacian_var": round(lap_var, 3),
+        "contrast": round(contrast, 3),
         "motion": round(flow, 4),
         "frame_diff": round(diff, 4),
         "border_fraction": round(timed("borders", border_fraction, picked, cfg.border_max_level), 4),
@@ -704,8 +710,8 @@ def decide(scores: dict[str, Any], cfg: CurateConfig) -> list[str]:
     reasons = []
     if scores["brightness"] < cfg.dark_max_luma and scores.get("highlight", 0.0) < cfg.dark_max_highlight:
         reasons.append("dark")
-    if scores["sharpness"] < cfg.blur_min_sharpness:
-        reasons.append("blurred")
+    if scores["sharpness"] < cfg.blur_min_sharpness and scores.get("contrast", np.inf) >= cfg.blur_min_contrast:
+        reasons.append("blurred")  # (blur is judged only where there is contrast to judge it by)
     if scores["motion"] < cfg.motion_min:
         reasons.append("static")
     if scores["motion"] > cfg.motion_max:

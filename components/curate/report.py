@@ -119,6 +119,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 THRESHOLDS = {
     "brightness": ("dark_max_luma",),
     "sharpness": ("blur_min_sharpness",),
+    "contrast": ("blur_min_contrast",),
     "motion": ("motion_min", "motion_max"),
     "border_fraction": ("border_min_fraction",),
     "subtitle": ("subtitle_threshold",),

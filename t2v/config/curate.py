@@ -69,6 +69,14 @@ class CurateConfig(BaseModel):
         le=10.0,
         description="blurred if the edge sharpness (steepest slope / contrast range, ~0.4/sigma) is below",
     )
+    blur_min_contrast: float = Field(
+        40.0,
+        ge=0.0,
+        le=255.0,
+        description="blur is judged only on clips whose principal colour channel spans at least this many"
+        " levels (0.5th to 99.5th percentile): below it the edge sharpness is codec ripple (dark, flat"
+        " pictures); 0 judges every clip",
+    )
     motion_min: float = Field(
         0.2, ge=0.0, le=100.0, description="static if optical-flow motion (% of width per frame) is below"
     )

@@ -368,3 +368,22 @@ def test_cluster_cap_balances_concepts():
     assert sum(r["keep"] for r in records) == 25
     capped = [r for r in records if "cluster_cap" in r["drop_reasons"]]
     assert all(int(r["clip_id"][1:]) < 45 for r in capped)  # the least sharp of the big looks go
+
+
+def test_blur_is_judged_only_where_there_is_contrast():
+    """A blurred bright pattern is blurred; the same pattern at a tenth of its contrast (a dark, flat
+    picture: no edge to judge) is not called blurred, whatever its edge score, unless the gate is off."""
+    import cv2
+
+    yy, xx = np.mgrid[0:64, 0:128]
+    board = (((yy // 16) + (xx // 16)) % 2 * 200 + 30).astype(np.float32)
+    soft = cv2.GaussianBlur(board, (0, 0), 5.0)
+    # a window drifting over it, 1 px a frame, so that nothing else (static) is what decides
+    clip = np.stack([np.stack([soft[:, t : t + 96]] * 3, axis=-1) for t in range(20)])
+    cfg = CurateConfig()
+    bright = filters.score_clip(clip.astype(np.uint8), cfg)
+    assert bright["contrast"] >= cfg.blur_min_contrast and "blurred" in filters.decide(bright, cfg)
+    flat = filters.score_clip((clip * 0.1).astype(np.uint8), cfg)
+    assert flat["contrast"] < cfg.blur_min_contrast and flat["sharpness"] < cfg.blur_min_sharpness
+    assert "blurred" not in filters.decide(flat, cfg)
+    assert "blurred" in filters.decide(flat, cfg.model_copy(update={"blur_min_contrast": 0.0}))

@@ -52,6 +52,8 @@ def test_sharpness_terms_equal_per_frame(index):
     frames = _clips()[index]
     chan = filters.contrast_channel(frames)
     edge, lap = filters.sharpness_terms(frames, chan)
+    _, _, contrast = filters.sharpness_terms(frames, chan, with_contrast=True)
+    assert contrast.shape == edge.shape and (contrast >= 0).all()
     ref_edge, ref_lap = _reference_terms(frames, chan)
     np.testing.assert_array_equal(edge, ref_edge)
     np.testing.assert_array_equal(lap, ref_lap)
