@@ -150,9 +150,11 @@ class SceneStream:
     filter merges a run of such frames into one event: inside a shot that changes a lot on every frame
     (a chaotic or very fast scene, each frame above the threshold), a real cut is merged away. So a frame
     whose change also *stands out* -- at least the threshold and ``STANDOUT_RATIO`` times the median
-    change of the three frames on each side, both sides -- is reported as well (``STANDOUT_AFTER`` frames
-    later, once the frames after it are seen), unless a reported cut lies within ``min_scene_len`` of it.
-    Every candidate is then checked as any cut is (:func:`components.curate.filters.not_a_cut`)."""
+    change of the three frames before it or of the three after it (a cut out of a chaotic shot into a calm
+    one stands out only from the calm side) -- is reported as well (``STANDOUT_AFTER`` frames later, once
+    the frames after it are seen), unless a reported cut lies within ``min_scene_len`` of it. Every
+    candidate is then checked as any cut is (:func:`components.curate.filters.not_a_cut`: a pan, a flash,
+    the same shot on both sides are dropped)."""
 
     STANDOUT_RATIO = 2.0
     STANDOUT_AFTER = 3
@@ -174,6 +176,11 @@ class SceneStream:
         self.reported: list[int] = []
         self.pending_standouts: list[int] = []
 
+    def _stands_out(self, x: float, before: list[float], after: list[float]) -> bool:
+        if x < self.threshold or not before or not after:
+            return False
+        return x >= self.STANDOUT_RATIO * min(float(np.median(before)), float(np.median(after)))
+
     def _standouts(self, upto: int) -> list[int]:
         """Stand-out frames whose three followers are in (frames <= ``upto - STANDOUT_AFTER``)."""
         found = []
@@ -183,9 +190,7 @@ class SceneStream:
             x = self.scores[i]
             before = [self.scores[j] for j in range(max(1, i - k), i) if j in self.scores]
             after = [self.scores[j] for j in range(i + 1, i + k + 1) if j in self.scores]
-            if (x >= self.threshold and before and after
-                    and x >= self.STANDOUT_RATIO * float(np.median(before))
-                    and x >= self.STANDOUT_RATIO * float(np.median(after))):
+            if self._stands_out(x, before, after):
                 self.pending_standouts.append(i)
         # a stand-out is kept unless the detector reports a cut near it (it may do so up to delay frames late)
         keep_until = upto - self.delay
@@ -231,8 +236,7 @@ class SceneStream:
                 x = self.scores[i]
                 before = [self.scores[j] for j in range(max(1, i - 3), i) if j in self.scores]
                 after = [self.scores[j] for j in range(i + 1, last + 1) if j in self.scores]
-                if (x >= self.threshold and before and after and x >= self.STANDOUT_RATIO * float(np.median(before))
-                        and x >= self.STANDOUT_RATIO * float(np.median(after))):
+                if self._stands_out(x, before, after):
                     self.pending_standouts.append(i)
         found += [c for c in self.pending_standouts if all(abs(c - r) >= self.min_len for r in self.reported)]
         self.pending_standouts = []
