@@ -176,9 +176,10 @@ def test_pixels_and_bytes_do_not_depend_on_the_cpu():
 
 
 def test_narrow_clips_encode_to_the_same_bytes_whatever_the_heap_holds():
-    """libx264's macroblock-tree reads unwritten memory on narrow pictures: with it on, these 64x64 clips
-    encode to other bytes once the heap is full of other data. ``_encode`` turns it off below
-    ``MBTREE_MIN_WIDTH``, and each clip must encode to one file however often it is encoded."""
+    """libx264 reads unwritten memory on narrow pictures with B-frames and its macroblock tree: with
+    B-frames, these 64x64 clips encode to other bytes once the heap is full of other data. ``_encode``
+    turns B-frames off below ``NARROW_WIDTH``, and each clip must encode to one file however often it is
+    encoded."""
     import hashlib
 
     from t2v.video import encode_mp4_bytes
