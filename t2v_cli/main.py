@@ -191,7 +191,7 @@ def _print_summary(summary: dict) -> None:
            + (f" vs {fmt(ev['start_score_total'])} before its last stage" if ev.get("start_score_total") is not None else "")
            + f" vs untrained {fmt(ev['untrained_score_total'])} (VAE round trip of the true videos: {fmt(ev['vae_ceiling_total'])})"]
           if ev.get("score_total") is not None else []),
-        *([f"  dpo: {summary['dpo']['pairs']} preference pairs; checker reward on its training prompts "
+        *([f"  dpo: {summary['dpo']['pairs']} preference pairs; {summary['dpo'].get('reward') or 'checker'} reward on its training prompts "
            f"{fmt(summary['dpo']['reward_before'])} -> {fmt(summary['dpo']['reward_after'])}"] if summary["dpo"].get("pairs") else []),
         *([f"  gate: {ev['gate']}"] if ev.get("gate") else []),
         *([f"  registered: {reg.get('dit_model')} v{reg.get('dit_version')}, {reg.get('vae_model')} v{reg.get('vae_version')}"
