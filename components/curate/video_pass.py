@@ -181,19 +181,19 @@ class SceneStream:
             return False
         return x >= self.STANDOUT_RATIO * min(float(np.median(before)), float(np.median(after)))
 
-    def _standouts(self, upto: int) -> list[int]:
-        """Stand-out frames whose three followers are in (frames <= ``upto - STANDOUT_AFTER``)."""
-        found = []
+    def _consider(self, i: int) -> None:
+        """Queue frame ``i`` if its change stands out from the (up to) three frames on each side."""
         k = self.STANDOUT_AFTER
-        i = upto - k
         if i >= 1 and i in self.scores:
-            x = self.scores[i]
             before = [self.scores[j] for j in range(max(1, i - k), i) if j in self.scores]
             after = [self.scores[j] for j in range(i + 1, i + k + 1) if j in self.scores]
-            if self._stands_out(x, before, after):
+            if self._stands_out(self.scores[i], before, after):
                 self.pending_standouts.append(i)
-        # a stand-out is kept unless the detector reports a cut near it (it may do so up to delay frames late)
-        keep_until = upto - self.delay
+
+    def _flush(self, keep_until: float) -> list[int]:
+        """The queued stand-outs up to ``keep_until`` with no reported cut near them (the detector may
+        report one up to ``delay`` frames late)."""
+        found = []
         while self.pending_standouts and self.pending_standouts[0] <= keep_until:
             c = self.pending_standouts.pop(0)
             if all(abs(c - r) >= self.min_len for r in self.reported):
@@ -215,7 +215,8 @@ class SceneStream:
             if score is not None:
                 self.scores[self.count] = float(score)
                 self.scores.pop(self.count - 16, None)
-            found = self._note(found) + self._standouts(self.count)
+            self._consider(self.count - self.STANDOUT_AFTER)  # its three followers are in
+            found = self._note(found) + self._flush(self.count - self.delay)
         self.count += 1
         return sorted(set(found))
 
@@ -228,18 +229,9 @@ class SceneStream:
         if not self.standout:
             return late
         self._note(late)
-        found = list(late)
-        last = self.count - 1
-        for upto in range(last + 1, last + self.STANDOUT_AFTER + 1):  # the last frames have fewer followers
-            i = upto - self.STANDOUT_AFTER
-            if 1 <= i <= last and i in self.scores:
-                x = self.scores[i]
-                before = [self.scores[j] for j in range(max(1, i - 3), i) if j in self.scores]
-                after = [self.scores[j] for j in range(i + 1, last + 1) if j in self.scores]
-                if self._stands_out(x, before, after):
-                    self.pending_standouts.append(i)
-        found += [c for c in self.pending_standouts if all(abs(c - r) >= self.min_len for r in self.reported)]
-        self.pending_standouts = []
+        for i in range(max(1, self.count - self.STANDOUT_AFTER), self.count):  # the last frames: fewer followers
+            self._consider(i)
+        found = late + self._flush(float("inf"))
         return sorted(set(found))
 
 
