@@ -485,7 +485,7 @@ def to_rgb(
     return arr
 
 
-YUV_SOURCE_PREFIXES = ("yuv", "yuvj", "nv12", "nv21", "p010", "p016")  # decoded formats kept as YUV
+YUV_SOURCE_PREFIXES = ("yuv", "nv12", "nv21", "p010", "p016")  # decoded formats kept as YUV (yuvj* included)
 
 
 class Yuv420Clip:
