@@ -207,7 +207,8 @@ class FlowScorer:
 
         with torch.no_grad():
             flow = self.model(prep([clip[i] for i in starts]), prep([clip[i + 1] for i in starts]))[-1]
-        mag = flow.square().sum(1).sqrt() * (w / ww)
+        # back to the clip's pixels: x and y were stretched by different factors to reach a multiple of 8
+        mag = torch.hypot(flow[:, 0] * (w / ww), flow[:, 1] * (h / hh))
         return {"raft_motion": round(float(torch.quantile(mag.flatten(1), 0.9, dim=1).mean()) * 100.0 / w, 4)}
 
     def close(self) -> None:

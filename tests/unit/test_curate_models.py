@@ -5,9 +5,11 @@ the two detectors that ship inside their wheels."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from components.curate.models import NsfwDetector, TextDetector
@@ -74,6 +76,8 @@ def test_curate_with_every_model_records_scorers(tmp_path, plain):
 
 
 def test_raft_flow_plugin(tmp_path):
+    """RAFT loads from a user's folder (weights really loaded, not a fresh init), its flow is reported in
+    the clip's own pixels, and curate records the scorer beside Farneback's motion."""
     pytest.importorskip("torchvision", exc_type=ImportError)
     import torch
     from safetensors.torch import save_file
@@ -82,9 +86,36 @@ def test_raft_flow_plugin(tmp_path):
     from components.curate.models import FlowScorer
 
     torch.manual_seed(0)
+    original = raft_small(weights=None).eval()
     (tmp_path / "raft").mkdir()
-    save_file(raft_small(weights=None).state_dict(), str(tmp_path / "raft" / "raft.safetensors"))
+    save_file(original.state_dict(), str(tmp_path / "raft" / "raft.safetensors"))
     (tmp_path / "raft" / "raft.json").write_text('{"arch": "raft_small"}')
     scorer = FlowScorer(str(tmp_path / "raft"), pairs=2)
-    frames = lavfi_frames("testsrc2", (128, 128), 25, 0.2)
-    assert scorer.score(frames)["raft_motion"] >= 0.0
+    assert scorer.name == f"torchvision-{importlib.metadata.version('torchvision')}:raft_small"
+    a, b = torch.rand(1, 3, 128, 128) * 2 - 1, torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(original(a, b, num_flow_updates=2)[-1], scorer.model(a, b, num_flow_updates=2)[-1])
+
+    frames = lavfi_frames("testsrc2", (160, 96), 25, 0.4)  # RAFT sees 160x128: y stretched by 4/3
+    real = scorer.score(frames)["raft_motion"]
+    assert np.isfinite(real) and real >= 0.0
+
+    class ConstantFlow(torch.nn.Module):  # 8 px right and 8 px down at the model's size
+        def forward(self, x, y):
+            flow = torch.zeros(x.shape[0], 2, *x.shape[2:])
+            flow[:, 0], flow[:, 1] = 8.0, 8.0
+            return [flow]
+
+    scorer.model = ConstantFlow()
+    # in the clip's pixels: 8 px across, 6 px down -> 10 px, 6.25 % of the 160 px width per frame
+    assert scorer.score(frames)["raft_motion"] == pytest.approx(6.25, abs=1e-3)
+
+    raw = tmp_path / "raw"
+    write_video(raw / "pattern.mp4", lavfi_frames("testsrc2", (160, 96), 25, 1.2))
+    (raw / "metadata.jsonl").write_text(json.dumps({"uri": "pattern.mp4", "title": "Test pattern"}) + "\n")
+    cfg = CurateConfig(clip_min_frames=8, clip_max_frames=40, output_height=96, output_width=160, motion_min=0.0,
+                       motion_max=1000.0, blur_min_sharpness=0.0, flow_model=str(tmp_path / "raft"))
+    curate_shard(raw, tmp_path / "out", cfg)
+    records = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if r["start_frame"] is not None]
+    assert records and all(r["scorers"].get("flow", "").startswith("torchvision-") for r in records), records
+    assert all(np.isfinite(r["scores"]["raft_motion"]) for r in records)
