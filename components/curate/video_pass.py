@@ -16,6 +16,7 @@ The cuts and clips are exactly those of :func:`components.curate.stage.detect_sc
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable
@@ -77,8 +78,14 @@ class FrameConverter:
     format the encoder takes (:class:`t2v.video.Yuv420Clip`, read as RGB on demand by the models), and
     the analysis frame is made from the scaled picture by one more small swscale pass. Other sources (an
     RGB or paletted format, odd sizes) are scaled to RGB (:func:`t2v.video.to_rgb`) and cropped, and the
-    analysis frame is resized from that picture by OpenCV. The geometry is fixed by the first frame: a
-    stream whose size or rotation changes keeps it."""
+    analysis frame is resized from that picture by OpenCV. The first frame fixes the output and analysis
+    sizes. A later frame of another size or orientation (a stream that switches resolution, a re-framed
+    broadcast) is scaled to cover those same sizes and centre-cropped: it keeps its own aspect ratio, and
+    the clips keep their size. A change of aspect ratio is counted in ``reframes`` (the stream cuts there:
+    the framing jumps)."""
+
+    #: Aspect ratios further apart than this (relative) are a new framing, and the stream cuts there.
+    REFRAME_TOLERANCE = 0.01
 
     def __init__(self, cfg: CurateConfig):
         import av
@@ -89,6 +96,7 @@ class FrameConverter:
         self.geometry: dict[str, Any] = {}
         self.yuv = False
         self.colorspace: int | None = None
+        self.reframes = 0
 
     def _fix_geometry(self, frame, rotation: int) -> None:
         cfg = self.cfg
@@ -106,13 +114,53 @@ class FrameConverter:
         if self.yuv:  # a yuv420p crop starts on an even row and column
             y0, x0 = y0 - y0 % 2, x0 - x0 % 2
         self.colorspace = int(getattr(frame, "colorspace", 2) or 2)
-        self.geometry.update(rotation=rotation, size=(aw, ah, nw, nh, y0, x0, th, tw))
+        self.geometry.update(
+            rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
+            aspect=dw / dh, small_crop=None,
+        )
+
+    @staticmethod
+    def _cover(dw: int, dh: int, tw: int, th: int, even: bool) -> tuple[int, int, int, int]:
+        """The size a ``dw`` x ``dh`` picture is scaled to so that it covers ``tw`` x ``th`` with its aspect
+        ratio kept, and the offsets of the centred ``tw`` x ``th`` crop (even ones for yuv420p)."""
+        scale = max(th / dh, tw / dw)
+        nw, nh = max(tw, round(dw * scale)), max(th, round(dh * scale))
+        y0, x0 = (nh - th) // 2, (nw - tw) // 2
+        if even:
+            y0, x0 = y0 - y0 % 2, x0 - x0 % 2
+        return nw, nh, y0, x0
+
+    def _refit(self, frame, rotation: int) -> None:
+        """A frame of another size or orientation than the stream so far: the same output and analysis
+        sizes, reached by scaling to cover them and cropping the centre."""
+        aw, ah, _, _, _, _, th, tw = self.geometry["size"]
+        dw, dh = rotated_size(frame.width, frame.height, rotation)
+        nw, nh, y0, x0 = self._cover(dw, dh, tw, th, even=self.yuv)
+        sw, sh, sy, sx = self._cover(dw, dh, aw, ah, even=False)
+        aspect = dw / dh
+        if abs(aspect / self.geometry["aspect"] - 1.0) > self.REFRAME_TOLERANCE:
+            self.reframes += 1
+        log.info("curate: frame size %dx%d (rotation %d) mid-stream, was %dx%d (rotation %d)",
+                 frame.width, frame.height, rotation, *self.geometry["source"])
+        self.geometry.update(
+            rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
+            aspect=aspect, small_crop=(sw, sh, sy, sx),
+        )
 
     def __call__(self, frame, rotation: int):
         if not self.geometry:
             self._fix_geometry(frame, rotation)
+        elif (frame.width, frame.height, rotation) != self.geometry["source"]:
+            self._refit(frame, rotation)
         rotation = self.geometry["rotation"]
         aw, ah, nw, nh, y0, x0, th, tw = self.geometry["size"]
+        if self.geometry["small_crop"] is not None:  # a refitted frame: both pictures cropped from the centre
+            sw, sh, sy, sx = self.geometry["small_crop"]
+            small = np.ascontiguousarray(to_rgb(frame, rotation, sw, sh, reformatter=self._to_small)[sy : sy + ah, sx : sx + aw])
+            if self.yuv:
+                return small, to_yuv420(frame, rotation, nw, nh, crop=(y0, x0, th, tw), reformatter=self._to_out)[0]
+            full = to_rgb(frame, rotation, nw, nh, reformatter=self._to_out)
+            return small, np.ascontiguousarray(full[y0 : y0 + th, x0 : x0 + tw])
         if self.yuv:
             crop = None if (nh, nw) == (th, tw) else (y0, x0, th, tw)
             out, scaled = to_yuv420(frame, rotation, nw, nh, crop=crop, reformatter=self._to_out)
@@ -286,12 +334,13 @@ def stream_video(
     keep_history = delay + 2 * window + 4
     history: dict[int, np.ndarray] = {}  # the latest analysis frames, for confirming cuts
     pending: list[int] = []
+    reframed: set[int] = set()  # cuts where the picture's aspect ratio changed: no confirmation needed
 
     def decide(upto: int, last: int) -> None:
         while pending and pending[0] + window <= upto:
             c = pending.pop(0)
             around = filters.cut_frames(c, history.__getitem__, last + 1)
-            if cfg.scene_confirm_min_diff > 0 and filters.not_a_cut(around, cfg.scene_confirm_min_diff):
+            if c not in reframed and cfg.scene_confirm_min_diff > 0 and filters.not_a_cut(around, cfg.scene_confirm_min_diff):
                 continue  # a flash or a fade, not a cut
             if state["early"] >= 0 and c < state["early"] + trim:  # inside a clip already given
                 log.warning("%s: late cut at frame %d ignored", reader.name, c)
@@ -299,14 +348,21 @@ def stream_video(
             cuts.append(c)
             finish_scene(c)
 
+    def apart_from_reframes(c: int) -> bool:
+        return all(abs(c - r) >= cfg.scene_min_len for r in reframed)
+
     index = -1
     while True:
+        reframes = converter.reframes
         with timers.time("decode"):
             item = next(frames, None)
         if item is None:
             break
         index += 1
         small, out = item
+        if converter.reframes != reframes and index > state["scene_start"] and index not in pending:
+            reframed.add(index)
+            bisect.insort(pending, index)
         buf_small.append(small)
         buf_out.append(out)
         history[index] = small
@@ -314,7 +370,7 @@ def stream_video(
         with timers.time("scenes"):
             found = scenes.push(small)
         for c in sorted(set(found)):
-            if 0 < c <= index and (not pending or c > pending[-1]) and c > state["scene_start"]:
+            if 0 < c <= index and (not pending or c > pending[-1]) and c > state["scene_start"] and apart_from_reframes(c):
                 pending.append(c)
         decide(index, index)
         # A full-length clip is final once no cut can still fall inside it or its trim.
@@ -328,7 +384,7 @@ def stream_video(
     with timers.time("scenes"):
         late = scenes.finish()
     for c in sorted(set(late)):
-        if 0 < c < num and (not pending or c > pending[-1]) and c > state["scene_start"]:
+        if 0 < c < num and (not pending or c > pending[-1]) and c > state["scene_start"] and apart_from_reframes(c):
             pending.append(c)
     decide(num + window, num - 1)
     if num:

@@ -22,6 +22,7 @@ from tests.fixtures.curate_media import (
     moving_pattern,
     plant_bad_inputs,
     set_display_rotation,
+    write_size_changing_video,
     write_table,
     write_video,
 )
@@ -190,6 +191,53 @@ def test_streaming_cuts_and_clips_equal_whole_video(tmp_path):
     # ... and read as RGB they are those pictures (up to swscale's chroma siting: the decoder's H.264 frames
     # are left-sited, re-wrapped planes centre-sited, which moves colour edges by half a chroma sample).
     assert all(np.abs(np.asarray(out).astype(int) - whole[s:e]).mean() < 6 for s, e, out in got)
+
+
+def _disc_scene(width: int, height: int, frames: int, start: int) -> np.ndarray:
+    """A white disc on grey moving right, drawn in proportion to the picture's height (centred framing)."""
+    import cv2
+
+    out = np.full((frames, height, width, 3), 90, np.uint8)
+    for i in range(frames):
+        cx = width / 2 + (start + i - 45) * height / 108
+        cv2.circle(out[i], (round(cx), height // 2), round(height * 0.3), (250, 250, 250), -1, cv2.LINE_AA)
+    return out
+
+
+def _disc_aspect(rgb: np.ndarray) -> float:
+    ys, xs = np.nonzero(rgb[..., 0] > 170)
+    return (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)
+
+
+def test_a_stream_that_changes_size_keeps_each_pictures_aspect(tmp_path):
+    # 30 frames at 16:9, then the same scene re-framed at 4:3, then at twice that resolution.
+    segments = [_disc_scene(192, 108, 30, 0), _disc_scene(144, 108, 30, 30), _disc_scene(288, 216, 30, 60)]
+    path = write_size_changing_video(tmp_path / "resized.mkv", segments)
+    from components.curate.video_pass import Timers, stream_video
+
+    for out_size in ((64, 96), (0, 0)):  # a configured output size, and the source's own (the first frame's)
+        cfg = CurateConfig(**{**CFG, "output_height": out_size[0], "output_width": out_size[1]})
+        got = []
+        with VideoReader(path) as reader:
+            num, cuts = stream_video(
+                reader, cfg, 25, lambda sc, s, e, small, out, ok, got=got: ok and got.append((s, e, small, out)),
+                Timers(),
+            )
+        # The change of aspect ratio is a cut (the framing jumps); the change of resolution alone is not.
+        assert (num, cuts) == (90, [30]), (out_size, cuts)
+        assert got and all(e <= 30 - cfg.scene_trim_frames or s >= 30 + cfg.scene_trim_frames for s, e, _, _ in got)
+        th, tw = out_size if out_size[0] else (108, 192)
+        for s, _, small, out in got:
+            assert out.shape[1:3] == (th, tw) and small.shape[1:3] == got[0][2].shape[1:3]
+            # every picture keeps its own aspect ratio: the disc stays round, in the clip and in analysis
+            assert abs(_disc_aspect(np.asarray(out)[0]) - 1.0) < 0.08, (out_size, s, _disc_aspect(np.asarray(out)[0]))
+            assert abs(_disc_aspect(small[0]) - 1.0) < 0.12, (out_size, s, _disc_aspect(small[0]))
+        # across the change of resolution (frame 60) the clip goes on without a jump in size or place
+        across = [(s, out) for s, e, _, out in got if s < 60 < e]
+        assert across, [(s, e) for s, e, _, _ in got]
+        s, out = across[0]
+        before, after = np.asarray(out)[59 - s].astype(int), np.asarray(out)[60 - s].astype(int)
+        assert np.abs(after - before).mean() < 3
 
 
 def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):
