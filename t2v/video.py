@@ -17,6 +17,7 @@ on every machine with the same libx264 build.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -78,6 +79,7 @@ def _pad_even(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+@functools.cache
 def _sws_flags(to_rgb: bool) -> int:
     """swscale flags for the colour conversions: the C code's accurate rounding, bit-exact whichever SIMD
     kernels the CPU has, and the most faithful variant measured on the world's clips (mean absolute error
@@ -89,6 +91,16 @@ def _sws_flags(to_rgb: bool) -> int:
 
     exact = I.ACCURATE_RND | I.BITEXACT
     return int(I.BILINEAR | I.FULL_CHR_H_INT | exact) if to_rgb else int(I.AREA | exact)
+
+
+@functools.cache
+def _sws_scale_flags(to_rgb: bool) -> int:
+    """swscale flags when the size changes too: area averaging (and, to RGB, full-resolution chroma),
+    bit-exact as :func:`_sws_flags`."""
+    from av.video.reformatter import Interpolation as I
+
+    exact = I.AREA | I.ACCURATE_RND | I.BITEXACT
+    return int(exact | I.FULL_CHR_H_INT) if to_rgb else int(exact)
 
 
 # libx264 reads memory it never wrote when the picture is narrow and B-frames meet its macroblock-tree
@@ -467,7 +479,6 @@ def to_rgb(
     ``av.video.reformatter.VideoReformatter`` per stream of frames: it keeps its swscale context, which
     is otherwise set up again for every frame (the bit-exact kernels make that costly)."""
     import av
-    from av.video.reformatter import Interpolation as I
 
     if reformatter is None:
         reformatter = av.video.reformatter.VideoReformatter()
@@ -475,10 +486,7 @@ def to_rgb(
         w, h = frame.width, frame.height
     else:
         w, h = (height, width) if rotation % 180 else (width, height)  # the coded orientation
-    if (w, h) == (frame.width, frame.height):
-        flags = _sws_flags(to_rgb=True)
-    else:
-        flags = int(I.AREA | I.FULL_CHR_H_INT | I.ACCURATE_RND | I.BITEXACT)
+    flags = _sws_flags(to_rgb=True) if (w, h) == (frame.width, frame.height) else _sws_scale_flags(to_rgb=True)
     arr = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation=flags).to_ndarray()
     if rotation:
         arr = np.ascontiguousarray(np.rot90(arr, k=rotation // 90))
@@ -564,13 +572,11 @@ def to_yuv420(
     of :class:`Yuv420Clip` and the scaled ``av.VideoFrame`` (coded orientation, uncropped), from which
     smaller RGB pictures can be made without going back to the source."""
     import av
-    from av.video.reformatter import Interpolation as I
 
     if reformatter is None:
         reformatter = av.video.reformatter.VideoReformatter()
     w, h = (height, width) if rotation % 180 else (width, height)  # the coded orientation
-    flags = int(I.AREA | I.ACCURATE_RND | I.BITEXACT)
-    scaled = reformatter.reformat(frame, width=w, height=h, format="yuv420p", interpolation=flags)
+    scaled = reformatter.reformat(frame, width=w, height=h, format="yuv420p", interpolation=_sws_scale_flags(to_rgb=False))
     y, u, v = yuv420_planes(scaled)
     if rotation:
         k = rotation // 90
