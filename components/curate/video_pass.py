@@ -102,17 +102,10 @@ class FrameConverter:
         cfg = self.cfg
         dw, dh = rotated_size(frame.width, frame.height, rotation)
         aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
-        if cfg.output_height:
-            th, tw = cfg.output_height, cfg.output_width
-            scale = max(th / dh, tw / dw)
-            nw, nh = max(tw, round(dw * scale)), max(th, round(dh * scale))
-            y0, x0 = (nh - th) // 2, (nw - tw) // 2
-        else:
-            nw, nh, y0, x0, th, tw = dw, dh, 0, 0, dh, dw
+        th, tw = (cfg.output_height, cfg.output_width) if cfg.output_height else (dh, dw)
         fmt = str(getattr(frame.format, "name", ""))
         self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2)
-        if self.yuv:  # a yuv420p crop starts on an even row and column
-            y0, x0 = y0 - y0 % 2, x0 - x0 % 2
+        nw, nh, y0, x0 = self._cover(dw, dh, tw, th, even=self.yuv)  # the native size: nothing to crop
         self.colorspace = int(getattr(frame, "colorspace", 2) or 2)
         self.geometry.update(
             rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
@@ -122,7 +115,8 @@ class FrameConverter:
     @staticmethod
     def _cover(dw: int, dh: int, tw: int, th: int, even: bool) -> tuple[int, int, int, int]:
         """The size a ``dw`` x ``dh`` picture is scaled to so that it covers ``tw`` x ``th`` with its aspect
-        ratio kept, and the offsets of the centred ``tw`` x ``th`` crop (even ones for yuv420p)."""
+        ratio kept, and the offsets of the centred ``tw`` x ``th`` crop (a yuv420p crop starts on an even row
+        and column)."""
         scale = max(th / dh, tw / dw)
         nw, nh = max(tw, round(dw * scale)), max(th, round(dh * scale))
         y0, x0 = (nh - th) // 2, (nw - tw) // 2
