@@ -342,8 +342,12 @@ def stream_video(
             cuts.append(c)
             finish_scene(c)
 
-    def apart_from_reframes(c: int) -> bool:
-        return all(abs(c - r) >= cfg.scene_min_len for r in reframed)
+    def queue_detected(c: int, last: int) -> None:
+        """Queue a cut the detector reported, if it is new, inside frames 1..``last`` of this scene, and
+        not a re-report of a cut a change of aspect ratio already made."""
+        new = not pending or c > pending[-1]
+        if 0 < c <= last and new and c > state["scene_start"] and all(abs(c - r) >= cfg.scene_min_len for r in reframed):
+            pending.append(c)
 
     index = -1
     while True:
@@ -364,8 +368,7 @@ def stream_video(
         with timers.time("scenes"):
             found = scenes.push(small)
         for c in sorted(set(found)):
-            if 0 < c <= index and (not pending or c > pending[-1]) and c > state["scene_start"] and apart_from_reframes(c):
-                pending.append(c)
+            queue_detected(c, index)
         decide(index, index)
         # A full-length clip is final once no cut can still fall inside it or its trim.
         while state["next"] + cmax + trim + delay <= index:
@@ -378,8 +381,7 @@ def stream_video(
     with timers.time("scenes"):
         late = scenes.finish()
     for c in sorted(set(late)):
-        if 0 < c < num and (not pending or c > pending[-1]) and c > state["scene_start"] and apart_from_reframes(c):
-            pending.append(c)
+        queue_detected(c, num - 1)
     decide(num + window, num - 1)
     if num:
         finish_scene(num)
