@@ -100,6 +100,13 @@ def _channel_means(frames: np.ndarray) -> np.ndarray:
     return np.array(cv2.sumElems(_as_image(frames))[:3]) / (frames.size // 3)
 
 
+def _planes(frames: np.ndarray) -> np.ndarray:
+    """Single-channel ``[..., H, W]`` frames as one tall 2-D image ``[N * H, W]`` (contiguous). OpenCV reads
+    a 3-D array as ``[H, W, channels]``: a stack of grey frames would be taken for a ``W``-channel image,
+    which OpenCV 5.1 refuses beyond 128 channels (a 256-px-wide analysis frame)."""
+    return np.ascontiguousarray(frames).reshape(-1, frames.shape[-1])
+
+
 def _gray_u8(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
 
@@ -364,7 +371,8 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     grad = np.sqrt(gx * gx + gy * gy)
     textured = grad > 40.0
     pos = np.array([at[j] for j in starts.tolist()])
-    diffs = cv2.absdiff(grey[pos], grey[pos + 1]).mean(axis=(1, 2))  # `used` holds i + 1 right after i
+    # `used` holds i + 1 right after i
+    diffs = cv2.absdiff(_planes(grey[pos]), _planes(grey[pos + 1])).reshape(len(pos), h, w).mean(axis=(1, 2))
     share = textured.mean(axis=(1, 2))
     mags = []
     for p in range(len(starts)):
@@ -442,7 +450,7 @@ def stroke_masks(frames: np.ndarray, kernel: int = 3, min_contrast: float = 30.0
     pad = kernel // 2
     eroded = filter_stacked(grey, pad, lambda x: cv2.erode(x, k), border=255)
     opened = filter_stacked(eroded, pad, lambda x: cv2.dilate(x, k), border=0)
-    return cv2.subtract(grey, opened) > min_contrast
+    return cv2.subtract(_planes(grey), _planes(opened)).reshape(grey.shape) > min_contrast
 
 
 def _stroke_kernel(h: int, w: int) -> int:

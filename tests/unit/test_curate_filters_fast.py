@@ -24,7 +24,13 @@ def _clips() -> list[np.ndarray]:
     blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in structured])
     tiny = rng.integers(0, 256, (3, 8, 9, 3), dtype=np.uint8)
     low = rng.integers(0, 256, (2, 3, 40, 3), dtype=np.uint8)  # lower than the padding
-    return [noise, structured, blurred, tiny, low]
+    # wider than OpenCV's channel limit: a stack of grey frames [T, H, W] passed as a 3-D array would be
+    # read as a W-channel image, which OpenCV 5.1 refuses beyond 128 channels
+    wide = np.roll(np.repeat(structured[:, :, :, :], 5, axis=2)[:, :40], 3, axis=2)
+    return [noise, structured, blurred, tiny, low, wide]
+
+
+CLIPS = range(len(_clips()))
 
 
 def _reference_terms(frames: np.ndarray, chan: np.ndarray, min_channel_range: float = 24.0):
@@ -47,7 +53,7 @@ def _reference_terms(frames: np.ndarray, chan: np.ndarray, min_channel_range: fl
     return np.array(edge, np.float32), np.array(lap, np.float32)
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", CLIPS)
 def test_sharpness_terms_equal_per_frame(index):
     frames = _clips()[index]
     chan = filters.contrast_channel(frames)
@@ -59,7 +65,7 @@ def test_sharpness_terms_equal_per_frame(index):
     np.testing.assert_array_equal(lap, ref_lap)
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", CLIPS)
 def test_edge_filters_equal_per_frame(index):
     """sharpness's blur and gradients, batched, against cv2 frame by frame (every pixel; the magnitude to
     one unit in the last place: cv2.magnitude's rounding depends on its inputs' addresses)."""
@@ -81,7 +87,7 @@ def test_edge_filters_equal_per_frame(index):
         np.testing.assert_array_equal(got, np.stack([cv2.Sobel(b, cv2.CV_32F, dx, dy, ksize=3) for b in ref_blur]))
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", CLIPS)
 def test_stacked_filters_equal_per_frame(index):
     frames = _clips()[index]
     f = frames.astype(np.float32)
@@ -132,3 +138,18 @@ def test_scores_match_per_frame_formulas():
         assert np.array_equal(filters.brightest_channel(frames), frames.max(axis=-1))
         hashes = np.stack([filters.phash(frames[i]) for i in filters.sample_indices(len(frames), 5)])
         np.testing.assert_array_equal(filters.clip_hashes(frames), hashes)
+
+
+@pytest.mark.parametrize("index", CLIPS)
+def test_every_score_runs_on_any_frame_size(index):
+    """score_clip on each clip (a 320-px-wide one among them), and motion's frame difference equals the
+    mean absolute luma change of its pairs computed frame by frame."""
+    from t2v.config import CurateConfig
+
+    frames = _clips()[index]
+    cfg = CurateConfig(analysis_size=max(32, *frames.shape[1:3]))
+    scores = filters.score_clip(frames, cfg)
+    assert all(np.isfinite(v) for v in scores.values()), scores
+    _, diff = filters.motion(frames, max_pairs=len(frames))
+    grey = filters._gray_frames(frames).astype(np.int16)
+    assert diff == pytest.approx(float(np.mean([np.abs(grey[i + 1] - grey[i]).mean() for i in range(len(grey) - 1)])))
