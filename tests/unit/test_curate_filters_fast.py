@@ -26,7 +26,7 @@ def _clips() -> list[np.ndarray]:
     low = rng.integers(0, 256, (2, 3, 40, 3), dtype=np.uint8)  # lower than the padding
     # wider than OpenCV's channel limit: a stack of grey frames [T, H, W] passed as a 3-D array would be
     # read as a W-channel image, which OpenCV 5.1 refuses beyond 128 channels
-    wide = np.roll(np.repeat(structured[:, :, :, :], 5, axis=2)[:, :40], 3, axis=2)
+    wide = np.roll(np.repeat(structured, 5, axis=2)[:, :40], 3, axis=2)
     return [noise, structured, blurred, tiny, low, wide]
 
 
