@@ -191,7 +191,17 @@ def _principal_axis(samples: np.ndarray) -> np.ndarray:
     return vecs[:, -1].astype(np.float32)
 
 
-def contrast_channel(frames: np.ndarray, sample: int = 4, only: np.ndarray | None = None) -> np.ndarray:
+def principal_projection(frames: np.ndarray, sample: int = 4) -> tuple[np.ndarray, float]:
+    """The clip's principal colour axis (:func:`_principal_axis` of ``sample`` evenly spaced frames) and
+    the mean of those frames' projection on it: :func:`contrast_channel` is the projection less that."""
+    pick = frames[sample_indices(len(frames), sample)]
+    axis = _principal_axis(pick.reshape(-1, 3))
+    return axis, float(_channel_means(pick) @ axis)
+
+
+def contrast_channel(
+    frames: np.ndarray, sample: int = 4, only: np.ndarray | None = None, projection: tuple[np.ndarray, float] | None = None
+) -> np.ndarray:
     """Project RGB frames onto the clip's principal colour axis: float32 ``[T, H, W]`` (or the frames at
     indices ``only``), zero-mean over the sampled frames, in RGB units.
 
@@ -199,12 +209,10 @@ def contrast_channel(frames: np.ndarray, sample: int = 4, only: np.ndarray | Non
     square on a brown background), and a dark clip has little luma contrast. The first principal
     component of the clip's pixel colours is the direction in which its content differs most, whatever
     the brightness and the hue, so motion and sharpness measured on it (both scale-free) depend on neither.
+    ``projection`` is the clip's :func:`principal_projection` where the caller has it already.
     """
-    pick = frames[sample_indices(len(frames), sample)]
-    mean = _channel_means(pick)
-    axis = _principal_axis(pick.reshape(-1, 3))
+    axis, offset = projection if projection is not None else principal_projection(frames, sample)
     chosen = frames if only is None else frames[only]
-    offset = float(mean @ axis)
     # one projection of all the frames (stacked into one tall image): a per-pixel operation
     projected = cv2.transform(_as_image(chosen).astype(np.float32), axis.reshape(1, 3))
     return projected.reshape(chosen.shape[:3]) - offset
@@ -288,6 +296,7 @@ def _edge_filters(f: np.ndarray, chan: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 CAMERA_PAIRS = 16  # frame pairs per clip whose global shift is measured
 CAMERA_FLOOR = 0.2  # pixels per frame: a smaller global shift counts as none
+LIGHT_STEP = 24.0  # grey levels: a larger change of mean luma between two frames is a change of light
 
 
 def _camera_shift(
@@ -333,7 +342,9 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     (subtitles, logos), and a clip where nothing textured moves scores ~0. The camera's motion, the
     upper quartile of the global translations found by phase correlation, takes over where it is
     larger: a whip pan (a fifth of the width per frame is beyond Farneback's reach) or a pan over smooth
-    shading. The frame
+    shading. Light is not motion: a pair across a flash (mean luma jumping more than ``LIGHT_STEP``) is
+    left out, and in a fade each pair's second frame is brought to the first one's light before the flow
+    is measured (on a smooth ramp, brighter reads as moved). The frame
     difference is the mean absolute change of the (8-bit) luma, 0..255. Both are 0 for a single frame.
 
     Every frame used is converted (to grey, to the contrast channel) once, all in one call, and the
@@ -351,7 +362,8 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     more = np.sort(rng.choice(t - 1, size=min(CAMERA_PAIRS, t - 1), replace=False))
     needed = np.unique(np.concatenate([starts, starts + 1]))
     first, second = np.searchsorted(needed, starts), np.searchsorted(needed, starts + 1)
-    chan = contrast_channel(frames, only=needed)  # [len(needed), H, W]
+    projection = principal_projection(frames)
+    chan = contrast_channel(frames, only=needed, projection=projection)  # [len(needed), H, W]
     lo, hi = rank(chan[first], [0.5, 99.5])
     scale = 200.0 / max(float(hi - lo), 1e-3)
     # grey frames: the Farneback pairs' and the camera pairs' (each pair's next frame and the one `gap` on)
@@ -360,12 +372,31 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     at = {j: k for k, j in enumerate(used.tolist())}
     middle_rows = grey[:, h // 4 : h - h // 4].astype(np.float32)
     middle = {j: middle_rows[k] for j, k in at.items()}
+    # A pair across a change of light (a camera flash, a strobe, a cut to white) is not a measure of
+    # motion: on a picture with little texture, the flow and the phase correlation between a frame and a
+    # white one are whatever the noise makes of them. Such pairs are left out, unless every pair is one.
+    level = {j: float(grey[k].mean()) for j, k in at.items()}
+
+    def lit(i: int, j: int) -> bool:
+        return abs(level[i] - level[j]) <= LIGHT_STEP
+
+    starts_ok = [p for p, i in enumerate(starts.tolist()) if lit(i, i + 1)] or list(range(len(starts)))
+    more_ok = [i for i in more.tolist() if lit(i, i + 1)] or more.tolist()
     window = cv2.createHanningWindow((w, h - 2 * (h // 4)), cv2.CV_32F)
-    shifts = [_camera_shift(frames, i, window, middle=middle) for i in more.tolist()]
+    shifts = [_camera_shift(frames, i, window, middle=middle) for i in more_ok]
+    # A fade scales the colours from one frame to the next, and on smooth shading a ramp made brighter
+    # looks like the ramp moved: each pair's second frame is brought to the first one's light (the ratio
+    # of their mean grey, held to [0.5, 2]) before the flow between them is measured.
+    offset = projection[1]
+    gain = np.array([min(max(level[i] / max(level[i + 1], 1.0), 0.5), 2.0) for i in starts.tolist()], np.float32)
+    lit_seconds = (chan[second] + offset) * gain[:, None, None] - offset
+    pairs = len(starts)
     stretched = filter_stacked(
-        np.clip((chan - lo) * scale + 28.0, 0, 255), 4, lambda x: cv2.GaussianBlur(x, (0, 0), 1.0)
+        np.clip((np.concatenate([chan[first], lit_seconds]) - lo) * scale + 28.0, 0, 255),
+        4,
+        lambda x: cv2.GaussianBlur(x, (0, 0), 1.0),
     ).astype(np.uint8)
-    a_frames = stretched[first]
+    a_frames = stretched[:pairs]
     gx = filter_stacked(a_frames, 1, lambda x: cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3))
     gy = filter_stacked(a_frames, 1, lambda x: cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3))
     grad = np.sqrt(gx * gx + gy * gy)
@@ -375,9 +406,9 @@ def motion(frames: np.ndarray, max_pairs: int = 8) -> tuple[float, float]:
     diffs = cv2.absdiff(_planes(grey[pos]), _planes(grey[pos + 1])).reshape(len(pos), h, w).mean(axis=(1, 2))
     share = textured.mean(axis=(1, 2))
     mags = []
-    for p in range(len(starts)):
+    for p in starts_ok:
         # three pyramid levels: motions beyond their reach are the camera's, which phase correlation takes
-        a, b = stretched[first[p]], stretched[second[p]]
+        a, b = stretched[p], stretched[pairs + p]
         flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
         if share[p] < 0.002:
             mags.append(0.0)

@@ -310,6 +310,48 @@ def test_scores_are_pure_functions_of_frames():
     assert "dark" in filters.decide(filters.score_clip((frames * 0.1).astype(np.uint8), cfg), cfg)
 
 
+def _ramp_card(width: int, height: int) -> np.ndarray:
+    """Three stripes, each a linear colour ramp along x (a test card like FFmpeg's rgbtestsrc): smooth
+    shading, where brighter and shifted look alike."""
+    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    card = np.zeros((height, width, 3), np.float32)
+    for k in range(3):
+        card[k * height // 3 : (k + 1) * height // 3, :, k] = ramp
+    return card.astype(np.uint8)
+
+
+def test_a_fade_over_a_still_shot_is_not_motion():
+    """A fade to black over a still shot of smooth shading (where a ramp made darker looks like the ramp
+    moved): the second frame of each pair is relit to the first's before the flow is measured."""
+    cfg = CurateConfig()
+    still = np.repeat(_ramp_card(3 * 96, 48)[None, :, 40:136], 30, axis=0)
+    fading = still.copy()
+    fading[-8:] = (fading[-8:] * np.linspace(1.0, 0.0, 8, dtype=np.float32)[:, None, None, None]).astype(np.uint8)
+    assert filters.motion(still, 8)[0] < 0.01
+    assert filters.motion(fading, 8)[0] < 0.05, filters.motion(fading, 8)  # 0.60 % of the width a frame before
+    assert "static" in filters.decide(filters.score_clip(fading, cfg), cfg)
+
+
+def test_a_flash_in_a_slow_pan_is_not_fast_motion(tmp_path):
+    """Two white frames (a camera flash) in a slow pan over a test card with little texture, through
+    x264 and back: pairs across the flash are left out, so the motion is the pan's whatever frames the
+    clip's pairs fall on (before, 7x the pan's at some clip lengths)."""
+    import av
+
+    from tests.fixtures.curate_external import _pan
+    from tests.fixtures.curate_media import lavfi_frames, write_video
+
+    card = lavfi_frames("yuvtestsrc", (480, 288), 25, 1.7)[:40, 150:246]  # the chroma stripes only
+    pan = _pan(card, 160, 1.2, 100)
+    pan[20:22] = 255
+    write_video(tmp_path / "flash.mp4", pan)
+    with av.open(str(tmp_path / "flash.mp4")) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    by_length = [filters.motion(filters.resize_frames(frames[:n], 128), 8)[0] for n in range(26, 41)]
+    assert min(by_length) > 0.2, by_length  # the pan is seen (0.75 % of the width a frame, measured low)
+    assert max(by_length) < 1.5 * float(np.median(by_length)), by_length
+
+
 @pytest.mark.parametrize("exact_max", [20_000, 50])  # a flat index, and an IVF index
 def test_dedup_index_finds_planted_copies(exact_max):
     from components.curate.dedup import find_duplicates
