@@ -103,13 +103,28 @@ def _sws_scale_flags(to_rgb: bool) -> int:
     return int(exact | I.FULL_CHR_H_INT) if to_rgb else int(exact)
 
 
-# libx264 reads memory it never wrote when the picture is narrow and B-frames meet its macroblock-tree
-# rate control: measured with this libx264 build, clips 32-112 pixels wide (any height, 12 of 32 clip and
-# size pairs) encode to other bytes from one call to the next once the heap holds other data, and
-# 128-992 wide to the same bytes. Without B-frames every one did (without mbtree too, but that doubled the
-# files of such clips and changed what they keep of the picture, where no B-frames costs ~2 % in size).
-# Below this width, no B-frames.
+# libx264 gave other bytes from one call to the next when the picture is narrow and B-frames meet its
+# macroblock-tree rate control: measured with this libx264 build on one machine, clips 32-112 pixels wide
+# (any height, 12 of 32 clip and size pairs) once the heap held other data, and 128-992 wide the same
+# bytes. Without B-frames every one did (without mbtree too, but that doubled the files of such clips and
+# changed what they keep of the picture, where no B-frames costs ~2 % in size). Below this width, no
+# B-frames. (On an AVX-512 machine wider pictures did too, B-frames or not: see cpu-independent below.)
 NARROW_WIDTH = 256
+
+
+def deterministic_x264_params(width: int, threads: int = 1) -> str:
+    """The ``x264-params`` that make libx264's output a function of its input alone (with ``threads``
+    other than 1, only the B-frame rule: frame threads depend on timing anyway). One frame thread, no sliced threads, one
+    lookahead thread; x264's CPU-independent arithmetic (its macroblock-tree kernels for the CPU at hand
+    gave other bytes from call to call at most widths that are not a multiple of 64 on an AVX-512
+    machine, 992 and 320 wide among them; with it every one encodes to one file, at the same size and
+    speed); and no B-frames below ``NARROW_WIDTH``."""
+    if threads != 1:
+        return "bframes=0" if width < NARROW_WIDTH else ""
+    params = ["threads=1:sliced-threads=0:lookahead-threads=1", "cpu-independent=1"]
+    if width < NARROW_WIDTH:
+        params.append("bframes=0")
+    return ":".join(params)
 
 
 def _encode(target: Any, frames: Any, fps: int, crf: int, preset: str, threads: int) -> None:
@@ -139,13 +154,9 @@ def _encode(target: Any, frames: Any, fps: int, crf: int, preset: str, threads: 
         stream.codec_context.thread_count = threads
         stream.codec_context.thread_type = "SLICE"
         options = {"crf": str(int(crf)), "preset": preset, "threads": str(threads)}
-        params = []
-        if threads == 1:  # one frame thread, no sliced threads, one lookahead thread: no timing in the output
-            params.append("threads=1:sliced-threads=0:lookahead-threads=1")
-        if w < NARROW_WIDTH:
-            params.append("bframes=0")
+        params = deterministic_x264_params(w, threads)
         if params:
-            options["x264-params"] = ":".join(params)
+            options["x264-params"] = params
         stream.options = options
         if yuv is not None and yuv.colorspace not in (None, 2):  # keep the source's matrix, tagged
             stream.codec_context.colorspace = yuv.colorspace

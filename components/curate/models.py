@@ -3,7 +3,7 @@
 Two detectors ship inside their wheels and need nothing from the user:
 
 * **burnt-in text** (``ocr``): the PP-OCRv4 text *detector* of ``rapidocr-onnxruntime`` on a few frames of
-  the clip (at the output resolution). ``ocr_text_area`` is the share of the frame its boxes cover (median
+  the clip (the output frames, resized so that their longer side is ``ocr_size``). ``ocr_text_area`` is the share of the frame its boxes cover (median
   over the frames), ``ocr_subtitle_area`` the share covered by boxes centred in the bottom band,
   ``ocr_corner_area`` by boxes centred in a corner (a channel logo). Reasons: ``subtitles`` (bottom-band
   text above ``ocr_subtitle_max_area``), ``watermark`` (corner text above ``ocr_watermark_max_area``) and
@@ -85,12 +85,26 @@ class TextDetector:
         found, _ = self.engine.text_det(np.ascontiguousarray(frame_rgb[..., ::-1]))
         return [] if found is None else [np.asarray(b, dtype=np.float32) for b in found]
 
+    def sized(self, frame: np.ndarray) -> np.ndarray:
+        """The frame with its longer side at ``ocr_size``, enlarged as well as reduced: the detector's own
+        limit only ever reduces, and at a small output size (160x96) a caption's letters are 8-10 px,
+        under what it finds reliably."""
+        import cv2
+
+        h, w = frame.shape[:2]
+        scale = self.cfg.ocr_size / max(h, w)
+        if abs(scale - 1.0) < 1e-3:
+            return frame
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
     def score(self, clip: np.ndarray) -> dict[str, float]:
-        _, h, w, _ = clip.shape
+        frames = [self.sized(f) for f in _frames(clip, self.cfg.ocr_frames)]
+        h, w = frames[0].shape[:2]
         band_top = h * (1.0 - self.cfg.text_band_fraction)
         cf = self.cfg.watermark_corner_fraction
         areas, bottom, corner = [], [], []
-        for frame in _frames(clip, self.cfg.ocr_frames):
+        for frame in frames:
             total = sub = logo = 0.0
             for box in self.boxes(frame):
                 x0, y0 = box.min(axis=0)
