@@ -41,6 +41,9 @@ __all__ = [
     "probe_video",
     "VideoInfo",
     "VideoReader",
+    "choose_video_stream",
+    "display_size",
+    "sample_aspect",
     "write_gif",
     "frames_strip_png",
     "Yuv420Clip",
@@ -247,6 +250,60 @@ def _open(src: Any):
     return container
 
 
+#: Dispositions of a video stream that holds a picture, not the video: cover art (an mp4's ``covr``, a
+#: Matroska attachment), a thumbnail track, a still image.
+_PICTURE_DISPOSITIONS = ("attached_pic", "timed_thumbnails", "still_image")
+
+
+def _is_picture_stream(stream) -> bool:
+    import av
+
+    disp = int(getattr(stream, "disposition", 0) or 0)
+    flags = av.stream.Disposition
+    return any(disp & int(getattr(flags, name)) for name in _PICTURE_DISPOSITIONS if hasattr(flags, name))
+
+
+def choose_video_stream(container, name: str = ""):
+    """The stream a player shows: among the video streams that are not cover art, a thumbnail track or a
+    still image, the largest picture (as FFmpeg's command line picks), then the one marked default, then
+    the first. A file whose only video streams are pictures (an audio file with cover art) has none:
+    ``not_video``."""
+    import av
+
+    default = int(av.stream.Disposition.default)
+    moving = [s for s in container.streams.video if not _is_picture_stream(s)]
+    if not moving:
+        raise VideoDecodeError(f"{name}: no video stream, only a cover picture or still image", kind="not_video")
+
+    def size(s) -> int:
+        ctx = s.codec_context
+        return int(ctx.width or 0) * int(ctx.height or 0) if ctx is not None else 0
+
+    return max(moving, key=lambda s: (size(s), bool(int(s.disposition or 0) & default), -s.index))
+
+
+def sample_aspect(stream) -> Fraction:
+    """The stream's sample (pixel) aspect ratio, width over height of one coded pixel: the container's
+    value where it has one (an mp4's ``pasp``), else the codec's (H.264's VUI); 1 when unknown or absurd
+    (FFmpeg's own choice of the two)."""
+    for value in (getattr(stream, "sample_aspect_ratio", None), getattr(stream.codec_context, "sample_aspect_ratio", None)):
+        try:
+            sar = Fraction(value) if value else Fraction(0)
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if Fraction(1, 8) <= sar <= 8:
+            return sar
+    return Fraction(1)
+
+
+def display_size(width: int, height: int, rotation: int = 0, sar: Fraction | float = 1) -> tuple[int, int]:
+    """The size a ``width`` x ``height`` coded picture is shown at: its width scaled by the sample aspect
+    ratio ``sar`` (non-square pixels: 720x576 PAL at 16:9 is 1024x576, 1440x1080 HDV is 1920x1080), then
+    rotated for display."""
+    w = max(1, round(width * Fraction(sar))) if sar and Fraction(sar) != 1 else width
+    return rotated_size(w, height, rotation)
+
+
 def _stream_fps(stream) -> float:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
@@ -268,7 +325,7 @@ def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) ->
     sws = _sws_flags(to_rgb=True)  # the same RGB pixels on every CPU (H.264 decoding itself is bit-exact)
     reformatter = av.video.reformatter.VideoReformatter()  # one swscale context for all the frames
     try:
-        stream = container.streams.video[0]
+        stream = choose_video_stream(container, _describe(src))
         fps = _stream_fps(stream)
         try:
             for frame in container.decode(stream):
@@ -314,6 +371,7 @@ class VideoInfo:
     bit_depth: int
     rotation: int  # always 0 here (kept for callers that record it; see frame_rotation)
     format: str
+    sample_aspect: Fraction  # width / height of one coded pixel (1: square pixels); see display_size
     video_streams: int
     audio_streams: int
 
@@ -326,8 +384,10 @@ def _is_image_container(container, stream) -> bool:
 class VideoReader:
     """Streaming decode of one video: frames one at a time, never the whole video in memory.
 
-    Picks the first video stream (audio, subtitle and data streams are not decoded); applies the display
-    rotation; converts any pixel format (8-bit, 10/12-bit, 4:2:2, 4:4:4, RGB...) to RGB ``uint8``
+    Picks the video stream a player shows (:func:`choose_video_stream`: not cover art or a thumbnail
+    track; audio, subtitle and data streams are not decoded); the pictures are as coded, and
+    :func:`display_size` of their size, rotation and ``info.sample_aspect`` is the shape they are shown
+    at (non-square pixels, the display rotation); converts any pixel format (8-bit, 10/12-bit, 4:2:2, 4:4:4, RGB...) to RGB ``uint8``
     bit-exactly; resamples a variable-frame-rate stream onto a constant-rate timeline by presentation time
     (:meth:`frames`), so every output frame lasts 1/fps seconds and clips play at the right speed.
     Errors are :class:`VideoDecodeError` (one line naming the file, with a ``kind``). A stream that stops
@@ -339,7 +399,7 @@ class VideoReader:
         self.name = _describe(src)
         self._container = _open(src)
         try:
-            self._stream = self._container.streams.video[0]
+            self._stream = choose_video_stream(self._container, self.name)
             ctx = self._stream.codec_context
             if ctx is None or getattr(ctx, "codec", None) is None:
                 raise VideoDecodeError(f"{self.name}: unsupported video codec", kind="unsupported_codec")
@@ -382,6 +442,7 @@ class VideoReader:
             bit_depth=int(depth),
             rotation=rotation,
             format=str(c.format.name),
+            sample_aspect=sample_aspect(st),
             video_streams=len(c.streams.video),
             audio_streams=len(c.streams.audio),
         )
@@ -444,10 +505,19 @@ class VideoReader:
         """Frames on a constant-rate timeline of ``fps`` (default: the stream's average rate, rounded):
         output frame ``k`` is the decoded picture shown at time ``(k + 1/2) / fps``
         (the one whose presentation time is the latest at or before it). Each yielded item is
-        ``convert(frame, rotation)`` (default: the RGB ``uint8 [H, W, 3]`` array, rotated for display);
-        a picture shown for several output frames is converted once and yielded again."""
+        ``convert(frame, rotation)`` (default: the RGB ``uint8 [H, W, 3]`` array at its display size,
+        :func:`display_size`); a picture shown for several output frames is converted once and yielded
+        again."""
         rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(max(1, round(self.info.fps or 25)))
-        convert = convert or to_rgb
+        if convert is None:
+            import av
+
+            reformatter, sar = av.video.reformatter.VideoReformatter(), self.info.sample_aspect
+
+            def convert(frame, rotation):
+                w, h = display_size(frame.width, frame.height, rotation, sar)
+                return to_rgb(frame, rotation, w, h, reformatter=reformatter)
+
         half = Fraction(1, 2) / rate
         k = 0
         prev = prev_out = None
@@ -606,7 +676,7 @@ def probe_video(src: str | os.PathLike | bytes) -> dict:
     """Return ``{num_frames, fps, width, height}``; counts frames by demuxing when the header lacks it."""
     container = _open(src)
     try:
-        stream = container.streams.video[0]
+        stream = choose_video_stream(container, _describe(src))
         fps = _stream_fps(stream)
         width, height = int(stream.codec_context.width), int(stream.codec_context.height)
         num_frames = int(stream.frames or 0)

@@ -62,7 +62,7 @@ from t2v import storage
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
 from t2v.shards import write_tar
-from t2v.video import VideoDecodeError, VideoReader
+from t2v.video import VideoDecodeError, VideoReader, display_size
 
 log = logging.getLogger(__name__)
 
@@ -547,6 +547,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
     try:
         with _local_video(row.uri) as path, VideoReader(path, threads=cfg.decode_threads) as reader:
             fps_box["fps"] = _fps_out(reader, cfg, row.meta)
+            source = _source_fields(reader.info)
             num, cuts = stream_video(reader, cfg, fps_box["fps"], on_clip, timers)
     except VideoDecodeError as exc:
         for p in spooled:
@@ -559,7 +560,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             p.unlink(missing_ok=True)
         log.exception("curate: %s (row %d) failed", vid, row.index)
         return {"records": [_row_record(row, "failed", f"{row.uri}: {type(exc).__name__}: {exc}")]}
-    scenes = {"video_id": vid, "video_index": row.index, "num_frames": num, "cuts": sorted(cuts)}
+    scenes = {"video_id": vid, "video_index": row.index, "num_frames": num, "cuts": sorted(cuts), "source": source}
     if not records:
         seconds = num / fps_box["fps"]
         err = (
@@ -568,6 +569,19 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
         )
         return {"records": [_row_record(row, "too_short", err)], "scenes": scenes}
     return {"records": records, "scenes": scenes, "thumbs": thumbs, "pending": pending}
+
+
+def _source_fields(info) -> dict[str, Any]:
+    """What the scenes file records of a source video's stream: codec, pixel format, coded size, pixel
+    aspect ratio and the size it is shown at before any rotation (non-square pixels made square)."""
+    sar = info.sample_aspect
+    width, height = display_size(info.width, info.height, 0, sar)
+    return {
+        "format": info.format, "codec": info.codec, "pix_fmt": info.pix_fmt, "bit_depth": info.bit_depth,
+        "coded_width": info.width, "coded_height": info.height, "sample_aspect": f"{sar.numerator}:{sar.denominator}",
+        "display_width": width, "display_height": height, "fps": round(float(info.fps), 3),
+        "video_streams": info.video_streams, "audio_streams": info.audio_streams,
+    }
 
 
 def _takes_frames(fn) -> bool:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from t2v.video import (
     YUV_SOURCE_PREFIXES,
     VideoReader,
     Yuv420Clip,
+    display_size,
     encode_mp4_bytes,
-    rotated_size,
     to_rgb,
     to_yuv420,
 )
@@ -76,7 +77,10 @@ class FrameConverter:
     A YUV source whose output size is even (every configured size; odd native sizes are not) is scaled
     by swscale into ``yuv420p`` at the output scale and cropped there: the output frames stay in the
     format the encoder takes (:class:`t2v.video.Yuv420Clip`, read as RGB on demand by the models), and
-    the analysis frame is made from the scaled picture by one more small swscale pass. Other sources (an
+    the analysis frame is made from the scaled picture by one more small swscale pass. Sizes are those the
+    picture is shown at (:func:`t2v.video.display_size`): non-square pixels (``sample_aspect``, an
+    anamorphic DVD, HDV or broadcast stream) are made square by that same scaling, and the display
+    rotation is applied. Other sources (an
     RGB or paletted format, odd sizes) are scaled to RGB (:func:`t2v.video.to_rgb`) and cropped, and the
     analysis frame is resized from that picture by OpenCV. The first frame fixes the output and analysis
     sizes. A later frame of another size or orientation (a stream that switches resolution, a re-framed
@@ -87,10 +91,11 @@ class FrameConverter:
     #: Aspect ratios further apart than this (relative) are a new framing, and the stream cuts there.
     REFRAME_TOLERANCE = 0.01
 
-    def __init__(self, cfg: CurateConfig):
+    def __init__(self, cfg: CurateConfig, sample_aspect: Fraction | float = 1):
         import av
 
         self.cfg = cfg
+        self.sample_aspect = Fraction(sample_aspect)
         self._to_out = av.video.reformatter.VideoReformatter()  # one swscale context per output size
         self._to_small = av.video.reformatter.VideoReformatter()
         self.geometry: dict[str, Any] = {}
@@ -100,7 +105,7 @@ class FrameConverter:
 
     def _fix_geometry(self, frame, rotation: int) -> None:
         cfg = self.cfg
-        dw, dh = rotated_size(frame.width, frame.height, rotation)
+        dw, dh = display_size(frame.width, frame.height, rotation, self.sample_aspect)
         aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
         th, tw = (cfg.output_height, cfg.output_width) if cfg.output_height else (dh, dw)
         fmt = str(getattr(frame.format, "name", ""))
@@ -128,7 +133,7 @@ class FrameConverter:
         """A frame of another size or orientation than the stream so far: the same output and analysis
         sizes, reached by scaling to cover them and cropping the centre."""
         aw, ah, _, _, _, _, th, tw = self.geometry["size"]
-        dw, dh = rotated_size(frame.width, frame.height, rotation)
+        dw, dh = display_size(frame.width, frame.height, rotation, self.sample_aspect)
         nw, nh, y0, x0 = self._cover(dw, dh, tw, th, even=self.yuv)
         sw, sh, sy, sx = self._cover(dw, dh, aw, ah, even=False)
         aspect = dw / dh
@@ -181,8 +186,8 @@ class FrameConverter:
         return np.stack(frames)
 
 
-def make_converter(cfg: CurateConfig) -> FrameConverter:
-    return FrameConverter(cfg)
+def make_converter(cfg: CurateConfig, sample_aspect: Fraction | float = 1) -> FrameConverter:
+    return FrameConverter(cfg, sample_aspect)
 
 
 class SceneStream:
@@ -321,7 +326,7 @@ def stream_video(
         state.update(scene=state["scene"] + 1, scene_start=end, next=end + trim, early=-1)
         release(min(end + trim, end))
 
-    converter = make_converter(cfg)
+    converter = make_converter(cfg, reader.info.sample_aspect)
     frames = reader.frames(fps=fps_out, convert=converter)
     window = filters.CUT_CONFIRM_WINDOW
     delay = scenes.delay + window + 1  # a cut is decided once the frames after it are seen

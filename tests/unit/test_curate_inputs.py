@@ -74,7 +74,8 @@ def test_every_bad_input_is_one_record_with_a_reason(bad):
     assert len(broken) == 1 and "line 4" in broken[0]["error"] and "JSON" in broken[0]["error"]
     truncated = by_id["truncated"][0]["error"]
     assert "truncated" in truncated
-    assert bad["merged"]["rejected_by_reason"]["not_video"] == 2
+    assert bad["merged"]["rejected_by_reason"]["not_video"] == 3
+    assert "cover picture" in by_id["song"][0]["error"]
     assert bad["merged"]["kept"] >= 1
 
 
@@ -238,6 +239,62 @@ def test_a_stream_that_changes_size_keeps_each_pictures_aspect(tmp_path):
         s, out = across[0]
         before, after = np.asarray(out)[59 - s].astype(int), np.asarray(out)[60 - s].astype(int)
         assert np.abs(after - before).mean() < 3
+
+
+def test_non_square_pixels_are_shown_at_their_display_aspect(tmp_path):
+    # An anamorphic stream: a 16:9 picture (192x108 shown) coded squeezed to 144x108 with 4:3 pixels, as a
+    # PAL DVD or an HDV camera stores it. Read as coded, the disc would be an upright ellipse (0.75).
+    shown = _disc_scene(192, 108, 40, 20)
+    import cv2
+
+    coded = np.stack([cv2.resize(f, (144, 108), interpolation=cv2.INTER_AREA) for f in shown])
+    path = write_video(tmp_path / "anamorphic.mp4", coded, sample_aspect=Fraction(4, 3))
+    with VideoReader(path) as reader:
+        assert reader.info.sample_aspect == Fraction(4, 3)
+        first = next(iter(reader.frames()))
+    assert first.shape == (108, 192, 3) and abs(_disc_aspect(first) - 1.0) < 0.08, _disc_aspect(first)
+    from components.curate.video_pass import Timers, stream_video
+
+    for out_size in ((64, 96), (0, 0)):  # the configured size (a centre crop of the shown picture), and native
+        cfg = CurateConfig(**{**CFG, "output_height": out_size[0], "output_width": out_size[1]})
+        got: list = []
+
+        def keep(scene, start, end, small, out, ok, got=got):
+            if ok:
+                got.append((small, out))
+
+        with VideoReader(path) as reader:
+            stream_video(reader, cfg, 25, keep, Timers())
+        assert got
+        for small, out in got:
+            assert np.asarray(out).shape[1:3] == (out_size if out_size[0] else (108, 192))
+            assert abs(_disc_aspect(np.asarray(out)[0]) - 1.0) < 0.08, (out_size, _disc_aspect(np.asarray(out)[0]))
+            assert abs(_disc_aspect(small[0]) - 1.0) < 0.12, (out_size, _disc_aspect(small[0]))
+    # The scenes file records the stream's geometry.
+    (tmp_path / "t.jsonl").write_text('{"file": "anamorphic.mp4"}\n')
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
+    (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
+    assert scene["source"]["sample_aspect"] == "4:3"
+    assert (scene["source"]["coded_width"], scene["source"]["display_width"], scene["source"]["display_height"]) == (144, 192, 108)
+
+
+def test_the_video_is_read_not_a_preview_stream_before_it(tmp_path):
+    # A file whose first video stream is a one-picture poster (a small MJPEG track) and whose second is
+    # the video: the video is what is curated (it used to be the poster: one frame, too short).
+    frames = lavfi_frames("testsrc2", (96, 64), 25, 1.6)
+    poster = np.full((32, 48, 3), 200, np.uint8)
+    path = write_video(tmp_path / "poster.mkv", frames, preview_first=poster)
+    import av
+
+    with av.open(str(path)) as c:
+        assert [s.codec_context.name for s in c.streams.video] == ["mjpeg", "h264"]
+    with VideoReader(path) as reader:
+        assert (reader.info.codec, reader.info.width, reader.info.video_streams) == ("h264", 96, 2)
+        assert len(list(reader.frames())) == len(frames)
+    assert read_video(path)[0].shape == frames.shape
+    (tmp_path / "t.jsonl").write_text('{"file": "poster.mkv"}\n')
+    summary = curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
+    assert summary["rejected"] == 0 and summary["clips"] >= 2, summary
 
 
 def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):
