@@ -381,6 +381,45 @@ def _is_image_container(container, stream) -> bool:
     return name in _STILL_IMAGE_FORMATS or name.endswith("_pipe")
 
 
+class _Deinterlacer:
+    """FFmpeg's ``yadif`` over a stream of decoded frames (one output picture per input frame; only frames
+    flagged interlaced are changed). It holds one frame back, as it needs the next field to interpolate."""
+
+    def __init__(self, frame):
+        import av
+
+        self._av = av
+        self._size = (frame.width, frame.height, frame.format.name)
+        graph = av.filter.Graph()
+        source = graph.add_buffer(
+            width=frame.width, height=frame.height, format=frame.format.name, time_base=frame.time_base
+        )
+        yadif = graph.add("yadif", "mode=send_frame:parity=auto:deint=interlaced")
+        sink = graph.add("buffersink")
+        source.link_to(yadif)
+        yadif.link_to(sink)
+        graph.configure()
+        self._graph = graph
+
+    def fits(self, frame) -> bool:
+        return (frame.width, frame.height, frame.format.name) == self._size
+
+    def _drain(self):
+        while True:
+            try:
+                yield self._graph.pull()
+            except (self._av.BlockingIOError, self._av.error.EOFError):
+                return
+
+    def push(self, frame):
+        self._graph.push(frame)
+        yield from self._drain()
+
+    def flush(self):
+        self._graph.push(None)
+        yield from self._drain()
+
+
 class VideoReader:
     """Streaming decode of one video: frames one at a time, never the whole video in memory.
 
@@ -388,7 +427,7 @@ class VideoReader:
     track; audio, subtitle and data streams are not decoded); the pictures are as coded, and
     :func:`display_size` of their size, rotation and ``info.sample_aspect`` is the shape they are shown
     at (non-square pixels, the display rotation); converts any pixel format (8-bit, 10/12-bit, 4:2:2, 4:4:4, RGB...) to RGB ``uint8``
-    bit-exactly; resamples a variable-frame-rate stream onto a constant-rate timeline by presentation time
+    bit-exactly; deinterlaces interlaced streams (:meth:`_pictures`); resamples a variable-frame-rate stream onto a constant-rate timeline by presentation time
     (:meth:`frames`), so every output frame lasts 1/fps seconds and clips play at the right speed.
     Errors are :class:`VideoDecodeError` (one line naming the file, with a ``kind``). A stream that stops
     decoding early, or ends well before its declared duration or frame count, raises ``corrupt`` at the
@@ -457,14 +496,41 @@ class VideoReader:
         self.close()
 
     # -- decoded frames with their presentation times
+    def _pictures(self):
+        """The stream's pictures in presentation order, interlaced ones deinterlaced: once a frame flagged
+        interlaced is met, every frame goes through FFmpeg's ``yadif`` (one progressive picture per frame,
+        field order from the stream; frames flagged progressive pass through it unchanged). Broadcast and
+        camcorder sources are often interlaced; their woven fields would read as comb artefacts to the
+        sharpness and motion scores, and be re-encoded as such. ``self.interlaced_frames`` counts them."""
+        self.interlaced_frames = 0
+        deinterlacer = None
+        try:
+            for frame in self._container.decode(self._stream):
+                if frame.interlaced_frame:
+                    self.interlaced_frames += 1
+                if deinterlacer is not None and not deinterlacer.fits(frame):
+                    yield from deinterlacer.flush()  # the picture size changed mid-stream: a new filter
+                    deinterlacer = None
+                if deinterlacer is None and frame.interlaced_frame:
+                    deinterlacer = _Deinterlacer(frame)
+                if deinterlacer is None:
+                    yield frame
+                else:
+                    yield from deinterlacer.push(frame)
+        except Exception:  # a damaged stream: the frame held for its successor is still a good picture
+            if deinterlacer is not None:
+                yield from deinterlacer.flush()
+            raise
+        if deinterlacer is not None:
+            yield from deinterlacer.flush()
+
     def decoded(self):
         """``(av.VideoFrame, seconds from the first frame)`` in presentation order; raises ``corrupt`` for
         a stream that cannot be decoded at all, or whose decoding stops early or ends short."""
-        st = self._stream
         count, t0, last, step = 0, None, None, None
         fallback = Fraction(1, max(1, round(self.info.fps or 25)))
         try:
-            for frame in self._container.decode(st):
+            for frame in self._pictures():
                 if frame.pts is not None and frame.time_base is not None:
                     t = Fraction(frame.pts) * Fraction(frame.time_base)
                 else:

@@ -16,7 +16,7 @@ from components.curate import inputs
 from components.curate.stage import curate_shard, detect_scenes, merge_manifests, split_clips
 from t2v import storage
 from t2v.config import CurateConfig
-from t2v.video import VideoReader, Yuv420Clip, read_video
+from t2v.video import VideoReader, Yuv420Clip, read_video, to_rgb
 from tests.fixtures.curate_media import (
     lavfi_frames,
     moving_pattern,
@@ -295,6 +295,57 @@ def test_the_video_is_read_not_a_preview_stream_before_it(tmp_path):
     (tmp_path / "t.jsonl").write_text('{"file": "poster.mkv"}\n')
     summary = curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
     assert summary["rejected"] == 0 and summary["clips"] >= 2, summary
+
+
+def _comb(rgb: np.ndarray) -> float:
+    """Mean distance of each row from the average of its neighbours: woven fields of a moving picture
+    (combing) make it large, a progressive picture of smooth content keeps it near zero."""
+    y = rgb.astype(np.float32).mean(-1)
+    return float(np.abs(y[1:-1] - (y[:-2] + y[2:]) / 2).mean())
+
+
+def test_interlaced_video_is_deinterlaced_and_progressive_video_is_untouched(tmp_path):
+    # A bar moving 5 px per frame, coded interlaced (each frame: the top field at t, the bottom at t+1/2),
+    # and shown rotated: the reader gives progressive, upright pictures, one per frame, at the frame times.
+    def scene(t: float) -> np.ndarray:
+        a = np.full((96, 128, 3), 40, np.uint8)
+        x = int(10 + 5 * t)
+        a[:, x : x + 16] = 230
+        return a
+
+    woven = []
+    for i in range(20):
+        frame = scene(i).copy()
+        frame[1::2] = scene(i + 0.5)[1::2]
+        woven.append(frame)
+    path = write_video(tmp_path / "tv.mp4", np.stack(woven), interlaced=True)
+    import av
+
+    with av.open(str(path)) as c:
+        raw = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert min(_comb(f) for f in raw) > 2.0  # the decoder gives the woven fields
+    set_display_rotation(path, 90)
+    with VideoReader(path) as reader:
+        frames = list(reader.frames())
+        assert reader.interlaced_frames == 20
+    assert len(frames) == 20 and frames[0].shape == (128, 96, 3)
+    assert max(_comb(np.rot90(f)) for f in frames) < 0.5, [_comb(f) for f in frames]
+    for i, f in enumerate(frames):  # one field's instant, whole: the bar is where it was at t or t + 1/2
+        err = min(np.abs(np.rot90(f).astype(int) - scene(t).astype(int)).mean() for t in (i, i + 0.5))
+        assert err < 3.0, (i, err)
+    (tmp_path / "t.jsonl").write_text('{"file": "tv.mp4"}\n')
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
+    (record,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
+    assert record["source"]["interlaced_frames"] == 20
+    # A progressive stream does not go through the filter: the same pixels as a plain decode.
+    frames = lavfi_frames("testsrc2", (96, 64), 25, 0.8)
+    path = write_video(tmp_path / "p.mp4", frames)
+    with av.open(str(path)) as c:
+        raw = [to_rgb(f, 0, f.width, f.height) for f in c.decode(video=0)]
+    with VideoReader(path) as reader:
+        got = list(reader.frames())
+        assert reader.interlaced_frames == 0
+    assert len(got) == len(raw) and all(np.array_equal(a, b) for a, b in zip(got, raw))
 
 
 def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):
