@@ -709,6 +709,9 @@ def yuv420_planes(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+_MPEG_RANGE, _JPEG_RANGE = 1, 2  # AVColorRange: limited (16-235) and full (0-255) YUV
+
+
 def to_yuv420(
     frame, rotation: int, width: int, height: int, crop: tuple[int, int, int, int] | None = None,
     reformatter: Any = None,
@@ -723,7 +726,14 @@ def to_yuv420(
     if reformatter is None:
         reformatter = av.video.reformatter.VideoReformatter()
     w, h = (height, width) if rotation % 180 else (width, height)  # the coded orientation
-    scaled = reformatter.reformat(frame, width=w, height=h, format="yuv420p", interpolation=_sws_scale_flags(to_rgb=False))
+    # Full-range ("JPEG", yuvj*: phones, webcams, MJPEG) pictures are brought to the limited range that
+    # yuv420p means to the encoder and to every reader of the clip; left as they were, their blacks and
+    # whites would read as beyond the range and be clipped (the contrast stretched by 255/219).
+    full_range = int(frame.color_range) == _JPEG_RANGE or frame.format.name.startswith("yuvj")
+    scaled = reformatter.reformat(
+        frame, width=w, height=h, format="yuv420p", interpolation=_sws_scale_flags(to_rgb=False),
+        **({"src_color_range": _JPEG_RANGE, "dst_color_range": _MPEG_RANGE} if full_range else {}),
+    )
     y, u, v = yuv420_planes(scaled)
     if rotation:
         k = rotation // 90

@@ -348,6 +348,39 @@ def test_interlaced_video_is_deinterlaced_and_progressive_video_is_untouched(tmp
     assert len(got) == len(raw) and all(np.array_equal(a, b) for a, b in zip(got, raw))
 
 
+@pytest.mark.parametrize("codec,pix_fmt", [("libx264", "yuvj420p"), ("libx265", "yuv420p10le")])
+def test_full_range_video_keeps_its_blacks_and_whites(tmp_path, codec, pix_fmt):
+    # Phones, webcams and MJPEG code YUV over the full 0-255 range; the clips are limited-range yuv420p.
+    # A ramp from 0 to 255 with near-black and near-white patches comes back as it went in, not with its
+    # contrast stretched by 255/219 (shadows and highlights clipped), in the analysis frames and the clip.
+    ramp = np.tile(np.linspace(0, 255, 96).astype(np.uint8)[None, :, None], (64, 1, 3))
+    ramp[:16, :24], ramp[:16, 72:] = 10, 245
+    frames = np.stack([np.roll(ramp, i, axis=0) for i in range(20)])
+    path = write_video(tmp_path / "full.mkv", frames, codec=codec, pix_fmt=pix_fmt, full_range=True)
+    import av
+
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.color_range == 2  # JPEG (full) range, as phones tag it
+    from components.curate.video_pass import Timers, encode_clip, stream_video
+
+    cfg = CurateConfig(**{**CFG, "output_height": 0, "output_width": 0})
+    clips: list = []
+
+    def keep(scene, start, end, small, out, ok, clips=clips):
+        if ok:
+            clips.append((start, small, out))
+
+    with VideoReader(path) as reader:
+        stream_video(reader, cfg, 25, keep, Timers())
+    assert clips
+    for start, small, out in clips:
+        truth = frames[start : start + len(out)].astype(int)
+        for got in (np.asarray(out), read_video(encode_clip(out, 25, cfg))[0]):
+            assert np.abs(got.astype(int) - truth).mean() < 3.0, np.abs(got.astype(int) - truth).mean()
+            assert abs(int(got[0, 0, 30:40].mean()) - int(truth[0, 0, 30:40].mean())) <= 4  # a dark patch
+        assert np.abs(small.astype(int) - truth[: len(small)]).mean() < 3.0
+
+
 def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):
     from t2v.video import VideoDecodeError, write_gif
 
