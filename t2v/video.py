@@ -304,6 +304,15 @@ def display_size(width: int, height: int, rotation: int = 0, sar: Fraction | flo
     return rotated_size(w, height, rotation)
 
 
+def _tagged_seconds(tag: str | None) -> float:
+    """Seconds of a ``HH:MM:SS.fraction`` duration tag (what Matroska muxers write per track); 0 if none."""
+    try:
+        hours, minutes, seconds = str(tag).split(":")
+        return max(0.0, int(hours) * 3600 + int(minutes) * 60 + float(seconds))
+    except (ValueError, TypeError):
+        return 0.0
+
+
 def _stream_fps(stream) -> float:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
@@ -374,11 +383,72 @@ class VideoInfo:
     sample_aspect: Fraction  # width / height of one coded pixel (1: square pixels); see display_size
     video_streams: int
     audio_streams: int
+    # Whose duration ``duration_s`` is: "stream" (the video stream's own), "container" (the file's, which
+    # spans every stream: an audio track may run on after the picture ends) or "" (unknown).
+    duration_from: str = "stream"
 
 
 def _is_image_container(container, stream) -> bool:
     name = str(container.format.name or "")
     return name in _STILL_IMAGE_FORMATS or name.endswith("_pipe")
+
+
+class _PresentationClock:
+    """Presentation timestamps chosen as FFmpeg's ``best_effort_timestamp`` is (which PyAV does not
+    expose): the frames' pts, unless the pts have gone backwards more often than the decode timestamps
+    have. Containers without presentation times (AVI) give B-frame streams pts in decode order, out of
+    order by the time the pictures come out; their dts are in order. The choice is made over the first
+    ``LOOKAHEAD`` frames before any is given out, so a stream keeps one clock from its first frame."""
+
+    LOOKAHEAD = 16
+
+    def __init__(self):
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts = self.last_dts = None
+        self.stamped_last, self.stamped_step = None, 1
+
+    def observe(self, frame) -> None:
+        pts, dts = frame.pts, frame.dts
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+
+    def stamp(self, frame):
+        """The frame with its ``pts`` set to the chosen presentation timestamp (on the dts clock, the
+        frames flushed from the decoder at the end, which have none, follow on at the last step)."""
+        pts, dts = frame.pts, frame.dts
+        on_dts = self.faulty_pts > self.faulty_dts or pts is None
+        if on_dts and dts is None and self.stamped_last is not None:
+            dts = self.stamped_last + self.stamped_step
+        if on_dts and dts is not None:
+            frame.pts = dts
+        if frame.pts is not None:
+            if self.stamped_last is not None and frame.pts > self.stamped_last:
+                self.stamped_step = frame.pts - self.stamped_last
+            self.stamped_last = frame.pts
+        return frame
+
+    def stamped(self, frames):
+        """``frames`` stamped, in order; the first ``LOOKAHEAD`` are held until the choice is made (and
+        given out if decoding fails before)."""
+        held: list | None = []
+        try:
+            for frame in frames:
+                self.observe(frame)
+                if held is None:
+                    yield self.stamp(frame)
+                    continue
+                held.append(frame)
+                if len(held) >= self.LOOKAHEAD:
+                    batch, held = held, None
+                    yield from (self.stamp(f) for f in batch)
+        except Exception:
+            yield from (self.stamp(f) for f in held or [])
+            raise
+        yield from (self.stamp(f) for f in held or [])
 
 
 class _Deinterlacer:
@@ -461,11 +531,13 @@ class VideoReader:
         ctx = st.codec_context
         if not ctx.width or not ctx.height:
             raise VideoDecodeError(f"{self.name}: video stream has no frame size")
-        duration = 0.0
+        duration, duration_from = 0.0, ""
         if st.duration and st.time_base:
-            duration = float(st.duration * st.time_base)
+            duration, duration_from = float(st.duration * st.time_base), "stream"
+        elif _tagged_seconds(st.metadata.get("DURATION")):  # Matroska/WebM: a per-track tag
+            duration, duration_from = _tagged_seconds(st.metadata.get("DURATION")), "stream"
         elif c.duration:
-            duration = float(c.duration) / 1_000_000
+            duration, duration_from = float(c.duration) / 1_000_000, "container"
         rotation = 0  # known per decoded frame (its display matrix): see frame_rotation
         fmt = ctx.format
         depth = max((getattr(comp, "bits", 8) for comp in (fmt.components if fmt else [])), default=8)
@@ -484,6 +556,7 @@ class VideoReader:
             sample_aspect=sample_aspect(st),
             video_streams=len(c.streams.video),
             audio_streams=len(c.streams.audio),
+            duration_from=duration_from,
         )
 
     def close(self) -> None:
@@ -496,6 +569,22 @@ class VideoReader:
         self.close()
 
     # -- decoded frames with their presentation times
+    def _decode_noting_the_file_end(self):
+        """The video stream's decoded frames; every stream's packets are demuxed (the demuxer reads them
+        anyway) to note where the file's content ends, ``self.file_seconds``: a video whose audio runs on
+        after its last picture is complete, a file cut short ends early in every stream."""
+        first = last = None
+        self.file_seconds, index = 0.0, self._stream.index
+        for packet in self._container.demux():
+            if packet.pts is not None and packet.time_base is not None:
+                start = Fraction(packet.pts) * Fraction(packet.time_base)
+                end = start + Fraction(packet.duration or 0) * Fraction(packet.time_base)
+                first = start if first is None else min(first, start)
+                last = end if last is None else max(last, end)
+                self.file_seconds = float(last - first)
+            if packet.stream.index == index:
+                yield from packet.decode()
+
     def _pictures(self):
         """The stream's pictures in presentation order, interlaced ones deinterlaced: once a frame flagged
         interlaced is met, every frame goes through FFmpeg's ``yadif`` (one progressive picture per frame,
@@ -505,7 +594,7 @@ class VideoReader:
         self.interlaced_frames = 0
         deinterlacer = None
         try:
-            for frame in self._container.decode(self._stream):
+            for frame in _PresentationClock().stamped(self._decode_noting_the_file_end()):
                 if frame.interlaced_frame:
                     self.interlaced_frames += 1
                 if deinterlacer is not None and not deinterlacer.fits(frame):
@@ -559,7 +648,13 @@ class VideoReader:
         self.decoded_frames = count
         self.decoded_seconds = float(last + (step or fallback))
         short_frames = self.info.declared_frames and count < 0.9 * self.info.declared_frames - 1
-        short_time = self.info.duration_s > 1.0 and self.decoded_seconds < 0.9 * self.info.duration_s - 0.1
+
+        def short(seconds: float) -> bool:
+            return self.info.duration_s > 1.0 and seconds < 0.9 * self.info.duration_s - 0.1
+
+        short_time = short(self.decoded_seconds) and (
+            self.info.duration_from != "container" or short(self.file_seconds)
+        )
         if short_frames or short_time:
             declared = f"{self.info.declared_frames} frames, " if self.info.declared_frames else ""
             raise VideoDecodeError(

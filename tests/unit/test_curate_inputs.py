@@ -16,7 +16,7 @@ from components.curate import inputs
 from components.curate.stage import curate_shard, detect_scenes, merge_manifests, split_clips
 from t2v import storage
 from t2v.config import CurateConfig
-from t2v.video import VideoReader, Yuv420Clip, read_video, to_rgb
+from t2v.video import VideoDecodeError, VideoReader, Yuv420Clip, read_video, to_rgb
 from tests.fixtures.curate_media import (
     lavfi_frames,
     moving_pattern,
@@ -145,6 +145,33 @@ def test_variable_frame_rate_plays_at_the_right_speed(tmp_path):
     clips = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if r["start_frame"] is not None]
     assert clips and all(r["fps"] == 60 for r in clips), clips
     assert sum(r["num_frames"] for r in clips) == 84
+
+
+@pytest.mark.parametrize("suffix,header_declares_duration", [
+    (".mkv", True), (".flv", True), (".nut", False), (".avi", True), (".mov", True),
+])
+def test_containers_whose_audio_runs_on_or_that_lack_presentation_times(tmp_path, suffix, header_declares_duration):
+    # 2 s of video with 3.5 s of audio: the file's duration is the audio's, the video is complete (it
+    # was "truncated" in Matroska, where the header's duration spans every track). 256 px wide, x264
+    # codes B-frames, which AVI stores without presentation times: every frame, in order.
+    frames = np.stack([np.full((48, 256, 3), 4 * i, np.uint8) for i in range(50)])
+    frames[:, :, :32] = 255 - frames[:, :, :32]
+    path = write_video(tmp_path / f"long_audio{suffix}", frames, audio=3.5)
+    with VideoReader(path) as reader:
+        got = list(reader.frames())
+    assert len(got) == 50
+    assert [int(round(f[:, 64:].mean() / 4)) for f in got] == list(range(50))
+    # Cut to a third, the file is still found truncated: every track ends early (NUT keeps its duration
+    # in the index at the end, like a stream without one: what is left of it is all that is known).
+    if not header_declares_duration:
+        return
+    data = path.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(VideoDecodeError) as err:
+        with VideoReader(cut) as reader:
+            list(reader.frames())
+    assert err.value.kind == "corrupt", err.value
 
 
 def test_rotation_ten_bit_and_audio(tmp_path):
