@@ -574,14 +574,15 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
 
 def _source_fields(info) -> dict[str, Any]:
     """What the scenes file records of a source video's stream: codec, pixel format, coded size, pixel
-    aspect ratio and the size it is shown at before any rotation (non-square pixels made square)."""
+    aspect ratio, the size it is shown at before any rotation (non-square pixels made square) and its
+    transfer (``pq``/``hlg``: HDR, tone-mapped to SDR for the clips; ``sdr``)."""
     sar = info.sample_aspect
     width, height = display_size(info.width, info.height, 0, sar)
     return {
         "format": info.format, "codec": info.codec, "pix_fmt": info.pix_fmt, "bit_depth": info.bit_depth,
         "coded_width": info.width, "coded_height": info.height, "sample_aspect": f"{sar.numerator}:{sar.denominator}",
         "display_width": width, "display_height": height, "fps": round(float(info.fps), 3),
-        "video_streams": info.video_streams, "audio_streams": info.audio_streams,
+        "video_streams": info.video_streams, "audio_streams": info.audio_streams, "transfer": info.transfer,
     }
 
 

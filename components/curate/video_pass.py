@@ -37,6 +37,7 @@ from t2v.video import (
     Yuv420Clip,
     display_size,
     encode_mp4_bytes,
+    hdr_transfer,
     to_rgb,
     to_yuv420,
 )
@@ -81,7 +82,7 @@ class FrameConverter:
     picture is shown at (:func:`t2v.video.display_size`): non-square pixels (``sample_aspect``, an
     anamorphic DVD, HDV or broadcast stream) are made square by that same scaling, and the display
     rotation is applied. Other sources (an
-    RGB or paletted format, odd sizes) are scaled to RGB (:func:`t2v.video.to_rgb`) and cropped, and the
+    RGB or paletted format, odd sizes, HDR pictures, which are tone-mapped to SDR) are scaled to RGB (:func:`t2v.video.to_rgb`) and cropped, and the
     analysis frame is resized from that picture by OpenCV. The first frame fixes the output and analysis
     sizes. A later frame of another size or orientation (a stream that switches resolution, a re-framed
     broadcast) is scaled to cover those same sizes and centre-cropped: it keeps its own aspect ratio, and
@@ -109,7 +110,8 @@ class FrameConverter:
         aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
         th, tw = (cfg.output_height, cfg.output_width) if cfg.output_height else (dh, dw)
         fmt = str(getattr(frame.format, "name", ""))
-        self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2)
+        # HDR (PQ, HLG) pictures are tone-mapped in RGB (t2v.video.tonemap_hdr): the RGB path
+        self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
         nw, nh, y0, x0 = self._cover(dw, dh, tw, th, even=self.yuv)  # the native size: nothing to crop
         self.colorspace = int(getattr(frame, "colorspace", 2) or 2)
         self.geometry.update(

@@ -22,6 +22,7 @@ from tests.fixtures.curate_media import (
     moving_pattern,
     plant_bad_inputs,
     set_display_rotation,
+    write_hdr_video,
     write_size_changing_video,
     write_table,
     write_video,
@@ -406,6 +407,66 @@ def test_full_range_video_keeps_its_blacks_and_whites(tmp_path, codec, pix_fmt):
             assert np.abs(got.astype(int) - truth).mean() < 3.0, np.abs(got.astype(int) - truth).mean()
             assert abs(int(got[0, 0, 30:40].mean()) - int(truth[0, 0, 30:40].mean())) <= 4  # a dark patch
         assert np.abs(small.astype(int) - truth[: len(small)]).mean() < 3.0
+
+
+@pytest.mark.parametrize("transfer", ["pq", "hlg"])
+def test_hdr_video_is_tone_mapped_to_sdr(tmp_path, transfer):
+    # An HDR master (10-bit HEVC, BT.2020, PQ as HDR10 or HLG as phones record) of an SDR picture shown at
+    # HDR reference white (203 nits): the clips and analysis frames are that SDR picture again, not the
+    # grey, washed-out one a plain conversion of the HDR signal gives.
+    import av
+
+    from components.curate.video_pass import Timers, encode_clip, stream_video
+    from t2v.video import hdr_peak_nits
+
+    yy, xx = np.mgrid[0:96, 0:128] / 96.0
+    truth = np.stack([  # smooth colours over the whole range, drifting (FFmpeg's gradients is not seeded)
+        np.stack([128 + 118 * np.sin(2.1 * xx + 0.7 * yy + 0.15 * t + phase) for phase in (0.0, 2.0, 4.0)], -1)
+        for t in range(30)
+    ]).round().astype(np.uint8)
+    path = write_hdr_video(tmp_path / f"{transfer}.mkv", truth, transfer)
+    with av.open(str(path)) as c:
+        naive = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    naive_err = np.abs(naive.astype(int) - truth[: len(naive)]).mean()  # the HDR signal read as SDR
+    with VideoReader(path) as reader:
+        assert reader.info.transfer == transfer
+        got = np.stack(list(reader.frames()))
+    diff = np.abs(got.astype(int) - truth[: len(got)])
+    # Exact up to the knee (linear light 0.75 of white: 226 of 255), highlights above it rolled off.
+    below_knee = truth[: len(got)].max(-1) < 216
+    err, err_below_knee = diff.mean(), diff[below_knee].mean()
+    assert len(got) == len(truth) and err_below_knee < 3.0 and err < 4.0 and naive_err > 8 * err, (err, err_below_knee, naive_err)
+    cfg = CurateConfig(**{**CFG, "output_height": 0, "output_width": 0})
+    clips: list = []
+
+    def keep(scene, start, end, small, out, ok, clips=clips):
+        if ok:
+            clips.append((start, small, out))
+
+    with VideoReader(path) as reader:
+        stream_video(reader, cfg, 25, keep, Timers())
+    assert clips
+    for start, small, out in clips:
+        want = truth[start : start + len(out)].astype(int)
+        for frames in (np.asarray(out), read_video(encode_clip(out, 25, cfg))[0], small):
+            assert np.abs(frames.astype(int) - want[: len(frames)]).mean() < err + 1.0
+    (tmp_path / "t.jsonl").write_text(f'{{"file": "{transfer}.mkv"}}\n')
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
+    (record,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
+    assert record["source"]["transfer"] == transfer
+    # Highlights (the same picture at 3x reference white) are rolled off, not clipped: brighter, and still
+    # graded where the picture is.
+    bright_path = write_hdr_video(tmp_path / "bright.mkv", truth[:5], transfer, white_nits=3 * 203, max_cll=1000)
+    with VideoReader(bright_path) as reader:
+        bright = next(iter(reader.frames())).astype(int)
+    assert bright.mean() > got[0].mean() + 10
+    assert (bright.max(-1) >= 254).mean() < 0.02
+    peak, lit = bright.max(-1), truth[0].max(-1)  # the brightest channel, which the roll-off follows
+    keeps_grades = np.corrcoef(peak[lit > 160], lit[lit > 160])[0, 1]
+    assert keeps_grades > 0.9, keeps_grades
+    if transfer == "pq":  # HDR10 metadata: the master's brightest light (MaxCLL) is SDR white
+        with av.open(str(bright_path)) as c:
+            assert hdr_peak_nits(next(c.decode(video=0))) == 1000.0
 
 
 def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):
