@@ -364,6 +364,7 @@ def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) ->
 # Demuxers of still images (an image renamed as a video opens through one of them); animated GIF, APNG and
 # WebP are read as videos.
 _STILL_IMAGE_FORMATS = ("image2",)
+_AVFMT_TS_DISCONT = 0x0200  # AVInputFormat.flags: the format allows timestamp discontinuities
 
 
 @dataclass(frozen=True)
@@ -510,6 +511,7 @@ class VideoReader:
 
     def __init__(self, src: str | os.PathLike | bytes, threads: int = 1):
         self.name = _describe(src)
+        self.interlaced_frames = self.timestamp_jumps = 0  # counted as the frames are decoded
         self._container = _open(src)
         try:
             self._stream = choose_video_stream(self._container, self.name)
@@ -618,11 +620,25 @@ class VideoReader:
         if deinterlacer is not None:
             yield from deinterlacer.flush()
 
+    #: A forward jump of the clock longer than this, in a format whose timestamps may jump (MPEG-TS,
+    #: MPEG-PS, FLV...), is a discontinuity, not a pause (FFmpeg's ``dts_delta_threshold``).
+    TIMESTAMP_JUMP_S = 10
+
     def decoded(self):
         """``(av.VideoFrame, seconds from the first frame)`` in presentation order; raises ``corrupt`` for
-        a stream that cannot be decoded at all, or whose decoding stops early or ends short."""
+        a stream that cannot be decoded at all, or whose decoding stops early or ends short.
+
+        In a format whose timestamps may be discontinuous (``AVFMT_TS_DISCONT``: MPEG-TS and -PS, FLV; a
+        recording of a broadcast or an HLS stream whose segments were concatenated) a clock that goes
+        back by more than two frames, or jumps ahead by more than :data:`TIMESTAMP_JUMP_S`, starts again
+        one frame after the last picture: the pictures after it follow on, as a player shows them (they
+        used to be dropped as out of order, or the last picture held for the length of the jump).
+        ``self.timestamp_jumps`` counts them. Elsewhere a repeated or backwards timestamp is not a new
+        picture, and a long gap is a long-shown picture (a screen recording's)."""
         count, t0, last, step = 0, None, None, None
         fallback = Fraction(1, max(1, round(self.info.fps or 25)))
+        may_jump = bool(int(self._container.format.flags) & _AVFMT_TS_DISCONT)
+        self.timestamp_jumps = 0
         try:
             for frame in self._pictures():
                 if frame.pts is not None and frame.time_base is not None:
@@ -632,6 +648,14 @@ class VideoReader:
                 if t0 is None:
                     t0 = t
                 t -= t0
+                if may_jump and last is not None and (
+                    t < last - 2 * (step or fallback) or t > last + self.TIMESTAMP_JUMP_S
+                ):
+                    log.info("%s: timestamps jump by %.2f s after %.2f s: the pictures follow on",
+                             self.name, float(t - last), float(last))
+                    t0 += t - (last + (step or fallback))
+                    t = last + (step or fallback)
+                    self.timestamp_jumps += 1
                 if last is not None and t <= last:  # a repeated or backwards timestamp: not a new picture
                     continue
                 if last is not None:
@@ -657,7 +681,8 @@ class VideoReader:
         def short(seconds: float) -> bool:
             return self.info.duration_s > 1.0 and seconds < 0.9 * self.info.duration_s - 0.1
 
-        short_time = short(self.decoded_seconds) and (
+        # (after a timestamp jump, the durations the header and the packets span say nothing)
+        short_time = not self.timestamp_jumps and short(self.decoded_seconds) and (
             self.info.duration_from != "container" or short(self.file_seconds)
         )
         if short_frames or short_time:

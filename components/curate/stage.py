@@ -550,6 +550,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             source = _source_fields(reader.info)
             num, cuts = stream_video(reader, cfg, fps_box["fps"], on_clip, timers)
             source["interlaced_frames"] = reader.interlaced_frames  # deinterlaced as decoded
+            source["timestamp_jumps"] = reader.timestamp_jumps  # discontinuities bridged (MPEG-TS...)
     except VideoDecodeError as exc:
         for p in spooled:
             p.unlink(missing_ok=True)

@@ -148,6 +148,39 @@ def test_variable_frame_rate_plays_at_the_right_speed(tmp_path):
     assert sum(r["num_frames"] for r in clips) == 84
 
 
+def test_timestamp_jumps_in_a_transport_stream_are_bridged(tmp_path):
+    # Two MPEG-TS recordings concatenated (as HLS segments are, or a broadcast recorded across a clock
+    # reset): the second's clock starts again, and its pictures used to be dropped as out of order.
+    # A clock that jumps 100 s ahead used to hold the last picture for 100 s (2500 copies).
+    a = lavfi_frames("testsrc2", (96, 64), 25, 2.0)
+    b = lavfi_frames("mandelbrot", (96, 64), 25, 2.0)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(write_video(tmp_path / "a.ts", a).read_bytes() + write_video(tmp_path / "b.ts", b).read_bytes())
+    times = [Fraction(i, 25) for i in range(50)] + [100 + Fraction(i, 25) for i in range(50)]
+    write_video(tmp_path / "jump.ts", np.concatenate([a, b]), times=times)
+    for name in ("joined.ts", "jump.ts"):
+        with VideoReader(tmp_path / name) as reader:
+            got = np.stack(list(reader.frames(fps=25)))
+            assert reader.timestamp_jumps == 1, name
+        assert len(got) == 100, (name, len(got))
+        picture = np.concatenate([a, b]).astype(int)
+        for k in (10, 49, 50, 99):  # each picture where it belongs (testsrc2 then mandelbrot)
+            err = np.abs(got[k].astype(int) - picture).mean(axis=(1, 2, 3))
+            assert abs(int(err.argmin()) - k) <= 1 and err.min() < 12, (name, k, err.argmin(), err.min())
+    (tmp_path / "t.jsonl").write_text('{"file": "joined.ts"}\n{"file": "jump.ts"}\n')
+    summary = curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
+    assert summary["rejected"] == 0, summary
+    scenes = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
+    assert [s["num_frames"] for s in scenes] == [100, 100]
+    assert all(s["source"]["timestamp_jumps"] == 1 for s in scenes)
+    # Where timestamps may not jump (mp4), a gap is a picture shown for that long, as a screen
+    # recording holds one: 12 s of it.
+    times = [Fraction(i, 25) for i in range(25)] + [13 + Fraction(i, 25) for i in range(25)]
+    write_video(tmp_path / "pause.mp4", np.concatenate([a[:25], b[:25]]), times=times)
+    with VideoReader(tmp_path / "pause.mp4") as reader:
+        assert sum(1 for _ in reader.frames(fps=25)) == 25 + 12 * 25 + 25 and reader.timestamp_jumps == 0
+
+
 @pytest.mark.parametrize("suffix,header_declares_duration", [
     (".mkv", True), (".flv", True), (".nut", False), (".avi", True), (".mov", True),
 ])
