@@ -365,6 +365,7 @@ def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) ->
 # WebP are read as videos.
 _STILL_IMAGE_FORMATS = ("image2",)
 _AVFMT_TS_DISCONT = 0x0200  # AVInputFormat.flags: the format allows timestamp discontinuities
+_DAMAGED = "damaged"  # frame.opaque of a picture predicted from damage (see VideoReader._decode_noting_the_file_end)
 
 
 @dataclass(frozen=True)
@@ -511,7 +512,13 @@ class VideoReader:
 
     def __init__(self, src: str | os.PathLike | bytes, threads: int = 1):
         self.name = _describe(src)
-        self.interlaced_frames = self.timestamp_jumps = 0  # counted as the frames are decoded
+        # counted as the frames are decoded (see _pictures, decoded, _decode_noting_the_file_end)
+        self.interlaced_frames = self.timestamp_jumps = self.damaged_packets = self.damaged_frames = 0
+        # output frames of frames() that show damaged pictures, as [start, end) ranges, and the indices
+        # where such a range starts or ends (a cut: no clip spans clean and damaged pictures)
+        self.damaged_ranges: list[list[int]] = []
+        self.damage_edges: set[int] = set()
+        self._damaged_pts: set = set()
         self._container = _open(src)
         try:
             self._stream = choose_video_stream(self._container, self.name)
@@ -579,9 +586,20 @@ class VideoReader:
     def _decode_noting_the_file_end(self):
         """The video stream's decoded frames; every stream's packets are demuxed (the demuxer reads them
         anyway) to note where the file's content ends, ``self.file_seconds``: a video whose audio runs on
-        after its last picture is complete, a file cut short ends early in every stream."""
+        after its last picture is complete, a file cut short ends early in every stream.
+
+        Damage inside the stream (a packet the decoder rejects, or a frame it flags corrupt: bit errors in
+        a recording, a bad sector) is skipped, as FFmpeg's command line skips it: the packet is left out
+        (``self.damaged_packets``) and decoding goes on. The pictures from there to the next clean
+        keyframe are predicted from the damage and may show the decoder's concealment (smears, grey
+        blocks), not the video: they are marked (``frame.opaque``; ``self.damaged_frames``) and
+        :meth:`frames` records where they are shown (``self.damaged_ranges``). Damage used to end
+        decoding: the whole video was rejected for one bad packet."""
+        import av
+
         first = last = None
         self.file_seconds, index = 0.0, self._stream.index
+        damaged = False  # the pictures since the last damage, until a clean keyframe
         for packet in self._container.demux():
             if packet.pts is not None and packet.time_base is not None:
                 start = Fraction(packet.pts) * Fraction(packet.time_base)
@@ -589,8 +607,27 @@ class VideoReader:
                 first = start if first is None else min(first, start)
                 last = end if last is None else max(last, end)
                 self.file_seconds = float(last - first)
-            if packet.stream.index == index:
-                yield from packet.decode()
+            if packet.stream.index != index:
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError as exc:
+                self.damaged_packets += 1
+                self._first_damage = getattr(self, "_first_damage", None) or _one_line(exc)
+                log.warning("%s: a damaged packet at %.2f s skipped (%s)", self.name,
+                            float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else -1,
+                            _one_line(exc))
+                damaged = True
+                continue
+            for frame in frames:
+                if frame.is_corrupt:
+                    damaged = True
+                elif damaged and frame.key_frame:
+                    damaged = False
+                if damaged:
+                    frame.opaque = _DAMAGED
+                    self.damaged_frames += 1
+                yield frame
 
     def _pictures(self):
         """The stream's pictures in presentation order, interlaced ones deinterlaced: once a frame flagged
@@ -602,6 +639,8 @@ class VideoReader:
         deinterlacer = None
         try:
             for frame in _PresentationClock().stamped(self._decode_noting_the_file_end()):
+                if frame.opaque is _DAMAGED:  # (the deinterlacer's pictures keep the pts, not opaque)
+                    self._damaged_pts.add(frame.pts)
                 if frame.interlaced_frame:
                     self.interlaced_frames += 1
                 if deinterlacer is not None and not deinterlacer.fits(frame):
@@ -673,10 +712,15 @@ class VideoReader:
                 f"({float(last or 0):.2f} s) ({_one_line(exc)})"
             ) from None
         if not count:
+            if self.damaged_packets:
+                raise VideoDecodeError(f"{self.name}: cannot decode ({self._first_damage})")
             raise VideoDecodeError(f"{self.name}: no decodable video frames")
         self.decoded_frames = count
         self.decoded_seconds = float(last + (step or fallback))
-        short_frames = self.info.declared_frames and count < 0.9 * self.info.declared_frames - 1
+        if self.damaged_packets or self.damaged_frames:
+            log.warning("%s: %d damaged packets skipped, %d pictures predicted from damage", self.name,
+                        self.damaged_packets, self.damaged_frames)
+        short_frames = self.info.declared_frames and count + self.damaged_packets < 0.9 * self.info.declared_frames - 1
 
         def short(seconds: float) -> bool:
             return self.info.duration_s > 1.0 and seconds < 0.9 * self.info.duration_s - 0.1
@@ -716,6 +760,8 @@ class VideoReader:
             while prev is not None and Fraction(k) / rate + half < t:
                 if prev_out is None:
                     prev_out = convert(prev, frame_rotation(prev))
+                if self._damaged_pts:
+                    self._note_shown(k, prev)
                 yield prev_out
                 k += 1
             prev, prev_out = frame, None
@@ -725,8 +771,28 @@ class VideoReader:
         while Fraction(k) / rate + half < end or k == 0:
             if prev_out is None:
                 prev_out = convert(prev, frame_rotation(prev))
+            if self._damaged_pts:
+                self._note_shown(k, prev)
             yield prev_out
             k += 1
+
+    def _note_shown(self, k: int, frame) -> None:
+        """Output frame ``k`` shows ``frame``: extend ``damaged_ranges`` and ``damage_edges``."""
+        ranges = self.damaged_ranges
+        in_range = bool(ranges) and ranges[-1][1] == k
+        if frame.pts in self._damaged_pts:
+            if in_range:
+                ranges[-1][1] = k + 1
+            else:
+                ranges.append([k, k + 1])
+                self.damage_edges.add(k)
+        elif in_range:
+            self.damage_edges.add(k)
+
+    def damaged_between(self, start: int, end: int) -> bool:
+        """Whether any of output frames ``start`` .. ``end - 1`` (of :meth:`frames`, already given) shows a
+        picture predicted from damage."""
+        return any(a < end and start < b for a, b in self.damaged_ranges)
 
 
 def frame_rotation(frame) -> int:

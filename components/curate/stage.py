@@ -477,6 +477,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
     pending: list[tuple[dict[str, Any], Any]] = []
     spooled: list[Path] = []
     fps_box: dict[str, int] = {}
+    reader_box: list = []  # the video's reader, once open (on_clip asks it where damage is)
 
     def on_clip(scene_index: int, start: int, end: int, small, out, is_clip: bool) -> None:
         cid = clip_id_of(vid, start, end)
@@ -489,9 +490,10 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             "end_frame": end,
             "num_frames": end - start,
         }
-        if not is_clip:  # a scene (or a scene's remainder) shorter than clip_min_frames
+        damaged = reader_box and reader_box[0].damaged_between(start, end)
+        if not is_clip or damaged:  # shorter than clip_min_frames, or pictures predicted from damage
             records.append(
-                {**where, "keep": False, "drop_reasons": ["too_short"], "caption": None,
+                {**where, "keep": False, "drop_reasons": ["damaged" if damaged else "too_short"], "caption": None,
                  "title": row.meta.get("title"), "scores": {}}
             )
             return
@@ -546,11 +548,14 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
 
     try:
         with _local_video(row.uri) as path, VideoReader(path, threads=cfg.decode_threads) as reader:
+            reader_box.append(reader)
             fps_box["fps"] = _fps_out(reader, cfg, row.meta)
             source = _source_fields(reader.info)
             num, cuts = stream_video(reader, cfg, fps_box["fps"], on_clip, timers)
             source["interlaced_frames"] = reader.interlaced_frames  # deinterlaced as decoded
             source["timestamp_jumps"] = reader.timestamp_jumps  # discontinuities bridged (MPEG-TS...)
+            source["damaged_packets"] = reader.damaged_packets  # skipped, as FFmpeg skips them
+            source["damaged_frames"] = reader.damaged_frames  # predicted from damage: their clips dropped
     except VideoDecodeError as exc:
         for p in spooled:
             p.unlink(missing_ok=True)

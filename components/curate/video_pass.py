@@ -335,13 +335,15 @@ def stream_video(
     keep_history = delay + 2 * window + 4
     history: dict[int, np.ndarray] = {}  # the latest analysis frames, for confirming cuts
     pending: list[int] = []
-    reframed: set[int] = set()  # cuts where the picture's aspect ratio changed: no confirmation needed
+    # cuts no confirmation is asked of: where the picture's aspect ratio changed, and where pictures
+    # predicted from damage begin or end (t2v.video.VideoReader.damage_edges)
+    forced: set[int] = set()
 
     def decide(upto: int, last: int) -> None:
         while pending and pending[0] + window <= upto:
             c = pending.pop(0)
             around = filters.cut_frames(c, history.__getitem__, last + 1)
-            if c not in reframed and cfg.scene_confirm_min_diff > 0 and filters.not_a_cut(around, cfg.scene_confirm_min_diff):
+            if c not in forced and cfg.scene_confirm_min_diff > 0 and filters.not_a_cut(around, cfg.scene_confirm_min_diff):
                 continue  # a flash or a fade, not a cut
             if state["early"] >= 0 and c < state["early"] + trim:  # inside a clip already given
                 log.warning("%s: late cut at frame %d ignored", reader.name, c)
@@ -351,9 +353,9 @@ def stream_video(
 
     def queue_detected(c: int, last: int) -> None:
         """Queue a cut the detector reported, if it is new, inside frames 1..``last`` of this scene, and
-        not a re-report of a cut a change of aspect ratio already made."""
+        not a re-report of a cut a change of aspect ratio or a gap of damage already made."""
         new = not pending or c > pending[-1]
-        if 0 < c <= last and new and c > state["scene_start"] and all(abs(c - r) >= cfg.scene_min_len for r in reframed):
+        if 0 < c <= last and new and c > state["scene_start"] and all(abs(c - r) >= cfg.scene_min_len for r in forced):
             pending.append(c)
 
     index = -1
@@ -365,8 +367,9 @@ def stream_video(
             break
         index += 1
         small, out = item
-        if converter.reframes != reframes and index > state["scene_start"] and index not in pending:
-            reframed.add(index)
+        reframed = converter.reframes != reframes
+        if (reframed or index in reader.damage_edges) and index > state["scene_start"] and index not in pending:
+            forced.add(index)
             bisect.insort(pending, index)
         buf_small.append(small)
         buf_out.append(out)

@@ -181,6 +181,47 @@ def test_timestamp_jumps_in_a_transport_stream_are_bridged(tmp_path):
         assert sum(1 for _ in reader.frames(fps=25)) == 25 + 12 * 25 + 25 and reader.timestamp_jumps == 0
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])
+def test_damage_inside_a_video_loses_its_clips_not_the_video(tmp_path, suffix):
+    # 2 KB of noise over the middle of a recording (bit errors, a bad sector): the decoder rejects a
+    # packet or conceals a frame. The video used to be rejected whole ("decoding stopped after 91
+    # frames" in the mp4); now the damage is skipped, the clips showing pictures predicted from it are
+    # dropped as "damaged", and the clean clips on either side are kept.
+    frames = np.concatenate([lavfi_frames("mandelbrot", (192, 128), 25, 4.0), lavfi_frames("testsrc2", (192, 128), 25, 4.0)])
+    data = bytearray(write_video(tmp_path / f"clean{suffix}", frames).read_bytes())
+    at = int(len(data) * 0.3)
+    data[at : at + 2000] = np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    (tmp_path / f"damaged{suffix}").write_bytes(bytes(data))
+    with VideoReader(tmp_path / f"damaged{suffix}") as reader:
+        got = list(reader.frames(fps=25))
+        assert reader.damaged_packets + reader.damaged_frames > 0
+        ranges = [tuple(r) for r in reader.damaged_ranges]
+    assert len(got) == len(frames) and ranges and all(0 < a < b <= len(frames) for a, b in ranges), ranges
+    cfg = CurateConfig(**CFG)
+    runs = {}
+    for name in ("clean", "damaged"):
+        (tmp_path / f"{name}.jsonl").write_text(f'{{"file": "{name}{suffix}"}}\n')
+        summary = curate_shard(tmp_path / f"{name}.jsonl", tmp_path / name, cfg)
+        assert summary["rejected"] == 0, summary
+        runs[name] = [r for r in _jsonl(tmp_path / name / "manifest-000.jsonl") if r["start_frame"] is not None]
+    records = runs["damaged"]
+    damaged = [r for r in records if r["drop_reasons"] == ["damaged"]]
+    assert damaged and all(any(a < r["end_frame"] and r["start_frame"] < b for a, b in ranges) for r in damaged)
+    for r in records:  # no other clip touches the damage
+        if r not in damaged:
+            assert all(r["end_frame"] <= a or r["start_frame"] >= b for a, b in ranges), (r, ranges)
+
+    def decided(rs, upto):
+        return [(r["start_frame"], r["end_frame"], r["keep"], tuple(r["drop_reasons"])) for r in rs if r["end_frame"] <= upto]
+
+    # the clips before the damage are those of the undamaged file, decided alike, and some are kept
+    upto = ranges[0][0] - cfg.scene_trim_frames
+    before, clean = decided(records, upto), decided(runs["clean"], upto)
+    assert set(clean) <= set(before) and any(k for _, _, k, _ in clean), (clean, before)
+    (scene,) = _jsonl(tmp_path / "damaged" / "scenes-000.jsonl")
+    assert scene["source"]["damaged_packets"] + scene["source"]["damaged_frames"] > 0
+
+
 @pytest.mark.parametrize("suffix,header_declares_duration", [
     (".mkv", True), (".flv", True), (".nut", False), (".avi", True), (".mov", True),
 ])
