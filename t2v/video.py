@@ -725,8 +725,14 @@ class VideoReader:
         def short(seconds: float) -> bool:
             return self.info.duration_s > 1.0 and seconds < 0.9 * self.info.duration_s - 0.1
 
+        # Truncation is a missing end: the pictures before the first one that decodes (a recording joined
+        # mid-stream starts with pictures whose references are missing) count as there.
+        st = self._stream
+        lead = 0.0
+        if st.start_time is not None and st.time_base and t0 is not None:
+            lead = max(0.0, float(t0 - Fraction(st.start_time) * Fraction(st.time_base)))
         # (after a timestamp jump, the durations the header and the packets span say nothing)
-        short_time = not self.timestamp_jumps and short(self.decoded_seconds) and (
+        short_time = not self.timestamp_jumps and short(self.decoded_seconds + lead) and (
             self.info.duration_from != "container" or short(self.file_seconds)
         )
         if short_frames or short_time:

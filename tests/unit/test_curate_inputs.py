@@ -181,6 +181,23 @@ def test_timestamp_jumps_in_a_transport_stream_are_bridged(tmp_path):
         assert sum(1 for _ in reader.frames(fps=25)) == 25 + 12 * 25 + 25 and reader.timestamp_jumps == 0
 
 
+def test_a_recording_joined_mid_stream_is_not_truncated(tmp_path):
+    # A transport stream cut at an arbitrary byte (a capture started mid-broadcast): the pictures before
+    # the first keyframe cannot be decoded, which used to read as a file 1.4 s short of its duration
+    # ("truncated: decoded 100 frames (4.00 s) of 5.40 s declared") and reject it.
+    frames = np.concatenate([lavfi_frames("mandelbrot", (192, 128), 25, 4.0), lavfi_frames("testsrc2", (192, 128), 25, 4.0)])
+    data = write_video(tmp_path / "whole.ts", frames).read_bytes()
+    cut = int(len(data) * 0.37) // 188 * 188 + 57  # inside a TS packet, inside the first GOP
+    (tmp_path / "joined.ts").write_bytes(data[cut:])
+    with VideoReader(tmp_path / "joined.ts") as reader:
+        got = list(reader.frames(fps=25))
+        declared = reader.info.duration_s
+    assert declared > len(got) / 25 + 1.0  # the leading pictures are missing ...
+    assert len(got) == 100  # ... and from the keyframe at 4 s, every picture is there
+    # (the decoded pictures are testsrc2's second half)
+    assert np.abs(got[-1].astype(int) - frames[-1]).mean() < 12
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".ts"])
 def test_damage_inside_a_video_loses_its_clips_not_the_video(tmp_path, suffix):
     # 2 KB of noise over the middle of a recording (bit errors, a bad sector): the decoder rejects a
