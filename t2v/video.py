@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -585,7 +586,7 @@ class VideoReader:
     # -- decoded frames with their presentation times
     def _decode_noting_the_file_end(self):
         """The video stream's decoded frames; every stream's packets are demuxed (the demuxer reads them
-        anyway) to note where the file's content ends, ``self.file_seconds``: a video whose audio runs on
+        anyway) to note where the file's content ends (:attr:`file_seconds`): a video whose audio runs on
         after its last picture is complete, a file cut short ends early in every stream.
 
         Damage inside the stream (a packet the decoder rejects, or a frame it flags corrupt: bit errors in
@@ -597,17 +598,23 @@ class VideoReader:
         decoding: the whole video was rejected for one bad packet."""
         import av
 
-        first = last = None
-        self.file_seconds, index = 0.0, self._stream.index
+        index = self._stream.index
+        self._packet_spans: dict[int, list] = {}  # per stream: [first pts, last pts + duration, time base]
+        spans = self._packet_spans
         damaged = False  # the pictures since the last damage, until a clean keyframe
         for packet in self._container.demux():
-            if packet.pts is not None and packet.time_base is not None:
-                start = Fraction(packet.pts) * Fraction(packet.time_base)
-                end = start + Fraction(packet.duration or 0) * Fraction(packet.time_base)
-                first = start if first is None else min(first, start)
-                last = end if last is None else max(last, end)
-                self.file_seconds = float(last - first)
-            if packet.stream.index != index:
+            pts, where = packet.pts, packet.stream.index
+            if pts is not None:
+                span = spans.get(where)
+                end = pts + (packet.duration or 0)
+                if span is None:
+                    spans[where] = [pts, end, packet.time_base]
+                else:
+                    if pts < span[0]:
+                        span[0] = pts
+                    if end > span[1]:
+                        span[1] = end
+            if where != index:
                 continue
             try:
                 frames = packet.decode()
@@ -628,6 +635,15 @@ class VideoReader:
                     frame.opaque = _DAMAGED
                     self.damaged_frames += 1
                 yield frame
+
+    @property
+    def file_seconds(self) -> float:
+        """Seconds from the earliest packet of any stream to the end of the latest (0 before decoding)."""
+        spans = [
+            (Fraction(a) * Fraction(tb), Fraction(b) * Fraction(tb))
+            for a, b, tb in getattr(self, "_packet_spans", {}).values() if tb
+        ]
+        return float(max(b for _, b in spans) - min(a for a, _ in spans)) if spans else 0.0
 
     def _pictures(self):
         """The stream's pictures in presentation order, interlaced ones deinterlaced: once a frame flagged
@@ -680,8 +696,9 @@ class VideoReader:
         self.timestamp_jumps = 0
         try:
             for frame in self._pictures():
-                if frame.pts is not None and frame.time_base is not None:
-                    t = Fraction(frame.pts) * Fraction(frame.time_base)
+                tb = frame.time_base
+                if frame.pts is not None and tb is not None:
+                    t = Fraction(frame.pts * tb.numerator, tb.denominator)
                 else:
                     t = (last + fallback) if last is not None else Fraction(0)
                 if t0 is None:
@@ -759,11 +776,13 @@ class VideoReader:
                 w, h = display_size(frame.width, frame.height, rotation, sar)
                 return to_rgb(frame, rotation, w, h, reformatter=reformatter)
 
-        half = Fraction(1, 2) / rate
+        half = Fraction(1, 2)
         k = 0
         prev = prev_out = None
         for frame, t in self.decoded():
-            while prev is not None and Fraction(k) / rate + half < t:
+            # output frames k with (k + 1/2) / rate < t show the pictures before this one
+            shown_before = math.ceil(t * rate - half) if prev is not None else 0
+            while k < shown_before:
                 if prev_out is None:
                     prev_out = convert(prev, frame_rotation(prev))
                 if self._damaged_pts:
@@ -774,7 +793,8 @@ class VideoReader:
         if prev is None:
             return
         end = Fraction(self.decoded_seconds).limit_denominator(1_000_000)
-        while Fraction(k) / rate + half < end or k == 0:
+        shown_before = math.ceil(end * rate - half)
+        while k < shown_before or k == 0:
             if prev_out is None:
                 prev_out = convert(prev, frame_rotation(prev))
             if self._damaged_pts:
