@@ -135,6 +135,9 @@ def deterministic_x264_params(width: int, threads: int = 1) -> str:
     return ":".join(params)
 
 
+_BT601_MATRIX = 6  # AVColorSpace SMPTE170M: the YUV matrix swscale uses when none is given
+
+
 def _encode(target: Any, frames: Any, fps: int, crf: int, preset: str, threads: int) -> None:
     import av
 
@@ -169,6 +172,11 @@ def _encode(target: Any, frames: Any, fps: int, crf: int, preset: str, threads: 
         if yuv is not None and yuv.colorspace not in (None, 2):  # keep the source's matrix, tagged
             stream.codec_context.colorspace = yuv.colorspace
             stream.codec_context.color_range = 1  # MPEG (limited): what yuv420p from swscale is
+        elif yuv is None:
+            # RGB frames are converted with swscale's default matrix, BT.601: tagged so, or a player would
+            # read an untagged HD file as BT.709 and shift its colours (swscale, reading it back, would not)
+            stream.codec_context.colorspace = _BT601_MATRIX
+            stream.codec_context.color_range = 1
         pictures = yuv.av_frames() if yuv is not None else (
             # Convert to yuv420p here, bit-exactly, rather than in PyAV's encoder (default swscale flags).
             reformatter.reformat(av.VideoFrame.from_ndarray(frame, format="rgb24"), format="yuv420p", interpolation=sws)

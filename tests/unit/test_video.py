@@ -204,3 +204,21 @@ def test_clips_encode_to_the_same_bytes_whatever_the_heap_holds(size):
             cv2.GaussianBlur(clip[0], (0, 0), 2 + k)
             digests.add(hashlib.md5(encode_mp4_bytes(clip, 25, preset="veryfast")).hexdigest())
         assert len(digests) == 1, (size, len(digests))
+
+
+def test_rgb_clips_are_tagged_with_the_matrix_they_were_converted_with():
+    # RGB frames go to yuv420p through swscale's default matrix (BT.601). Untagged, a player reads an HD
+    # file as BT.709 (10 levels off on these colour bars); tagged, every reader decodes the colours.
+    import av
+
+    frames = np.zeros((4, 544, 992, 3), np.uint8)
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]):
+        frames[:, :, i * 160 : (i + 1) * 160] = colour
+    with av.open(io.BytesIO(encode_mp4_bytes(frames, 25, crf=18))) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (int(ctx.colorspace), int(ctx.color_range)) == (6, 1)  # SMPTE 170M (BT.601), limited range
+        frame = next(c.decode(video=0))
+        as_tagged = frame.reformat(format="rgb24", src_colorspace=int(frame.colorspace)).to_ndarray()
+        as_hd_default = frame.reformat(format="rgb24", src_colorspace=1).to_ndarray()
+    assert np.abs(as_tagged.astype(int) - frames[0]).mean() < 2.0
+    assert np.abs(as_hd_default.astype(int) - frames[0]).mean() > 5.0
