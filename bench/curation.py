@@ -6,6 +6,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --memory-1080p [--seconds 60]
     .venv/bin/python bench/curation.py --dedup 10000 100000
     .venv/bin/python bench/curation.py --external 24 [--seed 0]
+    .venv/bin/python bench/curation.py --hdr [--repeats 3]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -17,6 +18,10 @@ thread (OpenCV, faiss, onnxruntime, torch, the decoder), so the figures are per 
 Memory: a 60 s 1920x1080 H.264 video (FFmpeg's testsrc2 pattern with cuts to mandelbrot and smptehdbars)
 is curated with the production profile's settings in a child process; its peak RSS (``ru_maxrss``) is
 printed, next to that of decoding the same file whole into memory (``t2v.video.read_video``, the old path).
+
+HDR: ``--hdr`` times the conversion of one 1920x1080 10-bit HEVC frame to the production output scale
+(992x558 RGB, :func:`t2v.video.to_rgb`) for an SDR BT.709 source and for PQ and HLG sources of the same
+picture (tone-mapped, :mod:`t2v.hdr`), alternately, and prints each one's cost and its ratio to SDR.
 
 Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip signatures (random hashes with
 1 % planted near-copies) and checks the copies are found.
@@ -271,11 +276,14 @@ def main() -> None:
     ap.add_argument("--dedup", type=int, nargs="*")
     ap.add_argument("--external", type=int, default=0, help="videos in the lavfi test set (P/R table)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the lavfi test set (build_external_set)")
+    ap.add_argument("--hdr", action="store_true", help="instead: HDR to SDR conversion against SDR, per frame")
     args = ap.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    if args.memory_1080p:
+    if args.hdr:
+        hdr_bench(args)
+    elif args.memory_1080p:
         memory(args)
     elif args.dedup:
         dedup_bench(args.dedup)
@@ -285,6 +293,42 @@ def main() -> None:
         throughput(args)
 
 
+
+
+def hdr_bench(args) -> None:
+    import av
+
+    from t2v.video import to_rgb
+    from tests.fixtures.curate_media import lavfi_frames, write_hdr_video, write_video
+
+    _one_core()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-hdr-"))
+    picture = lavfi_frames("testsrc2", (1920, 1080), 25, 0.12)
+    files = {
+        "sdr": write_video(tmp / "sdr.mkv", picture, codec="libx265", pix_fmt="yuv420p10le"),
+        "pq": write_hdr_video(tmp / "pq.mkv", picture, "pq"),
+        "hlg": write_hdr_video(tmp / "hlg.mkv", picture, "hlg"),
+    }
+    frames = {}
+    for name, path in files.items():
+        with av.open(str(path)) as c:
+            frames[name] = next(c.decode(video=0))
+    reformatters = {name: av.video.reformatter.VideoReformatter() for name in files}
+    times: dict[str, list[float]] = {name: [] for name in files}
+    n = 10
+    clock = time.process_time
+    for _ in range(max(1, args.repeats)):
+        for name, frame in frames.items():
+            to_rgb(frame, 0, 992, 558, reformatter=reformatters[name])  # the swscale context set up
+            t0 = clock()
+            for _ in range(n):
+                to_rgb(frame, 0, 992, 558, reformatter=reformatters[name])
+            times[name].append((clock() - t0) / n)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"one 1920x1080 10-bit HEVC frame to 992x558 RGB, medians of {args.repeats} interleaved runs of {n}, "
+          "CPU ms on one core")
+    for name in files:
+        print(f"  {name:4s} {1000 * med[name]:7.2f} ms  ({med[name] / med['sdr']:.2f}x the SDR conversion)")
 
 
 def external(args) -> None:
