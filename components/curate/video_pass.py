@@ -31,6 +31,7 @@ import numpy as np
 
 from components.curate import filters
 from t2v.config.curate import CurateConfig
+from t2v.progress import Progress
 from t2v.video import (
     YUV_SOURCE_PREFIXES,
     VideoReader,
@@ -286,6 +287,9 @@ class SceneStream:
 
 ClipSink = Callable[[int, int, int, np.ndarray, np.ndarray | None, bool], None]
 
+#: Seconds between progress lines within one video (an hour of 1080p takes many minutes on a core).
+PROGRESS_EVERY_S = 30.0
+
 
 def stream_video(
     reader: VideoReader,
@@ -358,8 +362,22 @@ def stream_video(
         if 0 < c <= last and new and c > state["scene_start"] and all(abs(c - r) >= cfg.scene_min_len for r in forced):
             pending.append(c)
 
+    # frames on the timeline, from the declared duration (an estimate: 0 when the header has none)
+    expected = round(float(reader.info.duration_s) * fps_out)
+    progress = Progress(f"curate {reader.name}: frames", expected, every_s=PROGRESS_EVERY_S, logger=log)
+    clips_given = [0]
+
+    def counted(sink: ClipSink) -> ClipSink:
+        def call(scene, s, e, small, out, ok):
+            clips_given[0] += bool(ok)
+            sink(scene, s, e, small, out, ok)
+        return call
+
+    on_clip = counted(on_clip)
     index = -1
     while True:
+        if expected and index > 0:
+            progress.update(min(index, expected - 1), clips=clips_given[0])
         reframes = converter.reframes
         with timers.time("decode"):
             item = next(frames, None)

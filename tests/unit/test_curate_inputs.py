@@ -573,3 +573,19 @@ def test_animated_gif_is_a_video_and_a_png_is_not(tmp_path):
     with pytest.raises(VideoDecodeError) as err:
         VideoReader(tmp_path / "still.png")
     assert err.value.kind == "not_video" and "image" in str(err.value)
+
+
+def test_a_long_video_shows_its_progress(tmp_path, monkeypatch, caplog):
+    # One video can take many minutes (an hour of 1080p): the stage says how far it is within it.
+    import logging
+
+    from components.curate import video_pass
+
+    frames = lavfi_frames("testsrc2", (96, 64), 25, 2.0)
+    path = write_video(tmp_path / "long.mp4", frames)
+    monkeypatch.setattr(video_pass, "PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="components.curate.video_pass"), VideoReader(path) as reader:
+        video_pass.stream_video(reader, CurateConfig(**CFG), 25, lambda *a: None, video_pass.Timers())
+    lines = [r.getMessage() for r in caplog.records if "long.mp4: frames" in r.getMessage()]
+    assert lines and all("eta" in x and "/50 (" in x for x in lines), lines[:3]
+    assert "clips=" in lines[-1]
