@@ -53,6 +53,7 @@ __all__ = [
     "hdr_transfer",
     "tonemap_hdr",
     "hdr_peak_nits",
+    "sample_pictures",
 ]
 
 
@@ -995,6 +996,61 @@ def to_yuv420(
         u, v = (p[y0 // 2 : (y0 + ch) // 2, x0 // 2 : (x0 + cw) // 2] for p in (u, v))
     packed = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(-1, y.shape[1])
     return packed, scaled
+
+
+def sample_pictures(src: str | os.PathLike | bytes, count: int = 8, longer_side: int = 256) -> list[np.ndarray]:
+    """Up to ``count`` different pictures from across a video, as RGB ``uint8`` at display size scaled to
+    ``longer_side``: the keyframe at or before each of ``count`` evenly spaced times (a seek, then the
+    first picture decoded; non-keyframes are not decoded), for judging a whole video from a few pictures
+    (its black bars, a contact sheet) at the cost of a few keyframes. Where that gives fewer than three
+    (a short video has one keyframe, a file may not seek), every ``4``-th of its first pictures instead.
+    A file that cannot be read gives none (the reader says why)."""
+    import av
+
+    def picture(frame, reformatter, sar) -> np.ndarray:
+        rot = frame_rotation(frame)
+        w, h = display_size(frame.width, frame.height, rot, sar)
+        scale = min(1.0, longer_side / max(w, h))
+        return to_rgb(frame, rot, max(2, round(w * scale)), max(2, round(h * scale)), reformatter)
+
+    def collect(keyframes: bool) -> dict:
+        got: dict = {}
+        try:
+            container = _open(src)
+        except VideoDecodeError:
+            return got
+        try:
+            stream = choose_video_stream(container, _describe(src))
+            sar, reformatter = sample_aspect(stream), av.video.reformatter.VideoReformatter()
+            if not keyframes:
+                for i, frame in enumerate(container.decode(stream)):
+                    if i % 4 == 0:
+                        got[i] = picture(frame, reformatter, sar)
+                    if len(got) >= count:
+                        break
+                return got
+            stream.codec_context.skip_frame = "NONKEY"
+            tb, start = stream.time_base, stream.start_time or 0
+            span = (stream.duration or 0) if tb else 0
+            if not span and container.duration and tb:
+                span = int(container.duration / 1_000_000 / tb)
+            if not span:
+                return got
+            for i in range(count):
+                container.seek(int(start + span * (2 * i + 1) // (2 * count)), stream=stream, backward=True)
+                frame = next(iter(container.decode(stream)), None)
+                if frame is not None and frame.pts not in got:
+                    got[frame.pts] = picture(frame, reformatter, sar)
+        except Exception:  # no index, damage, no video stream: the pictures so far
+            pass
+        finally:
+            container.close()
+        return got
+
+    got = collect(keyframes=True)
+    if len(got) < 3:
+        got = collect(keyframes=False)
+    return list(got.values())
 
 
 def probe_video(src: str | os.PathLike | bytes) -> dict:

@@ -465,6 +465,39 @@ def border_fraction(frames: np.ndarray, max_level: float = 16.0) -> float:
     return float(best)
 
 
+def black_bars(frames: np.ndarray, max_level: float = 16.0, tolerance: float = 0.02) -> tuple[float, float, float, float]:
+    """The black bars a video shows throughout, as shares of the height (top, bottom) and width (left,
+    right) of ``frames`` (``[T, H, W, 3]``: pictures sampled across the video, :func:`t2v.video.sample_pictures`),
+    each 0 where there is none.
+
+    Bars are runs of lines from opposite edges whose brightest channel stays under ``max_level`` in
+    every picture (95th percentile over the line and the pictures), of about the same size on both sides
+    (within ``tolerance`` of the dimension: letterbox and pillarbox are centred), each at least
+    ``tolerance`` and at most 40 % of it, with picture between them (95th percentile at least
+    ``2 * max_level``). A dark scene has no such thing in every picture at once; a night sky over a lit
+    street is one-sided. The shares found are widened by half a percent, so the bars' soft edge (the
+    scaling of the sampled pictures) is cut off too."""
+    m = brightest_channel(frames)  # [T, H, W]
+    shares = []
+    for axis in (1, 2):  # rows (letterbox), columns (pillarbox)
+        lines = np.moveaxis(m, axis, 0).reshape(m.shape[axis], -1)  # [lines, T * pixels]
+        dark = rank(lines, 95, axis=1) < max_level
+        n = len(dark)
+        if dark.all() or not dark[0] or not dark[-1]:
+            shares.append((0.0, 0.0))
+            continue
+        lead, trail = int(np.argmax(~dark)), int(np.argmax(~dark[::-1]))
+        inner = lines[lead : n - trail]
+        balanced = abs(lead - trail) <= max(1.0, tolerance * n)
+        sized = min(lead, trail) >= max(1.0, tolerance * n) and max(lead, trail) <= 0.4 * n
+        if balanced and sized and inner.size and rank(inner, 95) >= 2.0 * max_level:
+            shares.append((lead / n + 0.005, trail / n + 0.005))
+        else:
+            shares.append((0.0, 0.0))
+    (top, bottom), (left, right) = shares
+    return top, bottom, left, right
+
+
 def bright_strokes(frame: np.ndarray, kernel: int = 3, min_contrast: float = 30.0) -> np.ndarray:
     """Mask of bright structures thinner than ``kernel`` pixels (a white top-hat of the luma): the strokes
     of burnt-in text and logos. Filled shapes and flat backgrounds give nothing."""

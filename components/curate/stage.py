@@ -62,7 +62,7 @@ from t2v import storage
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
 from t2v.shards import write_tar
-from t2v.video import VideoDecodeError, VideoReader, display_size
+from t2v.video import VideoDecodeError, VideoReader, display_size, sample_pictures
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ SHARDS_DIR = "shards"
 # Bump when the stage's outputs change (invalidates done markers). 2: bit-exact decoding and encoding, and
 # tars with a fixed mtime (the same inputs give other bytes and slightly other scores than in 1).
 # 3: streaming decode on a constant-rate timeline, imagehash hashes, a faiss index, rejection records.
-STAGE_VERSION = "3"
+# 4: sources as cameras and broadcasters make them (display aspect, deinterlacing, full range, HDR tone
+# mapping, damage and timestamp jumps), clips tagged with their matrix, black bars cropped when asked.
+STAGE_VERSION = "4"
 
 
 # ---------------------------------------------------------------------------------------------- captions
@@ -551,7 +553,12 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             reader_box.append(reader)
             fps_box["fps"] = _fps_out(reader, cfg, row.meta)
             source = _source_fields(reader.info)
-            num, cuts = stream_video(reader, cfg, fps_box["fps"], on_clip, timers)
+            bars = (0.0, 0.0, 0.0, 0.0)
+            if cfg.crop_black_bars:
+                with timers.time("borders"):
+                    bars = _black_bars_throughout(path, cfg)
+                source["black_bars"] = [round(x, 4) for x in bars]  # top, bottom, left, right: cropped
+            num, cuts = stream_video(reader, cfg, fps_box["fps"], on_clip, timers, bars=bars)
             source["interlaced_frames"] = reader.interlaced_frames  # deinterlaced as decoded
             source["timestamp_jumps"] = reader.timestamp_jumps  # discontinuities bridged (MPEG-TS...)
             source["damaged_packets"] = reader.damaged_packets  # skipped, as FFmpeg skips them
@@ -576,6 +583,15 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
         )
         return {"records": [_row_record(row, "too_short", err)], "scenes": scenes}
     return {"records": records, "scenes": scenes, "thumbs": thumbs, "pending": pending}
+
+
+def _black_bars_throughout(path, cfg: CurateConfig) -> tuple[float, float, float, float]:
+    """The black bars (shares of the shown picture) of pictures sampled across the video, to be cropped."""
+    pictures = sample_pictures(path)
+    same = [p for p in pictures if pictures and p.shape == pictures[0].shape]
+    if len(same) < 2:
+        return (0.0, 0.0, 0.0, 0.0)
+    return filters.black_bars(np.stack(same), cfg.border_max_level)
 
 
 def _source_fields(info) -> dict[str, Any]:

@@ -93,11 +93,13 @@ class FrameConverter:
     #: Aspect ratios further apart than this (relative) are a new framing, and the stream cuts there.
     REFRAME_TOLERANCE = 0.01
 
-    def __init__(self, cfg: CurateConfig, sample_aspect: Fraction | float = 1):
+    def __init__(self, cfg: CurateConfig, sample_aspect: Fraction | float = 1, bars: tuple[float, ...] = (0, 0, 0, 0)):
         import av
 
         self.cfg = cfg
         self.sample_aspect = Fraction(sample_aspect)
+        # black bars to crop (shares of the shown picture: top, bottom, left, right; filters.black_bars)
+        self.bars = tuple(float(x) for x in bars)
         self._to_out = av.video.reformatter.VideoReformatter()  # one swscale context per output size
         self._to_small = av.video.reformatter.VideoReformatter()
         self.geometry: dict[str, Any] = {}
@@ -106,6 +108,8 @@ class FrameConverter:
         self.reframes = 0
 
     def _fix_geometry(self, frame, rotation: int) -> None:
+        if any(self.bars):
+            return self._fix_geometry_inside_bars(frame, rotation)
         cfg = self.cfg
         dw, dh = display_size(frame.width, frame.height, rotation, self.sample_aspect)
         aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
@@ -118,6 +122,38 @@ class FrameConverter:
         self.geometry.update(
             rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
             aspect=dw / dh, small_crop=None,
+        )
+
+    def _fix_geometry_inside_bars(self, frame, rotation: int) -> None:
+        """The output and analysis pictures of the picture inside the black bars (``self.bars``): the whole
+        picture scaled so that its inside covers them, and their crops centred on the inside."""
+        cfg = self.cfg
+        top, bottom, left, right = self.bars
+        dw, dh = display_size(frame.width, frame.height, rotation, self.sample_aspect)
+        inside_w, inside_h = dw * (1 - left - right), dh * (1 - top - bottom)
+        centre_x, centre_y = dw * left + inside_w / 2, dh * top + inside_h / 2
+        fmt = str(getattr(frame.format, "name", ""))
+        if cfg.output_height:
+            th, tw = cfg.output_height, cfg.output_width
+        else:  # the inside at its native size, even for yuv420p
+            th, tw = max(2, int(inside_h) // 2 * 2), max(2, int(inside_w) // 2 * 2)
+        self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
+
+        def covering(w: int, h: int, even: bool) -> tuple[int, int, int, int]:
+            scale = max(h / inside_h, w / inside_w)
+            nw, nh = max(w, round(dw * scale)), max(h, round(dh * scale))
+            y0 = min(max(0, round(centre_y * scale - h / 2)), nh - h)
+            x0 = min(max(0, round(centre_x * scale - w / 2)), nw - w)
+            if even:
+                y0, x0 = y0 - y0 % 2, x0 - x0 % 2
+            return nw, nh, y0, x0
+
+        aw, ah = _analysis_size(round(inside_w), round(inside_h), cfg.analysis_size)
+        nw, nh, y0, x0 = covering(tw, th, even=self.yuv)
+        self.colorspace = int(getattr(frame, "colorspace", 2) or 2)
+        self.geometry.update(
+            rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
+            aspect=dw / dh, small_crop=covering(aw, ah, even=False),
         )
 
     @staticmethod
@@ -189,8 +225,8 @@ class FrameConverter:
         return np.stack(frames)
 
 
-def make_converter(cfg: CurateConfig, sample_aspect: Fraction | float = 1) -> FrameConverter:
-    return FrameConverter(cfg, sample_aspect)
+def make_converter(cfg: CurateConfig, sample_aspect: Fraction | float = 1, bars: tuple[float, ...] = (0, 0, 0, 0)) -> FrameConverter:
+    return FrameConverter(cfg, sample_aspect, bars)
 
 
 class SceneStream:
@@ -297,11 +333,13 @@ def stream_video(
     fps_out: int,
     on_clip: ClipSink,
     timers: Timers,
+    bars: tuple[float, ...] = (0, 0, 0, 0),
 ) -> tuple[int, list[int]]:
     """Decode ``reader`` on a ``fps_out`` timeline and call ``on_clip(scene, start, end, small, out,
     is_clip)`` for every clip (and every too-short remainder, with ``out`` None and ``is_clip`` False) as
     soon as it is final. Returns (number of frames, cuts). Raises VideoDecodeError from the reader
-    (possibly after some clips were given: the caller discards them)."""
+    (possibly after some clips were given: the caller discards them). ``bars`` (shares of the shown
+    picture, :func:`filters.black_bars`) are cropped off before the output crop."""
     scenes = SceneStream(cfg, fps_out)
     trim, cmin, cmax = cfg.scene_trim_frames, cfg.clip_min_frames, cfg.clip_max_frames
     buf_small: list[np.ndarray] = []
@@ -332,7 +370,7 @@ def stream_video(
         state.update(scene=state["scene"] + 1, scene_start=end, next=end + trim, early=-1)
         release(min(end + trim, end))
 
-    converter = make_converter(cfg, reader.info.sample_aspect)
+    converter = make_converter(cfg, reader.info.sample_aspect, bars)
     frames = reader.frames(fps=fps_out, convert=converter)
     window = filters.CUT_CONFIRM_WINDOW
     delay = scenes.delay + window + 1  # a cut is decided once the frames after it are seen

@@ -89,6 +89,11 @@ class CurateConfig(BaseModel):
     border_min_fraction: float = Field(
         0.05, gt=0.0, le=0.5, description="black_borders if bars cover at least this share of height or width"
     )
+    crop_black_bars: bool = Field(
+        False,
+        description="crop the black bars a video shows throughout (letterbox, pillarbox; found on pictures"
+        " sampled across it) before the output crop, instead of dropping its clips as black_borders",
+    )
     text_band_fraction: float = Field(0.25, gt=0.0, le=0.5, description="bottom band searched for subtitles")
     subtitle_threshold: float = Field(
         0.05, ge=0.0, le=1.0, description="subtitles if the bright thin-stroke density of the band exceeds"

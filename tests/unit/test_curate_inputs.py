@@ -589,3 +589,73 @@ def test_a_long_video_shows_its_progress(tmp_path, monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if "long.mp4: frames" in r.getMessage()]
     assert lines and all("eta" in x and "/50 (" in x for x in lines), lines[:3]
     assert "clips=" in lines[-1]
+
+
+def _boxed(content: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``content`` frames centred on black of ``size`` (h, w): letterboxed or pillarboxed."""
+    t, h, w, _ = content.shape
+    out = np.zeros((t, *size, 3), np.uint8)
+    y0, x0 = (size[0] - h) // 2, (size[1] - w) // 2
+    out[:, y0 : y0 + h, x0 : x0 + w] = content
+    return out
+
+
+@pytest.mark.parametrize("content_size", [(80, 192), (108, 144)], ids=["letterbox", "pillarbox"])
+def test_black_bars_are_cropped_when_asked(tmp_path, content_size):
+    # A 2.4:1 film in a 16:9 frame (bars above and below), and 4:3 footage in one (bars at the sides).
+    # Without the crop its clips are dropped as black_borders; with it they are the picture inside.
+    import cv2
+
+    content = lavfi_frames("testsrc2", content_size[::-1], 25, 3.2)
+    write_video(tmp_path / "boxed.mp4", _boxed(content, (108, 192)))
+    (tmp_path / "t.jsonl").write_text('{"file": "boxed.mp4"}\n')
+    results = {}
+    for crop in (False, True):
+        cfg = CurateConfig(**{**CFG, "crop_black_bars": crop, "watermark_threshold": 1.0, "motion_max": 1000.0})
+        curate_shard(tmp_path / "t.jsonl", tmp_path / f"out{crop}", cfg)
+        clips = [r for r in _jsonl(tmp_path / f"out{crop}" / "manifest-000.jsonl") if r["num_frames"] >= 8]
+        (scene,) = _jsonl(tmp_path / f"out{crop}" / "scenes-000.jsonl")
+        results[crop] = (clips, scene)
+    assert all("black_borders" in r["drop_reasons"] for r in results[False][0])
+    clips, scene = results[True]
+    assert clips and not any("black_borders" in r["drop_reasons"] for r in clips), clips
+    top, bottom, left, right = scene["source"]["black_bars"]
+    want = (1 - content_size[0] / 108) / 2, (1 - content_size[1] / 192) / 2
+    assert abs(top - want[0]) < 0.02 and abs(bottom - want[0]) < 0.02, scene["source"]["black_bars"]
+    assert abs(left - want[1]) < 0.02 and abs(right - want[1]) < 0.02, scene["source"]["black_bars"]
+    # the clips are the inside picture, scaled to cover 96x64 and centre-cropped: no bar left
+    import tarfile
+
+    (shard,) = sorted((tmp_path / "outTrue" / "shards").glob("*.tar"))
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".mp4"))
+        got, _ = read_video(tar.extractfile(member).read())
+    h, w = content_size
+    scale = max(64 / h, 96 / w)
+    sized = [cv2.resize(f, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) for f in content]
+    y0, x0 = (sized[0].shape[0] - 64) // 2, (sized[0].shape[1] - 96) // 2
+    expected = np.stack([f[y0 : y0 + 64, x0 : x0 + 96] for f in sized]).astype(int)
+    boxed = _boxed(content, (108, 192))  # what the bars would leave: the whole frame scaled to cover
+    s2 = max(64 / 108, 96 / 192)
+    whole = [cv2.resize(f, (round(192 * s2), round(108 * s2)), interpolation=cv2.INTER_AREA) for f in boxed]
+    y1, x1 = (whole[0].shape[0] - 64) // 2, (whole[0].shape[1] - 96) // 2
+    uncropped = np.stack([f[y1 : y1 + 64, x1 : x1 + 96] for f in whole]).astype(int)
+    errs = [np.abs(got[0].astype(int) - e).mean() for e in expected]
+    k = int(np.argmin(errs))  # the clip's first frame in the content
+    assert errs[k] < 0.6 * np.abs(got[0].astype(int) - uncropped[k]).mean(), (errs[k], np.abs(got[0].astype(int) - uncropped[k]).mean())
+    assert got[:, :2].max() > 60 and got[:, -2:].max() > 60 and got[:, :, :2].max() > 60  # picture at every edge
+
+
+def test_dark_footage_and_one_sided_dark_skies_are_not_cropped(tmp_path):
+    from components.curate.filters import black_bars
+
+    pictures = lavfi_frames("testsrc2", (192, 108), 25, 0.4)
+    sky = pictures.copy()
+    sky[:, :40] = 0  # a night sky above a lit street: black on one side only
+    assert black_bars(sky) == (0.0, 0.0, 0.0, 0.0)
+    dim = (pictures // 12).astype(np.uint8)  # a dark scene, no bars
+    assert black_bars(dim) == (0.0, 0.0, 0.0, 0.0)
+    assert black_bars(pictures) == (0.0, 0.0, 0.0, 0.0)
+    boxed = _boxed(pictures[:, 14:94], (108, 192))
+    top, bottom, left, right = black_bars(boxed)
+    assert abs(top - 14 / 108) < 0.02 and abs(bottom - 14 / 108) < 0.02 and left == right == 0.0
