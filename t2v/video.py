@@ -594,6 +594,9 @@ class VideoReader:
         self.close()
 
     # -- decoded frames with their presentation times
+    #: Packets the decoder rejects before any picture decodes, after which the stream is undecodable.
+    UNDECODABLE_PACKETS = 32
+
     def _decode_noting_the_file_end(self):
         """The video stream's decoded frames; every stream's packets are demuxed (the demuxer reads them
         anyway) to note where the file's content ends (:attr:`file_seconds`): a video whose audio runs on
@@ -612,6 +615,7 @@ class VideoReader:
         self._packet_spans: dict[int, list] = {}  # per stream: [first pts, last pts + duration, time base]
         spans = self._packet_spans
         damaged = False  # the pictures since the last damage, until a clean keyframe
+        given = 0
         for packet in self._container.demux():
             pts, where = packet.pts, packet.stream.index
             if pts is not None:
@@ -631,12 +635,16 @@ class VideoReader:
             except av.error.InvalidDataError as exc:
                 self.damaged_packets += 1
                 self._first_damage = getattr(self, "_first_damage", None) or _one_line(exc)
-                log.warning("%s: a damaged packet at %.2f s skipped (%s)", self.name,
-                            float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else -1,
-                            _one_line(exc))
+                if not given and self.damaged_packets >= self.UNDECODABLE_PACKETS:  # nothing decodes: not damage
+                    raise VideoDecodeError(f"{self.name}: cannot decode ({self._first_damage})") from None
+                if self.damaged_packets <= 5:  # (the rest are counted in the summary line)
+                    log.warning("%s: a damaged packet at %.2f s skipped (%s)", self.name,
+                                float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else -1,
+                                _one_line(exc))
                 damaged = True
                 continue
             for frame in frames:
+                given += 1
                 if frame.is_corrupt:
                     damaged = True
                 elif damaged and frame.key_frame:

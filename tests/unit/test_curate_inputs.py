@@ -659,3 +659,16 @@ def test_dark_footage_and_one_sided_dark_skies_are_not_cropped(tmp_path):
     boxed = _boxed(pictures[:, 14:94], (108, 192))
     top, bottom, left, right = black_bars(boxed)
     assert abs(top - 14 / 108) < 0.02 and abs(bottom - 14 / 108) < 0.02 and left == right == 0.0
+
+
+def test_a_stream_of_noise_is_rejected_not_skipped_through(tmp_path):
+    # Every sample of an mp4 overwritten with noise (its index intact): no packet decodes. Damage is
+    # skipped, but a stream where nothing decodes is rejected after a few packets, not read to its end.
+    data = bytearray(write_video(tmp_path / "v.mp4", lavfi_frames("testsrc2", (192, 128), 25, 8.0), faststart=True).read_bytes())
+    start = data.find(b"mdat") + 4 + 64
+    data[start:] = np.random.default_rng(1).integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+    (tmp_path / "noise.mp4").write_bytes(bytes(data))
+    with pytest.raises(VideoDecodeError) as err, VideoReader(tmp_path / "noise.mp4") as reader:
+        list(reader.frames())
+    assert "cannot decode" in str(err.value) and err.value.kind == "corrupt"
+    assert reader.damaged_packets == VideoReader.UNDECODABLE_PACKETS
