@@ -114,6 +114,7 @@ class FrameConverter:
         dw, dh = display_size(frame.width, frame.height, rotation, self.sample_aspect)
         aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
         th, tw = (cfg.output_height, cfg.output_width) if cfg.output_height else (dh, dw)
+        th, tw = self._oriented(th, tw, dw, dh)
         fmt = str(getattr(frame.format, "name", ""))
         # HDR (PQ, HLG) pictures are tone-mapped in RGB (t2v.video.tonemap_hdr): the RGB path
         self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
@@ -123,6 +124,14 @@ class FrameConverter:
             rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
             aspect=dw / dh, small_crop=None,
         )
+
+    def _oriented(self, th: int, tw: int, dw: float, dh: float) -> tuple[int, int]:
+        """The output size for a picture shown at ``dw`` x ``dh``: the configured one, or with
+        ``output_keep_orientation`` turned to the picture's orientation (portrait clips of a portrait
+        source)."""
+        if self.cfg.output_keep_orientation and self.cfg.output_height and th != tw and (dh > dw) != (th > tw):
+            return tw, th
+        return th, tw
 
     def _fix_geometry_inside_bars(self, frame, rotation: int) -> None:
         """The output and analysis pictures of the picture inside the black bars (``self.bars``): the whole
@@ -137,6 +146,7 @@ class FrameConverter:
             th, tw = cfg.output_height, cfg.output_width
         else:  # the inside at its native size, even for yuv420p
             th, tw = max(2, int(inside_h) // 2 * 2), max(2, int(inside_w) // 2 * 2)
+        th, tw = self._oriented(th, tw, inside_w, inside_h)
         self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
 
         def covering(w: int, h: int, even: bool) -> tuple[int, int, int, int]:

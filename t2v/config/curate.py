@@ -175,6 +175,13 @@ class CurateConfig(BaseModel):
     shard_max_clips: int = Field(64, ge=1, le=1_000_000, description="clips per webdataset shard")
     output_height: int = Field(0, ge=0, le=8192, description="clip height; 0 keeps the source size")
     output_width: int = Field(0, ge=0, le=8192, description="clip width; 0 keeps the source size")
+    output_keep_orientation: bool = Field(
+        False,
+        description="a source shown in the other orientation than output_height x output_width (portrait"
+        " phone video for a landscape size) gives clips of output_width x output_height instead of a crop of"
+        " its middle; pair with encode buckets of both orientations (without buckets encode resizes clips to"
+        " its one shape)",
+    )
     output_fps: int = Field(
         0,
         ge=0,

@@ -672,3 +672,41 @@ def test_a_stream_of_noise_is_rejected_not_skipped_through(tmp_path):
         list(reader.frames())
     assert "cannot decode" in str(err.value) and err.value.kind == "corrupt"
     assert reader.damaged_packets == VideoReader.UNDECODABLE_PACKETS
+
+
+def test_portrait_video_keeps_its_orientation_when_asked(tmp_path):
+    # A phone's portrait video: coded 192x108 with a 90-degree display rotation, shown 108 wide and 192
+    # tall. For a landscape output size it gives a crop of its middle third, or, with
+    # output_keep_orientation, portrait clips of the whole picture.
+    import cv2
+
+    frames = lavfi_frames("testsrc2", (192, 108), 25, 1.6)
+    path = write_video(tmp_path / "phone.mp4", frames)
+    set_display_rotation(path, 90)
+    shown = np.stack([np.rot90(f, k=-1) for f in frames])  # turned clockwise: [T, 192, 108, 3]
+    (tmp_path / "t.jsonl").write_text('{"file": "phone.mp4"}\n')
+    sizes = {}
+    for keep in (False, True):
+        cfg = CurateConfig(**{**CFG, "output_keep_orientation": keep, "watermark_threshold": 1.0, "motion_max": 1000.0})
+        clips: list = []
+
+        def keep_clip(scene, s, e, small, out, ok, clips=clips):
+            if ok:
+                clips.append((s, np.asarray(out)))
+
+        with VideoReader(path) as reader:
+            from components.curate.video_pass import Timers, stream_video
+
+            stream_video(reader, cfg, 25, keep_clip, Timers())
+        start, out = clips[0]
+        sizes[keep] = out.shape[1:3]
+        if keep:  # the whole shown picture, scaled to 64 wide (it is 0.5625 as wide as tall: 96 x 64 crops 10 rows)
+            def fit(picture):
+                scaled = cv2.resize(picture, (64, round(192 * 64 / 108)), interpolation=cv2.INTER_AREA)
+                y0 = (scaled.shape[0] - 96) // 2
+                return scaled[y0 : y0 + 96].astype(int)
+
+            err = np.abs(out[0].astype(int) - fit(shown[start])).mean()
+            upside_down = np.abs(out[0].astype(int) - fit(np.rot90(frames[start]))).mean()  # turned the other way
+            assert err < 0.5 * upside_down, (err, upside_down)
+    assert sizes == {False: (64, 96), True: (96, 64)}
