@@ -403,6 +403,21 @@ class VideoInfo:
     # The stream's transfer characteristic: "pq" or "hlg" (HDR, tone-mapped to SDR when converted to RGB,
     # see tonemap_hdr) or "sdr" (BT.709/BT.601 gamma, or untagged).
     transfer: str = "sdr"
+    # What the file says of itself (container tags: a phone's, an editor's, yt-dlp's --embed-metadata):
+    # its title and its description or comment; "" when it has none.
+    title: str = ""
+    description: str = ""
+
+
+def _tag(metadata, *keys: str, limit: int = 2000) -> str:
+    """The first of ``keys`` the container's tags hold (any case: Matroska writes TITLE), stripped and cut
+    to ``limit`` characters."""
+    lowered = {str(k).lower(): v for k, v in dict(metadata or {}).items()}
+    for key in keys:
+        value = " ".join(str(lowered.get(key) or "").split())
+        if value:
+            return value[:limit]
+    return ""
 
 
 def _is_image_container(container, stream) -> bool:
@@ -582,6 +597,8 @@ class VideoReader:
             audio_streams=len(c.streams.audio),
             duration_from=duration_from,
             transfer=hdr_transfer(ctx) or "sdr",
+            title=_tag(c.metadata, "title"),
+            description=_tag(c.metadata, "description", "comment", "synopsis"),
         )
 
     def close(self) -> None:

@@ -496,7 +496,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
         if not is_clip or damaged:  # shorter than clip_min_frames, or pictures predicted from damage
             records.append(
                 {**where, "keep": False, "drop_reasons": ["damaged" if damaged else "too_short"], "caption": None,
-                 "title": row.meta.get("title"), "scores": {}}
+                 "title": video.get("title"), "scores": {}}
             )
             return
         scores = filters.score_clip(small, cfg, timers=timers.seconds)
@@ -551,6 +551,10 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
     try:
         with _local_video(row.uri) as path, VideoReader(path, threads=cfg.decode_threads) as reader:
             reader_box.append(reader)
+            if not video.get("title") and reader.info.title:  # the file's own title, where the table has none
+                video["title"] = reader.info.title
+            if not video.get("description") and reader.info.description:
+                video["description"] = reader.info.description
             fps_box["fps"] = _fps_out(reader, cfg, row.meta)
             source = _source_fields(reader.info)
             bars = (0.0, 0.0, 0.0, 0.0)

@@ -710,3 +710,20 @@ def test_portrait_video_keeps_its_orientation_when_asked(tmp_path):
             upside_down = np.abs(out[0].astype(int) - fit(np.rot90(frames[start]))).mean()  # turned the other way
             assert err < 0.5 * upside_down, (err, upside_down)
     assert sizes == {False: (64, 96), True: (96, 64)}
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_files_own_title_is_its_original_title_where_the_table_has_none(tmp_path, suffix):
+    # A phone's, an editor's or yt-dlp's file carries its title (and a description) in its tags: the
+    # report's "original title" caption, where the table gives none. A title in the table wins.
+    frames = lavfi_frames("testsrc2", (96, 64), 25, 1.6)
+    tags = {"title": "Harbour at dusk", "comment": "Boats  coming in\nat six"}
+    write_video(tmp_path / f"v{suffix}", frames, metadata=tags)
+    with VideoReader(tmp_path / f"v{suffix}") as reader:
+        assert (reader.info.title, reader.info.description) == ("Harbour at dusk", "Boats coming in at six")
+    (tmp_path / f"w{suffix}").write_bytes((tmp_path / f"v{suffix}").read_bytes())
+    (tmp_path / "t.jsonl").write_text(f'{{"file": "v{suffix}"}}\n{{"file": "w{suffix}", "video_id": "titled", "title": "From the table"}}\n')
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
+    clips = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if r["start_frame"] is not None]
+    titles = {(r["video_id"] == "titled", r["title"]) for r in clips}
+    assert titles == {(False, "Harbour at dusk"), (True, "From the table")}, titles
