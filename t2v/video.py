@@ -540,6 +540,7 @@ class VideoReader:
         self.name = _describe(src)
         # counted as the frames are decoded (see _pictures, decoded, _decode_noting_the_file_end)
         self.interlaced_frames = self.timestamp_jumps = self.damaged_packets = self.damaged_frames = 0
+        self._first_damage = ""  # the decoder's message for the first damaged packet
         # output frames of frames() that show damaged pictures, as [start, end) ranges, and the indices
         # where such a range starts or ends (a cut: no clip spans clean and damaged pictures)
         self.damaged_ranges: list[list[int]] = []
@@ -651,7 +652,7 @@ class VideoReader:
                 frames = packet.decode()
             except av.error.InvalidDataError as exc:
                 self.damaged_packets += 1
-                self._first_damage = getattr(self, "_first_damage", None) or _one_line(exc)
+                self._first_damage = self._first_damage or _one_line(exc)
                 if not given and self.damaged_packets >= self.UNDECODABLE_PACKETS:  # nothing decodes: not damage
                     raise VideoDecodeError(f"{self.name}: cannot decode ({self._first_damage})") from None
                 if self.damaged_packets <= 5:  # (the rest are counted in the summary line)

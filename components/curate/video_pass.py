@@ -108,21 +108,36 @@ class FrameConverter:
         self.reframes = 0
 
     def _fix_geometry(self, frame, rotation: int) -> None:
-        if any(self.bars):
-            return self._fix_geometry_inside_bars(frame, rotation)
+        """The output and analysis sizes, fixed by the first frame. With black bars (``self.bars``) the
+        picture inside them is what is shown: the whole picture is scaled so that its inside covers the
+        output, and both crops are centred on the inside (the analysis frame is cropped from a picture
+        of its own scale, as for a refitted frame)."""
         cfg = self.cfg
+        top, bottom, left, right = self.bars
         dw, dh = display_size(frame.width, frame.height, rotation, self.sample_aspect)
-        aw, ah = _analysis_size(dw, dh, cfg.analysis_size)
-        th, tw = (cfg.output_height, cfg.output_width) if cfg.output_height else (dh, dw)
-        th, tw = self._oriented(th, tw, dw, dh)
+        inside_w, inside_h = dw * (1 - left - right), dh * (1 - top - bottom)
+        if cfg.output_height:
+            th, tw = cfg.output_height, cfg.output_width
+        elif any(self.bars):  # the inside at its native size, even for yuv420p
+            th, tw = max(2, int(inside_h) // 2 * 2), max(2, int(inside_w) // 2 * 2)
+        else:
+            th, tw = dh, dw
+        th, tw = self._oriented(th, tw, inside_w, inside_h)
+        aw, ah = _analysis_size(round(inside_w), round(inside_h), cfg.analysis_size)
         fmt = str(getattr(frame.format, "name", ""))
-        # HDR (PQ, HLG) pictures are tone-mapped in RGB (t2v.video.tonemap_hdr): the RGB path
+        # HDR (PQ, HLG) pictures are tone-mapped in RGB (t2v.hdr.tonemap_hdr): the RGB path
         self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
-        nw, nh, y0, x0 = self._cover(dw, dh, tw, th, even=self.yuv)  # the native size: nothing to crop
+        if any(self.bars):
+            centre = (dw * left + inside_w / 2, dh * top + inside_h / 2)
+            nw, nh, y0, x0 = self._cover_inside(dw, dh, inside_w, inside_h, centre, tw, th, even=self.yuv)
+            small_crop = self._cover_inside(dw, dh, inside_w, inside_h, centre, aw, ah, even=False)
+        else:
+            nw, nh, y0, x0 = self._cover(dw, dh, tw, th, even=self.yuv)  # the native size: nothing to crop
+            small_crop = None
         self.colorspace = int(getattr(frame, "colorspace", 2) or 2)
         self.geometry.update(
             rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
-            aspect=dw / dh, small_crop=None,
+            aspect=dw / dh, small_crop=small_crop,
         )
 
     def _oriented(self, th: int, tw: int, dw: float, dh: float) -> tuple[int, int]:
@@ -133,38 +148,20 @@ class FrameConverter:
             return tw, th
         return th, tw
 
-    def _fix_geometry_inside_bars(self, frame, rotation: int) -> None:
-        """The output and analysis pictures of the picture inside the black bars (``self.bars``): the whole
-        picture scaled so that its inside covers them, and their crops centred on the inside."""
-        cfg = self.cfg
-        top, bottom, left, right = self.bars
-        dw, dh = display_size(frame.width, frame.height, rotation, self.sample_aspect)
-        inside_w, inside_h = dw * (1 - left - right), dh * (1 - top - bottom)
-        centre_x, centre_y = dw * left + inside_w / 2, dh * top + inside_h / 2
-        fmt = str(getattr(frame.format, "name", ""))
-        if cfg.output_height:
-            th, tw = cfg.output_height, cfg.output_width
-        else:  # the inside at its native size, even for yuv420p
-            th, tw = max(2, int(inside_h) // 2 * 2), max(2, int(inside_w) // 2 * 2)
-        th, tw = self._oriented(th, tw, inside_w, inside_h)
-        self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
-
-        def covering(w: int, h: int, even: bool) -> tuple[int, int, int, int]:
-            scale = max(h / inside_h, w / inside_w)
-            nw, nh = max(w, round(dw * scale)), max(h, round(dh * scale))
-            y0 = min(max(0, round(centre_y * scale - h / 2)), nh - h)
-            x0 = min(max(0, round(centre_x * scale - w / 2)), nw - w)
-            if even:
-                y0, x0 = y0 - y0 % 2, x0 - x0 % 2
-            return nw, nh, y0, x0
-
-        aw, ah = _analysis_size(round(inside_w), round(inside_h), cfg.analysis_size)
-        nw, nh, y0, x0 = covering(tw, th, even=self.yuv)
-        self.colorspace = int(getattr(frame, "colorspace", 2) or 2)
-        self.geometry.update(
-            rotation=rotation, source=(frame.width, frame.height, rotation), size=(aw, ah, nw, nh, y0, x0, th, tw),
-            aspect=dw / dh, small_crop=covering(aw, ah, even=False),
-        )
+    @staticmethod
+    def _cover_inside(
+        dw: int, dh: int, inside_w: float, inside_h: float, centre: tuple[float, float], w: int, h: int, even: bool
+    ) -> tuple[int, int, int, int]:
+        """:meth:`_cover` for the part of the picture inside its black bars: the size the whole ``dw`` x
+        ``dh`` picture is scaled to so that its inside (``inside_w`` x ``inside_h`` around ``centre``)
+        covers ``w`` x ``h``, and the offsets of the ``w`` x ``h`` crop centred on the inside."""
+        scale = max(h / inside_h, w / inside_w)
+        nw, nh = max(w, round(dw * scale)), max(h, round(dh * scale))
+        y0 = min(max(0, round(centre[1] * scale - h / 2)), nh - h)
+        x0 = min(max(0, round(centre[0] * scale - w / 2)), nw - w)
+        if even:
+            y0, x0 = y0 - y0 % 2, x0 - x0 % 2
+        return nw, nh, y0, x0
 
     @staticmethod
     def _cover(dw: int, dh: int, tw: int, th: int, even: bool) -> tuple[int, int, int, int]:
