@@ -35,6 +35,21 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
+def _stream_clips(path: Path, cfg: CurateConfig) -> list[tuple]:
+    """``(start, analysis frames, output clip)`` of every clip ``stream_video`` gives for ``path``."""
+    from components.curate.video_pass import Timers, stream_video
+
+    clips: list = []
+
+    def keep(scene, start, end, small, out, ok):
+        if ok:
+            clips.append((start, small, out))
+
+    with VideoReader(path) as reader:
+        stream_video(reader, cfg, 25, keep, Timers())
+    return clips
+
+
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
@@ -480,17 +495,10 @@ def test_full_range_video_keeps_its_blacks_and_whites(tmp_path, codec, pix_fmt):
 
     with av.open(str(path)) as c:
         assert c.streams.video[0].codec_context.color_range == 2  # JPEG (full) range, as phones tag it
-    from components.curate.video_pass import Timers, encode_clip, stream_video
+    from components.curate.video_pass import encode_clip
 
     cfg = CurateConfig(**{**CFG, "output_height": 0, "output_width": 0})
-    clips: list = []
-
-    def keep(scene, start, end, small, out, ok, clips=clips):
-        if ok:
-            clips.append((start, small, out))
-
-    with VideoReader(path) as reader:
-        stream_video(reader, cfg, 25, keep, Timers())
+    clips = _stream_clips(path, cfg)
     assert clips
     for start, small, out in clips:
         truth = frames[start : start + len(out)].astype(int)
@@ -507,7 +515,7 @@ def test_hdr_video_is_tone_mapped_to_sdr(tmp_path, transfer):
     # grey, washed-out one a plain conversion of the HDR signal gives.
     import av
 
-    from components.curate.video_pass import Timers, encode_clip, stream_video
+    from components.curate.video_pass import encode_clip
     from t2v.video import hdr_peak_nits
 
     yy, xx = np.mgrid[0:96, 0:128] / 96.0
@@ -528,14 +536,7 @@ def test_hdr_video_is_tone_mapped_to_sdr(tmp_path, transfer):
     err, err_below_knee = diff.mean(), diff[below_knee].mean()
     assert len(got) == len(truth) and err_below_knee < 3.0 and err < 4.0 and naive_err > 8 * err, (err, err_below_knee, naive_err)
     cfg = CurateConfig(**{**CFG, "output_height": 0, "output_width": 0})
-    clips: list = []
-
-    def keep(scene, start, end, small, out, ok, clips=clips):
-        if ok:
-            clips.append((start, small, out))
-
-    with VideoReader(path) as reader:
-        stream_video(reader, cfg, 25, keep, Timers())
+    clips = _stream_clips(path, cfg)
     assert clips
     for start, small, out in clips:
         want = truth[start : start + len(out)].astype(int)
@@ -688,17 +689,8 @@ def test_portrait_video_keeps_its_orientation_when_asked(tmp_path):
     sizes = {}
     for keep in (False, True):
         cfg = CurateConfig(**{**CFG, "output_keep_orientation": keep, "watermark_threshold": 1.0, "motion_max": 1000.0})
-        clips: list = []
-
-        def keep_clip(scene, s, e, small, out, ok, clips=clips):
-            if ok:
-                clips.append((s, np.asarray(out)))
-
-        with VideoReader(path) as reader:
-            from components.curate.video_pass import Timers, stream_video
-
-            stream_video(reader, cfg, 25, keep_clip, Timers())
-        start, out = clips[0]
+        start, _, out = _stream_clips(path, cfg)[0]
+        out = np.asarray(out)
         sizes[keep] = out.shape[1:3]
         if keep:  # the whole shown picture, scaled to 64 wide (it is 0.5625 as wide as tall: 96 x 64 crops 10 rows)
             def fit(picture):
