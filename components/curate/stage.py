@@ -592,7 +592,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
 def _black_bars_throughout(path, cfg: CurateConfig) -> tuple[float, float, float, float]:
     """The black bars (shares of the shown picture) of pictures sampled across the video, to be cropped."""
     pictures = sample_pictures(path)
-    same = [p for p in pictures if pictures and p.shape == pictures[0].shape]
+    same = [p for p in pictures if p.shape == pictures[0].shape]  # (a stream that changes size: the first's)
     if len(same) < 2:
         return (0.0, 0.0, 0.0, 0.0)
     return filters.black_bars(np.stack(same), cfg.border_max_level)
