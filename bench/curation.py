@@ -7,6 +7,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --dedup 10000 100000
     .venv/bin/python bench/curation.py --external 24 [--seed 0]
     .venv/bin/python bench/curation.py --hdr [--repeats 3]
+    .venv/bin/python bench/curation.py --alpha [--repeats 3]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -22,6 +23,8 @@ printed, next to that of decoding the same file whole into memory (``t2v.video.r
 HDR: ``--hdr`` times the conversion of one 1920x1080 10-bit HEVC frame to the production output scale
 (992x558 RGB, :func:`t2v.video.to_rgb`) for an SDR BT.709 source and for PQ and HLG sources of the same
 picture (tone-mapped, :mod:`t2v.hdr`), alternately, and prints each one's cost and its ratio to SDR.
+``--alpha`` does the same for 1920x1080 ProRes 4444 frames: without alpha, with an alpha that is opaque
+throughout, and with transparent parts (composited over the background, :mod:`t2v.alpha`).
 
 Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip signatures (random hashes with
 1 % planted near-copies) and checks the copies are found.
@@ -277,12 +280,15 @@ def main() -> None:
     ap.add_argument("--external", type=int, default=0, help="videos in the lavfi test set (P/R table)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the lavfi test set (build_external_set)")
     ap.add_argument("--hdr", action="store_true", help="instead: HDR to SDR conversion against SDR, per frame")
+    ap.add_argument("--alpha", action="store_true", help="instead: compositing transparent frames, per frame")
     args = ap.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     if args.hdr:
         hdr_bench(args)
+    elif args.alpha:
+        alpha_bench(args)
     elif args.memory_1080p:
         memory(args)
     elif args.dedup:
@@ -295,10 +301,36 @@ def main() -> None:
 
 
 
-def hdr_bench(args) -> None:
+def _conversion_costs(files: dict[str, Path], repeats: int, title: str) -> None:
+    """Time one frame of each file to 992x558 RGB (:func:`t2v.video.to_rgb`), alternately, and print each
+    one's CPU cost and its ratio to the first file's."""
     import av
 
     from t2v.video import to_rgb
+
+    frames = {}
+    for name, path in files.items():
+        with av.open(str(path)) as c:
+            frames[name] = next(c.decode(video=0))
+    reformatters = {name: av.video.reformatter.VideoReformatter() for name in files}
+    times: dict[str, list[float]] = {name: [] for name in files}
+    n = 10
+    clock = time.process_time
+    for _ in range(max(1, repeats)):
+        for name, frame in frames.items():
+            to_rgb(frame, 0, 992, 558, reformatter=reformatters[name])  # the swscale context set up
+            t0 = clock()
+            for _ in range(n):
+                to_rgb(frame, 0, 992, 558, reformatter=reformatters[name])
+            times[name].append((clock() - t0) / n)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    first = next(iter(files))
+    print(f"{title} to 992x558 RGB, medians of {repeats} interleaved runs of {n}, CPU ms on one core")
+    for name in files:
+        print(f"  {name:10s} {1000 * med[name]:7.2f} ms  ({med[name] / med[first]:.2f}x {first})")
+
+
+def hdr_bench(args) -> None:
     from tests.fixtures.curate_media import lavfi_frames, write_hdr_video, write_video
 
     _one_core()
@@ -309,26 +341,28 @@ def hdr_bench(args) -> None:
         "pq": write_hdr_video(tmp / "pq.mkv", picture, "pq"),
         "hlg": write_hdr_video(tmp / "hlg.mkv", picture, "hlg"),
     }
-    frames = {}
-    for name, path in files.items():
-        with av.open(str(path)) as c:
-            frames[name] = next(c.decode(video=0))
-    reformatters = {name: av.video.reformatter.VideoReformatter() for name in files}
-    times: dict[str, list[float]] = {name: [] for name in files}
-    n = 10
-    clock = time.process_time
-    for _ in range(max(1, args.repeats)):
-        for name, frame in frames.items():
-            to_rgb(frame, 0, 992, 558, reformatter=reformatters[name])  # the swscale context set up
-            t0 = clock()
-            for _ in range(n):
-                to_rgb(frame, 0, 992, 558, reformatter=reformatters[name])
-            times[name].append((clock() - t0) / n)
-    med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"one 1920x1080 10-bit HEVC frame to 992x558 RGB, medians of {args.repeats} interleaved runs of {n}, "
-          "CPU ms on one core")
-    for name in files:
-        print(f"  {name:4s} {1000 * med[name]:7.2f} ms  ({med[name] / med['sdr']:.2f}x the SDR conversion)")
+    _conversion_costs(files, args.repeats, "one 1920x1080 10-bit HEVC frame")
+
+
+def alpha_bench(args) -> None:
+    import numpy as np
+
+    from tests.fixtures.curate_media import lavfi_frames, write_alpha_video, write_video
+
+    _one_core()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-alpha-"))
+    picture = lavfi_frames("testsrc2", (1920, 1080), 25, 0.12)
+    rgba = np.concatenate([picture, np.full((*picture.shape[:3], 1), 255, np.uint8)], axis=-1)
+    rgba[:, :, :640, 3] = 0  # a third transparent, a band half transparent
+    rgba[:, :200, :, 3] = 128
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    files = {
+        "no alpha": write_video(tmp / "colour.mov", picture, codec="prores_ks", pix_fmt="yuv444p10le"),
+        "opaque": write_alpha_video(tmp / "opaque.mov", opaque, "prores4444"),  # alpha all 255
+        "alpha": write_alpha_video(tmp / "alpha.mov", rgba, "prores4444"),
+    }
+    _conversion_costs(files, args.repeats, "one 1920x1080 ProRes 4444 frame")
 
 
 def external(args) -> None:

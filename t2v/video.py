@@ -30,6 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from t2v.alpha import (
+    DEFAULT_BACKGROUND,
+    composited_rgb,
+    decoder_for,
+    format_has_alpha,
+    has_alpha,
+    opaque_throughout,
+    webm_alpha,
+)
 from t2v.errors import UserError
 from t2v.hdr import _BT2020_PRIMARIES, hdr_peak_nits, hdr_transfer, tonemap_hdr
 
@@ -334,6 +343,16 @@ def _stream_fps(stream) -> float:
     return 0.0
 
 
+def _decode(container, stream, decoder=None):
+    """``stream``'s decoded frames, through ``decoder`` where it is not the stream's own
+    (:func:`t2v.alpha.decoder_for`: libvpx for a WebM track with alpha)."""
+    if decoder is None or decoder is stream.codec_context:
+        yield from container.decode(stream)
+        return
+    for packet in container.demux(stream):
+        yield from decoder.decode(packet)
+
+
 def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Decode a video file (path) or in-memory file (bytes) to (uint8 [T, H, W, 3] RGB frames, fps).
 
@@ -350,7 +369,7 @@ def read_video(src: str | os.PathLike | bytes, max_frames: int | None = None) ->
         stream = choose_video_stream(container, _describe(src))
         fps = _stream_fps(stream)
         try:
-            for frame in container.decode(stream):
+            for frame in _decode(container, stream, decoder_for(stream)):
                 frames.append(to_rgb(frame, reformatter=reformatter))
                 if max_frames is not None and len(frames) >= max_frames:
                     break
@@ -407,6 +426,9 @@ class VideoInfo:
     # its title and its description or comment; "" when it has none.
     title: str = ""
     description: str = ""
+    # Whether the pictures can carry transparency (an alpha channel or a palette; a WebM track with
+    # alpha): converted to RGB they are shown over a background (t2v.alpha).
+    alpha: bool = False
 
 
 def _tag(metadata, *keys: str, limit: int = 2000) -> str:
@@ -529,7 +551,8 @@ class VideoReader:
     track; audio, subtitle and data streams are not decoded); the pictures are as coded, and
     :func:`display_size` of their size, rotation and ``info.sample_aspect`` is the shape they are shown
     at (non-square pixels, the display rotation); converts any pixel format (8-bit, 10/12-bit, 4:2:2, 4:4:4, RGB...) to RGB ``uint8``
-    bit-exactly (HDR, PQ or HLG, tone-mapped to SDR BT.709: :func:`tonemap_hdr`); deinterlaces interlaced streams (:meth:`_pictures`); resamples a variable-frame-rate stream onto a constant-rate timeline by presentation time
+    bit-exactly (HDR, PQ or HLG, tone-mapped to SDR BT.709: :func:`tonemap_hdr`; transparency shown over a
+    background: :mod:`t2v.alpha`, with libvpx decoding a WebM track's alpha); deinterlaces interlaced streams (:meth:`_pictures`); resamples a variable-frame-rate stream onto a constant-rate timeline by presentation time
     (:meth:`frames`), so every output frame lasts 1/fps seconds and clips play at the right speed.
     Errors are :class:`VideoDecodeError` (one line naming the file, with a ``kind``). A stream that stops
     decoding early, or ends well before its declared duration or frame count, raises ``corrupt`` at the
@@ -557,10 +580,12 @@ class VideoReader:
                     f"{self.name}: an image ({self._container.format.name}, {ctx.name}), not a video",
                     kind="not_video",
                 )
+            # (libvpx's decoder for a WebM track with alpha, else the stream's own: t2v.alpha.decoder_for)
+            self._decoder = decoder_for(self._stream)
             # Frame threads make decoding faster; H.264/HEVC decoding is bit-exact whatever the threads.
-            ctx.thread_count = int(threads)
+            self._decoder.thread_count = int(threads)
             if int(threads) != 1:
-                ctx.thread_type = "AUTO"
+                self._decoder.thread_type = "AUTO"
             self.info = self._probe()
         except BaseException:
             self._container.close()
@@ -598,6 +623,7 @@ class VideoReader:
             audio_streams=len(c.streams.audio),
             duration_from=duration_from,
             transfer=hdr_transfer(ctx) or "sdr",
+            alpha=format_has_alpha(str(fmt.name if fmt else "")) or webm_alpha(st),
             title=_tag(c.metadata, "title"),
             description=_tag(c.metadata, "description", "comment", "synopsis"),
         )
@@ -649,7 +675,7 @@ class VideoReader:
             if where != index:
                 continue
             try:
-                frames = packet.decode()
+                frames = self._decoder.decode(packet)
             except av.error.InvalidDataError as exc:
                 self.damaged_packets += 1
                 self._first_damage = self._first_damage or _one_line(exc)
@@ -871,11 +897,14 @@ def rotated_size(width: int, height: int, rotation: int) -> tuple[int, int]:
 
 
 def to_rgb(
-    frame, rotation: int = 0, width: int | None = None, height: int | None = None, reformatter: Any = None
+    frame, rotation: int = 0, width: int | None = None, height: int | None = None, reformatter: Any = None,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
 ) -> np.ndarray:
     """An ``av.VideoFrame`` (any pixel format) as RGB ``uint8 [H, W, 3]``, scaled by swscale to
     ``width`` x ``height`` (display orientation; default: the frame's size) with area averaging, then
-    rotated for display. Bit-exact on every CPU (see :func:`_sws_flags`). Pass one
+    rotated for display. Bit-exact on every CPU (see :func:`_sws_flags`). A picture with transparency
+    (an alpha channel or a palette) is shown over ``background`` (:func:`t2v.alpha.composited_rgb`; an
+    HDR picture's alpha is not composited). Pass one
     ``av.video.reformatter.VideoReformatter`` per stream of frames: it keeps its swscale context, which
     is otherwise set up again for every frame (the bit-exact kernels make that costly)."""
     import av
@@ -897,6 +926,11 @@ def to_rgb(
         arr = tonemap_hdr(
             rgb48, transfer, bt2020=int(frame.color_primaries) == _BT2020_PRIMARIES,
             peak_nits=hdr_peak_nits(frame) if transfer == "pq" else None,
+        )
+    elif has_alpha(frame) and not opaque_throughout(frame):
+        arr = composited_rgb(
+            frame, w, h, reformatter, _sws_flags(to_rgb=True), _sws_scale_flags(to_rgb=True), background,
+            **_full_range_source(frame),
         )
     else:
         arr = reformatter.reformat(
@@ -1024,7 +1058,10 @@ def to_yuv420(
     return packed, scaled
 
 
-def sample_pictures(src: str | os.PathLike | bytes, count: int = 8, longer_side: int = 256) -> list[np.ndarray]:
+def sample_pictures(
+    src: str | os.PathLike | bytes, count: int = 8, longer_side: int = 256,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+) -> list[np.ndarray]:
     """Up to ``count`` different pictures from across a video, as RGB ``uint8`` at display size scaled to
     ``longer_side``: the keyframe at or before each of ``count`` evenly spaced times (a seek, then the
     first picture decoded; non-keyframes are not decoded), for judging a whole video from a few pictures
@@ -1037,7 +1074,7 @@ def sample_pictures(src: str | os.PathLike | bytes, count: int = 8, longer_side:
         rot = frame_rotation(frame)
         w, h = display_size(frame.width, frame.height, rot, sar)
         scale = min(1.0, longer_side / max(w, h))
-        return to_rgb(frame, rot, max(2, round(w * scale)), max(2, round(h * scale)), reformatter)
+        return to_rgb(frame, rot, max(2, round(w * scale)), max(2, round(h * scale)), reformatter, background)
 
     def collect(keyframes: bool) -> dict:
         got: dict = {}
@@ -1048,14 +1085,15 @@ def sample_pictures(src: str | os.PathLike | bytes, count: int = 8, longer_side:
         try:
             stream = choose_video_stream(container, _describe(src))
             sar, reformatter = sample_aspect(stream), av.video.reformatter.VideoReformatter()
+            decoder = decoder_for(stream)
             if not keyframes:
-                for i, frame in enumerate(container.decode(stream)):
+                for i, frame in enumerate(_decode(container, stream, decoder)):
                     if i % 4 == 0:
                         got[i] = picture(frame, reformatter, sar)
                     if len(got) >= count:
                         break
                 return got
-            stream.codec_context.skip_frame = "NONKEY"
+            decoder.skip_frame = "NONKEY"
             tb, start = stream.time_base, stream.start_time or 0
             span = (stream.duration or 0) if tb else 0
             if not span and container.duration and tb:
@@ -1064,7 +1102,9 @@ def sample_pictures(src: str | os.PathLike | bytes, count: int = 8, longer_side:
                 return got
             for i in range(count):
                 container.seek(int(start + span * (2 * i + 1) // (2 * count)), stream=stream, backward=True)
-                frame = next(iter(container.decode(stream)), None)
+                if decoder is not stream.codec_context:  # (seeking flushes the stream's own decoder only)
+                    decoder.flush_buffers()
+                frame = next(iter(_decode(container, stream, decoder)), None)
                 if frame is not None and frame.pts not in got:
                     got[frame.pts] = picture(frame, reformatter, sar)
         except Exception:  # no index, damage, no video stream: the pictures so far

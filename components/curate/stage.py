@@ -591,7 +591,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
 
 def _black_bars_throughout(path, cfg: CurateConfig) -> tuple[float, float, float, float]:
     """The black bars (shares of the shown picture) of pictures sampled across the video, to be cropped."""
-    pictures = sample_pictures(path)
+    pictures = sample_pictures(path, background=cfg.alpha_background)
     same = [p for p in pictures if p.shape == pictures[0].shape]  # (a stream that changes size: the first's)
     if len(same) < 2:
         return (0.0, 0.0, 0.0, 0.0)
@@ -600,8 +600,9 @@ def _black_bars_throughout(path, cfg: CurateConfig) -> tuple[float, float, float
 
 def _source_fields(info) -> dict[str, Any]:
     """What the scenes file records of a source video's stream: codec, pixel format, coded size, pixel
-    aspect ratio, the size it is shown at before any rotation (non-square pixels made square) and its
-    transfer (``pq``/``hlg``: HDR, tone-mapped to SDR for the clips; ``sdr``)."""
+    aspect ratio, the size it is shown at before any rotation (non-square pixels made square), its
+    transfer (``pq``/``hlg``: HDR, tone-mapped to SDR for the clips; ``sdr``) and whether its pictures
+    can be transparent (``alpha``: shown over ``alpha_background`` in the clips)."""
     sar = info.sample_aspect
     width, height = display_size(info.width, info.height, 0, sar)
     return {
@@ -609,6 +610,7 @@ def _source_fields(info) -> dict[str, Any]:
         "coded_width": info.width, "coded_height": info.height, "sample_aspect": f"{sar.numerator}:{sar.denominator}",
         "display_width": width, "display_height": height, "fps": round(float(info.fps), 3),
         "video_streams": info.video_streams, "audio_streams": info.audio_streams, "transfer": info.transfer,
+        "alpha": info.alpha,
     }
 
 

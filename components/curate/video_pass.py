@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from components.curate import filters
+from t2v.alpha import has_alpha
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
 from t2v.video import (
@@ -83,7 +84,8 @@ class FrameConverter:
     picture is shown at (:func:`t2v.video.display_size`): non-square pixels (``sample_aspect``, an
     anamorphic DVD, HDV or broadcast stream) are made square by that same scaling, and the display
     rotation is applied. Other sources (an
-    RGB or paletted format, odd sizes, HDR pictures, which are tone-mapped to SDR) are scaled to RGB (:func:`t2v.video.to_rgb`) and cropped, and the
+    RGB or paletted format, odd sizes, HDR pictures, which are tone-mapped to SDR, pictures with an alpha
+    channel, shown over ``alpha_background``) are scaled to RGB (:func:`t2v.video.to_rgb`) and cropped, and the
     analysis frame is resized from that picture by OpenCV. The first frame fixes the output and analysis
     sizes. A later frame of another size or orientation (a stream that switches resolution, a re-framed
     broadcast) is scaled to cover those same sizes and centre-cropped: it keeps its own aspect ratio, and
@@ -126,7 +128,11 @@ class FrameConverter:
         aw, ah = _analysis_size(round(inside_w), round(inside_h), cfg.analysis_size)
         fmt = str(getattr(frame.format, "name", ""))
         # HDR (PQ, HLG) pictures are tone-mapped in RGB (t2v.hdr.tonemap_hdr): the RGB path
-        self.yuv = fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
+        # and so are pictures with transparency, composited over cfg.alpha_background (t2v.alpha)
+        self.yuv = (
+            fmt.startswith(YUV_SOURCE_PREFIXES) and not (th % 2 or tw % 2) and not hdr_transfer(frame)
+            and not has_alpha(frame)
+        )
         if any(self.bars):
             centre = (dw * left + inside_w / 2, dh * top + inside_h / 2)
             nw, nh, y0, x0 = self._cover_inside(dw, dh, inside_w, inside_h, centre, tw, th, even=self.yuv)
@@ -192,6 +198,9 @@ class FrameConverter:
             aspect=aspect, small_crop=(sw, sh, sy, sx),
         )
 
+    def _rgb(self, frame, rotation: int, width: int, height: int, reformatter) -> np.ndarray:
+        return to_rgb(frame, rotation, width, height, reformatter=reformatter, background=self.cfg.alpha_background)
+
     def __call__(self, frame, rotation: int):
         if not self.geometry:
             self._fix_geometry(frame, rotation)
@@ -201,10 +210,10 @@ class FrameConverter:
         aw, ah, nw, nh, y0, x0, th, tw = self.geometry["size"]
         if self.geometry["small_crop"] is not None:  # a refitted frame: both pictures cropped from the centre
             sw, sh, sy, sx = self.geometry["small_crop"]
-            small = np.ascontiguousarray(to_rgb(frame, rotation, sw, sh, reformatter=self._to_small)[sy : sy + ah, sx : sx + aw])
+            small = np.ascontiguousarray(self._rgb(frame, rotation, sw, sh, self._to_small)[sy : sy + ah, sx : sx + aw])
             if self.yuv:
                 return small, to_yuv420(frame, rotation, nw, nh, crop=(y0, x0, th, tw), reformatter=self._to_out)[0]
-            full = to_rgb(frame, rotation, nw, nh, reformatter=self._to_out)
+            full = self._rgb(frame, rotation, nw, nh, self._to_out)
             return small, np.ascontiguousarray(full[y0 : y0 + th, x0 : x0 + tw])
         if self.yuv:
             crop = None if (nh, nw) == (th, tw) else (y0, x0, th, tw)
@@ -212,16 +221,16 @@ class FrameConverter:
             if aw <= nw and ah <= nh:  # the analysis frame from the scaled picture
                 small = to_rgb(scaled, rotation, aw, ah, reformatter=self._to_small)
             else:
-                small = to_rgb(frame, rotation, aw, ah, reformatter=self._to_small)
+                small = self._rgb(frame, rotation, aw, ah, self._to_small)
             return small, out
-        full = to_rgb(frame, rotation, nw, nh, reformatter=self._to_out)  # the whole picture at output scale
+        full = self._rgb(frame, rotation, nw, nh, self._to_out)  # the whole picture at output scale
         out = full if (nh, nw) == (th, tw) else np.ascontiguousarray(full[y0 : y0 + th, x0 : x0 + tw])
         if (aw, ah) == (nw, nh):
             small = full
         elif aw <= nw and ah <= nh:  # analysis frames from the scaled picture: one OpenCV pass per frame
             small = cv2.resize(full, (aw, ah), interpolation=cv2.INTER_AREA)
         else:
-            small = to_rgb(frame, rotation, aw, ah, reformatter=self._to_small)
+            small = self._rgb(frame, rotation, aw, ah, self._to_small)
         return small, out
 
     def clip(self, frames: list[np.ndarray]):

@@ -9,10 +9,12 @@ A bad value raises ``pydantic.ValidationError`` naming the field and the allowed
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Byte = Annotated[int, Field(ge=0, le=255)]
 
 
 class CurateConfig(BaseModel):
@@ -181,6 +183,11 @@ class CurateConfig(BaseModel):
         " phone video for a landscape size) gives clips of output_width x output_height instead of a crop of"
         " its middle; pair with encode buckets of both orientations (without buckets encode resizes clips to"
         " its one shape)",
+    )
+    alpha_background: tuple[Byte, Byte, Byte] = Field(
+        (0, 0, 0),
+        description="RGB colour (0-255 each) that the transparent parts of a source with an alpha channel"
+        " (ProRes 4444, PNG or QuickTime Animation in MOV, APNG, GIF, WebM with alpha) are shown over",
     )
     output_fps: int = Field(
         0,

@@ -719,3 +719,63 @@ def test_a_files_own_title_is_its_original_title_where_the_table_has_none(tmp_pa
     clips = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if r["start_frame"] is not None]
     titles = {(r["video_id"] == "titled", r["title"]) for r in clips}
     assert titles == {(False, "Harbour at dusk"), (True, "From the table")}, titles
+
+
+def _sprite_over_transparency(frames: int, size: tuple[int, int], binary: bool) -> np.ndarray:
+    """RGBA frames, straight alpha: a red disc with a white square in it moving over transparency, whose
+    hidden colour is green (what an editor or keyer leaves there), under a band that is half
+    transparent blue (``binary``: opaque instead, for GIF's one transparent index)."""
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    out = np.zeros((frames, h, w, 4), np.uint8)
+    out[..., 1] = 255  # hidden under alpha 0
+    for t in range(frames):
+        cx = w // 4 + 2 * t
+        disc = (yy - h // 2) ** 2 + (xx - cx) ** 2 < (h // 4) ** 2
+        out[t][disc] = (200, 40, 40, 255)
+        out[t][(abs(yy - h // 2) < h // 12) & (abs(xx - cx) < h // 12)] = (255, 255, 255, 255)
+    out[:, : h // 8] = (40, 80, 255, 255 if binary else 128)
+    return out
+
+
+@pytest.mark.parametrize("source", ["prores4444", "qtrle", "png-in-mov", "ffv1", "vp9-webm", "apng", "utvideo", "gif"])
+def test_transparent_parts_are_shown_over_the_background(tmp_path, source):
+    # Footage made to be laid over other footage (VFX elements, titles, stickers) carries an alpha
+    # channel; the colour under its transparent pixels is whatever the tool left there. The clips show it
+    # over alpha_background, composited before scaling so the hidden colour does not bleed into edges.
+    import cv2
+
+    from tests.fixtures.curate_media import ALPHA_SOURCES, write_alpha_video
+
+    rgba = _sprite_over_transparency(40, (128, 192), binary=source == "gif")
+    suffix = ALPHA_SOURCES[source][0] if source != "gif" else ".gif"
+    path = write_alpha_video(tmp_path / f"element{suffix}", rgba, source)
+    with VideoReader(path) as reader:
+        assert reader.info.alpha, reader.info
+    cfg = dict(CFG, watermark_threshold=1.0, motion_max=1000.0, subtitle_threshold=1.0)
+    for background in ((0, 0, 0), (255, 255, 255)) if source == "png-in-mov" else ((0, 0, 0),):
+        start, small, out = _stream_clips(path, CurateConfig(**cfg, alpha_background=background))[0]
+        out = np.asarray(out).astype(int)
+        a = rgba[..., 3:].astype(int)
+        shown = (rgba[..., :3] * a + np.asarray(background) * (255 - a) + 127) // 255
+        as_coded = rgba[..., :3]  # the alpha dropped, as before
+
+        def scaled(pictures):
+            return np.stack([cv2.resize(p.astype(np.uint8), (96, 64), interpolation=cv2.INTER_AREA) for p in pictures]).astype(int)
+
+        want, coded = scaled(shown[start : start + len(out)]), scaled(as_coded[start : start + len(out)])
+        err, err_coded = np.abs(out - want).mean(), np.abs(out - coded).mean()
+        assert err < 3.0 and err < 0.1 * err_coded, (source, background, err, err_coded)
+        # No green at the edges (scaled first, then composited: up to 73). A 4:2:0 source (FFV1, VP9
+        # yuva420p) carries it in its own chroma there: its encoder averaged the hidden colour in.
+        if background == (0, 0, 0) and not ALPHA_SOURCES.get(source, ("", "", "", "rgba"))[3].endswith("420p"):
+            leak = out[..., 1][want[..., 1] <= 40]
+            assert leak.max() <= 44, (source, leak.max())
+        corner = out[:, 40:, -6:].reshape(-1, 3)  # transparent throughout: the background
+        assert np.abs(corner - np.asarray(background)).max() <= 3, (source, background, corner.min(0), corner.max(0))
+        assert np.abs(np.asarray(small[0])[-4:, -4:].astype(int) - np.asarray(background)).max() <= 3  # analysis frames too
+    if source == "qtrle":  # the scenes file says the source could be transparent
+        (tmp_path / "t.jsonl").write_text(f'{{"file": "{path.name}"}}\n')
+        curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**cfg, crop_black_bars=True))
+        (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
+        assert scene["source"]["alpha"] is True and scene["source"]["pix_fmt"] == "argb", scene["source"]
