@@ -72,7 +72,8 @@ SHARDS_DIR = "shards"
 # 3: streaming decode on a constant-rate timeline, imagehash hashes, a faiss index, rejection records.
 # 4: sources as cameras and broadcasters make them (display aspect, deinterlacing, full range, HDR tone
 # mapping, damage and timestamp jumps), clips tagged with their matrix, black bars cropped when asked.
-STAGE_VERSION = "4"
+# 5: transparency composited over alpha_background (t2v.alpha).
+STAGE_VERSION = "5"
 
 
 # ---------------------------------------------------------------------------------------------- captions
