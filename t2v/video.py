@@ -63,6 +63,7 @@ __all__ = [
     "tonemap_hdr",
     "hdr_peak_nits",
     "sample_pictures",
+    "frame_rates",
 ]
 
 
@@ -336,11 +337,34 @@ def _tagged_seconds(tag: str | None) -> float:
         return 0.0
 
 
+#: No video stream has a higher frame rate than this; a rate above it is a container's misreading.
+MAX_PLAUSIBLE_FPS = 1000.0
+
+
+def frame_rates(stream) -> tuple[float, float]:
+    """``(average, base)`` frame rates of a video stream, 0 where unknown or implausible. The base rate is
+    the one the timestamps step at (FFmpeg's ``r_frame_rate``, guessed from the first pictures, else its
+    guess). An average above :data:`MAX_PLAUSIBLE_FPS` or more than 4 times the base rate (raw DV gives
+    60000 for 25 fps, the rate of its time base) is not one and reads as unknown; a variable-rate
+    stream's average may exceed a base rate guessed from a slower start, so a smaller excess is kept."""
+
+    def plausible(rate) -> float:
+        try:
+            value = float(rate) if rate else 0.0
+        except (TypeError, ValueError, ZeroDivisionError):
+            return 0.0
+        return value if 0.0 < value <= MAX_PLAUSIBLE_FPS else 0.0
+
+    base = plausible(stream.base_rate) or plausible(stream.guessed_rate)
+    average = plausible(stream.average_rate)
+    if base and average > 4 * base:
+        average = 0.0
+    return average, base
+
+
 def _stream_fps(stream) -> float:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return float(rate)
-    return 0.0
+    average, base = frame_rates(stream)
+    return average or base
 
 
 def _decode(container, stream, decoder=None):

@@ -62,7 +62,7 @@ from t2v import storage
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
 from t2v.shards import write_tar
-from t2v.video import VideoDecodeError, VideoReader, display_size, sample_pictures
+from t2v.video import VideoDecodeError, VideoReader, display_size, frame_rates, sample_pictures
 
 log = logging.getLogger(__name__)
 
@@ -460,9 +460,7 @@ def _fps_out(reader: VideoReader, cfg: CurateConfig, row_meta: dict[str, Any]) -
     base rate capped at 60 fps, so the fastest part of the video keeps its frames."""
     if cfg.output_fps:
         return cfg.output_fps
-    st = reader._stream
-    avg = float(st.average_rate or 0)
-    base = float(st.base_rate or st.guessed_rate or 0)
+    avg, base = frame_rates(reader._stream)  # (an implausible average, raw DV's 60000, reads as 0)
     if avg >= 1 and (not base or base <= 1.05 * avg):
         return max(1, round(avg))
     if base >= 1:

@@ -779,3 +779,21 @@ def test_transparent_parts_are_shown_over_the_background(tmp_path, source):
         curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**cfg, crop_black_bars=True))
         (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
         assert scene["source"]["alpha"] is True and scene["source"]["pix_fmt"] == "argb", scene["source"]
+
+
+def test_a_raw_dv_capture_keeps_its_frame_rate(tmp_path):
+    # A camcorder's raw DV (what a FireWire capture writes) declares an average rate of 60000 fps, the
+    # rate of its time base: read as the frame rate, it gave 2400 output frames per picture, and clips
+    # the encoder refuses. The rate its timestamps step at (25) is the one.
+    frames = lavfi_frames("testsrc2", (720, 576), 25, 2.0)
+    path = write_video(tmp_path / "capture.dv", frames, codec="dvvideo")
+    with VideoReader(path) as reader:
+        assert reader.info.fps == 25.0
+        assert len(list(reader.frames())) == 50
+    (tmp_path / "t.jsonl").write_text('{"file": "capture.dv"}\n')
+    cfg = CurateConfig(**{**CFG, "output_fps": 0, "clip_max_frames": 50, "motion_max": 1000.0, "watermark_threshold": 1.0})
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg)
+    clips = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if r["start_frame"] is not None]
+    assert clips and all(r["fps"] == 25 for r in clips), clips
+    (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
+    assert scene["num_frames"] == 50 and scene["source"]["fps"] == 25.0, scene
