@@ -5,7 +5,7 @@ record.
 
 Layout under ``<run>/curate/``: ``shards/clips-SSS-NNNN.tar`` (immutable once written),
 ``manifest-SSS.jsonl`` / ``done-SSS.json`` per shard, ``parts/shard-SSS/manifest.json`` (the shard task's
-hand-off), and after the merge ``manifest.jsonl``, ``manifest.parquet``, ``kept.jsonl`` (the training
+hand-off), ``attempts/shard-SSS.json`` (the shard's crash journal: which video it is on), and after the merge ``manifest.jsonl``, ``manifest.parquet``, ``kept.jsonl`` (the training
 index), ``report.html``, ``summary.json`` and ``manifest.json`` (the stage hand-off, written last).
 """
 
@@ -67,8 +67,13 @@ def _curate_shard(run: StageRun, raw: dict[str, Any], shard_index: int = 0) -> S
     curate_uri = run.ctx.stage_uri("curate")
     # The table is streamed and each video fetched on its own (an s3:// one to a temporary file): the task
     # never holds the raw folder.
+    # The crash journal lives in the run's storage, not in the task's temporary folder: a retried task
+    # learns from it on which video the attempt before it died (CrashJournal).
+    journal = storage.join(curate_uri, "attempts", f"shard-{shard_index:03d}.json")
     with tempfile.TemporaryDirectory(prefix="t2v-curate-") as tmp:
-        summary = curate_shard(raw["raw_uri"], Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards)
+        summary = curate_shard(
+            raw["raw_uri"], Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards, journal=journal
+        )
         summary.pop("raw_dir", None)
         summary.pop("table", None)
         names = sorted(

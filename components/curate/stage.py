@@ -262,9 +262,14 @@ def curate_shard(
     force: bool = False,
     captioner: str = "world-metadata",
     models: Any = None,
+    journal: str | None = None,
 ) -> dict[str, Any]:
     """Curate the rows of shard ``shard_index`` of ``num_shards`` of the input table (``raw_dir`` is the
     table itself, or the folder holding ``cfg.input_table``; a local path or a URI).
+
+    ``journal`` (a local path or URI; default ``out_dir/attempts-{shard_index:03d}.json``) is where the run
+    notes which video it is on (:class:`CrashJournal`): it must outlive the process, so that a rerun after
+    the process died knows on which video it died.
 
     Writes ``out_dir/shards/clips-{shard_index:03d}-{n:04d}.tar`` (kept clips: ``mp4``, ``json``, ``txt``),
     ``out_dir/manifest-{shard_index:03d}.jsonl`` (one record per clip, per too-short remainder and per
@@ -290,14 +295,63 @@ def curate_shard(
         caption = VlmCaptioner(cfg.caption_model, cfg)
         owned.append(caption)
     try:
-        return _curate_shard(raw_dir, out_dir, cfg, shard_index, num_shards, force, caption, models)
+        return _curate_shard(raw_dir, out_dir, cfg, shard_index, num_shards, force, caption, models, journal)
     finally:
         for m in owned:
             m.close()
 
 
+class CrashJournal:
+    """Which video of a shard the stage is curating, written before each video where a rerun finds it.
+
+    A video can kill the process that curates it: the kernel's out-of-memory killer, a decoder that
+    crashes on a malformed stream, a pod evicted or preempted. The shard's task is retried (or rerun), and
+    without a note it would die on the same video every time and never finish. Here a rerun that finds
+    the journal naming a video (with the same fingerprint: the same rows and config) counts one death for
+    that video; once a video has ``max_video_crashes`` deaths it is recorded as ``crashed`` and skipped. A
+    single kill (a preemption) costs nothing: the rerun curates the video again and writes what one clean
+    run writes. The journal holds no time, so a finished shard's journal is the same file on every run."""
+
+    def __init__(self, uri: str, fingerprint: str, limit: int):
+        self.uri, self.fingerprint, self.limit = uri, fingerprint, int(limit)
+        self.deaths: dict[int, int] = {}
+        try:
+            data = json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
+        except (ValueError, storage.StorageError) as exc:  # unreadable: start afresh
+            log.warning("curate: crash journal %s unreadable (%s); starting afresh", uri, exc)
+            data = {}
+        if data.get("fingerprint") == fingerprint:
+            self.deaths = {int(k): int(v) for k, v in (data.get("deaths") or {}).items()}
+            current = data.get("current")
+            if current is not None:
+                index = int(current["video_index"])
+                self.deaths[index] = self.deaths.get(index, 0) + 1
+                log.warning("curate: the last run died while curating %s (row %d, %s): %d time(s) now",
+                            current.get("video_id"), index, current.get("uri"), self.deaths[index])
+        self._write(None)
+
+    def _write(self, current: dict[str, Any] | None) -> None:
+        storage.write_text(self.uri, json.dumps(
+            {"fingerprint": self.fingerprint, "current": current,
+             "deaths": {str(k): v for k, v in sorted(self.deaths.items())}}, sort_keys=True))
+
+    def quarantined(self, row) -> str | None:
+        """Why ``row``'s video is skipped (it killed the process ``max_video_crashes`` times), or None."""
+        deaths = self.deaths.get(row.index, 0)
+        if not self.limit or deaths < self.limit:
+            return None
+        return (f"{row.uri}: the curate process died {deaths} times while curating this video (out of memory,"
+                " killed, or a decoder crash); skipped so the shard can finish")
+
+    def starting(self, row) -> None:
+        self._write({"video_index": row.index, "video_id": row.video_id, "uri": row.uri})
+
+    def finished(self) -> None:
+        self._write(None)
+
+
 def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, num_shards: int, force: bool,
-                  caption, models) -> dict[str, Any]:
+                  caption, models, journal_uri: str | None = None) -> dict[str, Any]:
     from components.curate import inputs
 
     table = inputs.resolve_table(raw_dir, cfg.input_table)
@@ -327,12 +381,20 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     thumbs_tmp = tmp_dir / f"thumbs-{tag}.jsonl"  # written as the videos go (not held for the shard)
     thumbs = open(thumbs_tmp, "w")  # noqa: SIM115  (closed before the rename below)
     pending: list[tuple[dict[str, Any], Any]] = []  # kept-so-far clip records and their dedup signatures
+    journal = CrashJournal(str(journal_uri or out_dir / f"attempts-{tag}.json"), fingerprint, cfg.max_video_crashes)
     progress = Progress(f"curate shard {tag} videos", len(rows), every_s=5.0, logger=log)
     for row in rows:
         if row.error is not None:
             records.append(_row_record(row, row.kind or "bad_metadata", row.error))
             progress.step()
             continue
+        crashed = journal.quarantined(row)
+        if crashed:
+            log.warning("curate: %s (row %d) skipped: %s", row.video_id, row.index, crashed)
+            records.append(_row_record(row, "crashed", crashed))
+            progress.step()
+            continue
+        journal.starting(row)
         result = _curate_video(row, cfg, caption, models, spool_dir, timers)
         records.extend(result["records"])
         if result.get("scenes") is not None:
@@ -340,6 +402,7 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         thumbs.write(_jsonl(result.get("thumbs", [])))
         pending.extend(result.get("pending", []))
         progress.step()
+    journal.finished()
 
     # Near-duplicates within the shard (the merge repeats this across shards).
     with timers.time("dedup"):
@@ -550,6 +613,12 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
     try:
         with _local_video(row.uri) as path, VideoReader(path, threads=cfg.decode_threads) as reader:
             reader_box.append(reader)
+            pixels = reader.info.width * reader.info.height
+            if pixels > cfg.max_source_pixels:
+                raise VideoDecodeError(
+                    f"{row.uri}: {reader.info.width}x{reader.info.height} pictures ({pixels / 1e6:.1f} MP) exceed "
+                    f"max_source_pixels ({cfg.max_source_pixels / 1e6:.1f} MP)", kind="too_large",
+                )
             if not video.get("title") and reader.info.title:  # the file's own title, where the table has none
                 video["title"] = reader.info.title
             if not video.get("description") and reader.info.description:

@@ -27,6 +27,20 @@ class CurateConfig(BaseModel):
         description="the table of videos (.jsonl, .csv or .parquet): a name under the raw folder, or a URI",
     )
 
+    max_source_pixels: int = Field(
+        8192 * 8192,
+        ge=1,
+        description="a video whose pictures have more pixels than this is recorded as too_large and not"
+        " decoded (its decoder's buffers alone could exhaust the pod's memory); 8192 x 8192 by default",
+    )
+    max_video_crashes: int = Field(
+        2,
+        ge=0,
+        description="a video during which the stage's process died this many times (out of memory, killed,"
+        " a decoder crash; counted across reruns of the shard) is recorded as crashed and skipped, so the"
+        " shard can finish; 0 never skips",
+    )
+
     # --- scene splitting (PySceneDetect) ---
     scene_detector: Literal["content", "adaptive"] = Field(
         "content", description="PySceneDetect detector class: ContentDetector or AdaptiveDetector"

@@ -797,3 +797,18 @@ def test_a_raw_dv_capture_keeps_its_frame_rate(tmp_path):
     assert clips and all(r["fps"] == 25 for r in clips), clips
     (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
     assert scene["num_frames"] == 50 and scene["source"]["fps"] == 25.0, scene
+
+
+def test_a_video_too_large_to_decode_is_recorded_not_decoded(tmp_path):
+    # A picture size the pod cannot hold the decoder's buffers for (a 16K render, a header that lies) is
+    # one record with the reason; nothing is decoded.
+    write_video(tmp_path / "big.mp4", lavfi_frames("testsrc2", (192, 128), 25, 1.0))
+    write_video(tmp_path / "fits.mp4", lavfi_frames("testsrc2", (96, 64), 25, 1.0))
+    (tmp_path / "t.jsonl").write_text('{"file": "big.mp4", "video_id": "big"}\n{"file": "fits.mp4", "video_id": "fits"}\n')
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG, max_source_pixels=96 * 64))
+    records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
+    (big,) = [r for r in records if r["video_id"] == "big"]
+    assert big["drop_reasons"] == ["too_large"] and "192x128" in big["error"] and "max_source_pixels" in big["error"], big
+    assert any(r["video_id"] == "fits" and r["start_frame"] is not None for r in records)
+    (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")  # only the video that fits was decoded
+    assert scene["source"]["coded_width"] == 96
