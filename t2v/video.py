@@ -71,7 +71,8 @@ class VideoDecodeError(UserError):
     """A video could not be opened or decoded; ``str(err)`` is a one-line reason.
 
     ``kind`` sorts the reason for a manifest: ``missing`` (no such file), ``corrupt`` (empty, garbage,
-    truncated, undecodable), ``not_video`` (an image, or audio only), ``unsupported_codec``."""
+    truncated, undecodable), ``not_video`` (an image, or audio only), ``unsupported_codec``; the curate
+    stage adds ``too_large`` (pictures over its ``max_source_pixels``)."""
 
     def __init__(self, message: str, kind: str = "corrupt"):
         super().__init__(message)
