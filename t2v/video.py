@@ -41,6 +41,9 @@ from t2v.alpha import (
 )
 from t2v.errors import UserError
 from t2v.hdr import _BT2020_PRIMARIES, hdr_peak_nits, hdr_transfer, tonemap_hdr
+from t2v.webp import SOURCE_FORMAT_TAG, head_of, is_animated_webp
+from t2v.webp import AnimationError as WebpAnimationError
+from t2v.webp import as_matroska as webp_as_matroska
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +268,13 @@ def _open(src: Any):
         if p.stat().st_size == 0:
             raise VideoDecodeError(f"{p}: empty file")
         target = str(p)
+    if is_animated_webp(head_of(src)):  # FFmpeg reads only its first picture: Pillow decodes it (t2v.webp)
+        try:
+            target = webp_as_matroska(src)
+        except WebpAnimationError as exc:
+            raise VideoDecodeError(f"{_describe(src)}: animated WebP damaged: {exc}") from None
+        except Exception as exc:  # Pillow cannot open it at all
+            raise VideoDecodeError(f"{_describe(src)}: cannot open animated WebP ({_one_line(exc)})") from None
     try:
         container = av.open(target, mode="r")
     except Exception as exc:  # av.error.FFmpegError, OSError, ...
@@ -642,7 +652,7 @@ class VideoReader:
             pix_fmt=str(fmt.name if fmt else ""),
             bit_depth=int(depth),
             rotation=rotation,
-            format=str(c.format.name),
+            format=str(c.metadata.get(SOURCE_FORMAT_TAG) or c.metadata.get(SOURCE_FORMAT_TAG.upper()) or c.format.name),
             sample_aspect=sample_aspect(st),
             video_streams=len(c.streams.video),
             audio_streams=len(c.streams.audio),

@@ -812,3 +812,39 @@ def test_a_video_too_large_to_decode_is_recorded_not_decoded(tmp_path):
     assert any(r["video_id"] == "fits" and r["start_frame"] is not None for r in records)
     (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")  # only the video that fits was decoded
     assert scene["source"]["coded_width"] == 96
+
+
+def test_animated_webp_is_a_video_and_a_still_webp_is_not(tmp_path):
+    # The web's short loops and stickers: FFmpeg decodes only a still WebP, and an animated one was
+    # recorded as an image. Pillow (libwebp) decodes its frames, with their own durations and alpha.
+    from PIL import Image
+
+    frames = lavfi_frames("testsrc2", (96, 64), 25, 1.6)
+    durations = [40] * 20 + [80] * 20  # 25 fps, then 12.5 fps
+    rgba = np.concatenate([frames, np.full((*frames.shape[:3], 1), 255, np.uint8)], axis=-1)
+    rgba[:, :, :12, 3] = 0  # a transparent strip down the left
+    pictures = [Image.fromarray(f, mode="RGBA") for f in rgba]
+    pictures[0].save(tmp_path / "loop.webp", save_all=True, append_images=pictures[1:], duration=durations,
+                     loop=0, lossless=True)
+    with VideoReader(tmp_path / "loop.webp") as reader:
+        assert (reader.info.format, reader.info.alpha, reader.info.fps) == ("webp", True, 25.0)
+        out = np.stack(list(reader.frames(fps=25)))
+    starts = np.cumsum([0, *durations[:-1]])
+    shown = [int(np.searchsorted(starts, (k + 0.5) * 40, side="right")) - 1 for k in range(len(out))]
+    assert len(out) == sum(durations) // 40 == 60
+    want = frames[shown].astype(int)
+    want[:, :, :12] = 0  # over the black background
+    assert np.abs(out.astype(int) - want).max() <= 1
+    # a still WebP stays an image; a cut-off animated one is damaged, with its reason
+    Image.fromarray(frames[0]).save(tmp_path / "still.webp", lossless=True)
+    with pytest.raises(VideoDecodeError) as err:
+        VideoReader(tmp_path / "still.webp")
+    assert err.value.kind == "not_video"
+    data = (tmp_path / "loop.webp").read_bytes()
+    (tmp_path / "cut.webp").write_bytes(data[: len(data) // 2])
+    (tmp_path / "t.jsonl").write_text('{"file": "loop.webp"}\n{"file": "cut.webp", "video_id": "cut"}\n')
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG, watermark_threshold=1.0, motion_max=1000.0))
+    records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
+    assert any(r["video_id"] != "cut" and r["start_frame"] is not None for r in records), records
+    (cut,) = [r for r in records if r["video_id"] == "cut"]
+    assert cut["drop_reasons"] == ["corrupt"] and "WebP" in cut["error"], cut
