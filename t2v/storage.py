@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote
 
 from t2v.errors import UserError
 
@@ -43,10 +43,12 @@ def _is_s3(uri: str | Path) -> bool:
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if not parsed.netloc:
+    """``(bucket, key)`` of ``s3://bucket/key``. The key is taken as it is written: S3 keys may hold
+    ``#``, ``?``, ``%`` and spaces, which are not a URL's fragment, query or escapes here."""
+    bucket, _, key = str(uri)[len("s3://"):].partition("/")
+    if not bucket:
         raise StorageError(f"{uri}: an s3 URI needs a bucket (s3://bucket/key)")
-    return parsed.netloc, parsed.path.lstrip("/")
+    return bucket, key.lstrip("/")
 
 
 def local_path(uri: str | Path) -> Path:
@@ -55,7 +57,15 @@ def local_path(uri: str | Path) -> Path:
     if _is_s3(uri):
         raise StorageError(f"{uri}: not a local path")
     if uri.startswith("file://"):
-        return Path(unquote(urlparse(uri).path))
+        # A file URI is percent-encoded (as Path.as_uri and file_uri write it); '#' and '?' in one are
+        # part of the name, not a fragment or a query.
+        rest = uri[len("file://"):]
+        if not rest.startswith("/"):  # file://host/path: only the local host is served
+            host, _, rest = rest.partition("/")
+            if host not in ("", "localhost"):
+                raise StorageError(f"{uri}: a file URI on another host ({host})")
+            rest = "/" + rest
+        return Path(unquote(rest))
     if "://" in uri:
         raise StorageError(f"{uri}: unsupported URI scheme (use file://, s3:// or a local path)")
     return Path(uri)
@@ -67,6 +77,15 @@ def to_uri(path_or_uri: str | Path) -> str:
     if _is_s3(text) or text.startswith("file://"):
         return text.rstrip("/") if text not in ("s3://",) else text
     return Path(text).resolve().as_uri()
+
+
+def file_uri_join(base: str, relative: str) -> str:
+    """``relative`` (a plain path, taken literally: a name may hold ``#``, ``?``, ``%`` or spaces) under
+    the URI ``base``: percent-encoded below a ``file://`` base, so that :func:`local_path` gives the name
+    back; as written below any other (an S3 key is the text itself)."""
+    if str(base).startswith("file://"):
+        return join(base, quote(relative, safe="/"))
+    return join(base, relative)
 
 
 def join(uri: str, *parts: str) -> str:

@@ -27,6 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from t2v import storage
 
@@ -57,7 +58,11 @@ def location_key(uri: str, base: str) -> str:
     ``base`` when it lies under it, else the whole URI. The same URI always gives the same key, and a
     table copied to another folder or bucket with its videos keeps its shards and ids."""
     prefix = base.rstrip("/") + "/"
-    return uri[len(prefix):] if uri.startswith(prefix) else uri
+    if not uri.startswith(prefix):
+        return uri
+    rest = uri[len(prefix):]
+    # (a file URI's name is percent-encoded: the key is the name, as it was before names were encoded)
+    return unquote(rest) if uri.startswith("file://") else rest
 
 
 def resolve_table(source: str | Path, name: str = "metadata.jsonl") -> str:
@@ -79,7 +84,7 @@ def resolve_uri(value: str, base: str) -> str:
         return value
     if value.startswith("/"):
         return storage.to_uri(value)
-    return storage.join(base, value)
+    return storage.file_uri_join(base, value)
 
 
 def _video_id(meta: dict[str, Any], uri: str, base: str) -> str:

@@ -45,3 +45,15 @@ def test_s3_errors_are_one_line(s3_server):
         storage.read_bytes("s3://no-such-bucket-t2v/key")
     message = str(info.value)
     assert message.startswith("s3://no-such-bucket-t2v/key:") and "\n" not in message
+
+
+def test_s3_keys_with_url_characters_are_keys_as_written(s3_bucket, tmp_path):
+    # '#', '?', '%' and spaces in a key are the key's own characters, not a URL's fragment, query or
+    # escapes (a video named after its title).
+    names = ["clip #1?.mp4", "100% real.mp4", "a%20b.mp4", "dir with space/été.mp4"]
+    for i, name in enumerate(names):
+        storage.write_bytes(storage.file_uri_join(f"s3://{s3_bucket}/odd", name), bytes([i]) * 3)
+    for i, name in enumerate(names):
+        uri = storage.file_uri_join(f"s3://{s3_bucket}/odd", name)
+        assert storage.exists(uri) and storage.read_bytes(uri) == bytes([i]) * 3, uri
+    assert sorted(storage.list_uris(f"s3://{s3_bucket}/odd")) == sorted(f"s3://{s3_bucket}/odd/{n}" for n in names)

@@ -848,3 +848,30 @@ def test_animated_webp_is_a_video_and_a_still_webp_is_not(tmp_path):
     assert any(r["video_id"] != "cut" and r["start_frame"] is not None for r in records), records
     (cut,) = [r for r in records if r["video_id"] == "cut"]
     assert cut["drop_reasons"] == ["corrupt"] and "WebP" in cut["error"], cut
+
+
+def test_file_names_with_url_characters_are_found(tmp_path):
+    # Downloaded videos are named after their titles: '#' (a hashtag) and '?' were read as a URL's
+    # fragment and query (the name cut there: "no such file"), and a literal '%20' as an escaped space.
+    names = ["vidéo à l'été #1?.mp4", "100% real [4K] (2024).mp4", "a%20b.mp4", "日本語 動画.mp4", "x;y&z=1.mp4"]
+    frames = lavfi_frames("testsrc2", (96, 64), 25, 0.8)
+    for name in names:
+        write_video(tmp_path / name, frames)
+    write_table(tmp_path / "t.jsonl", [{"file": n} for n in names])
+    rows = list(inputs.iter_rows(storage.to_uri(tmp_path / "t.jsonl")))
+    assert [storage.local_path(r.uri).name for r in rows] == names
+    assert [inputs.location_key(r.uri, storage.to_uri(tmp_path)) for r in rows] == names  # ids as the names give them
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG, watermark_threshold=1.0, motion_max=1000.0))
+    records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
+    assert not [r for r in records if r["start_frame"] is None], records
+    assert len({r["video_id"] for r in records}) == len(names)
+
+
+def test_file_uris_are_percent_encoded_paths():
+    assert storage.local_path("file:///tmp/a%20b/c%23d%3F.mp4") == Path("/tmp/a b/c#d?.mp4")
+    assert storage.local_path("file://localhost/tmp/x.mp4") == Path("/tmp/x.mp4")
+    assert storage.local_path(storage.to_uri("/tmp/100% #1.mp4")) == Path("/tmp/100% #1.mp4")
+    assert storage.file_uri_join("file:///data", "a #1.mp4") == "file:///data/a%20%231.mp4"
+    assert storage.file_uri_join("s3://bucket/v", "a #1.mp4") == "s3://bucket/v/a #1.mp4"  # keys as written
+    with pytest.raises(storage.StorageError, match="another host"):
+        storage.local_path("file://server/share/x.mp4")
