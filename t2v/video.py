@@ -67,7 +67,17 @@ __all__ = [
     "hdr_peak_nits",
     "sample_pictures",
     "frame_rates",
+    "VIDEO_SUFFIXES",
 ]
+
+
+#: File name endings of video (and animated picture) files, for finding videos in a folder or under a
+#: prefix that has no table (lower case; a name is compared lower-cased).
+VIDEO_SUFFIXES = (
+    ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".flv", ".f4v", ".ts", ".mts", ".m2ts", ".m2t",
+    ".mpg", ".mpeg", ".m2v", ".vob", ".wmv", ".asf", ".3gp", ".3g2", ".mxf", ".ogv", ".dv", ".y4m", ".nut",
+    ".gif", ".apng", ".webp", ".h264", ".264", ".h265", ".265", ".hevc", ".ivf", ".rm", ".rmvb",
+)
 
 
 class VideoDecodeError(UserError):

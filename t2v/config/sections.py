@@ -36,7 +36,8 @@ class TrackingConfig(Strict):
 
 class DataSourceConfig(Strict):
     """Where raw videos come from: the synthetic world (embedded default) or a folder/prefix of videos
-    with a metadata.jsonl beside them."""
+    (``raw_uri``), with the table ``curate.filters.input_table`` names (JSONL, CSV or parquet) or, if it
+    has none, every video file under it."""
 
     kind: Literal["synthetic", "uri"] = "synthetic"
     raw_uri: str | None = None

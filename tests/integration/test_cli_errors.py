@@ -41,7 +41,7 @@ def test_missing_raw_prefix_fails_the_pipeline_naming_the_stage(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr.split("Error: pipeline failed")[-1]
     assert "Inner task failed: 'prepare-data'" in result.stderr
-    assert f"prepare-data: StageError: {raw}: no metadata.jsonl under the raw video prefix" in result.stderr
+    assert f"prepare-data: StageError: {raw}: no table (metadata.jsonl, as curate.filters.input_table names it) and no video files under the raw video prefix" in result.stderr
 
 
 def test_component_user_error_is_one_line_exit_2(tmp_path, capsys):
