@@ -163,3 +163,42 @@ def test_a_failing_worker_fails_the_stage_naming_the_worker(models, tmp_path):
     broken = {**models, "vae": {**models["vae"], "checkpoint_uri": str(tmp_path / "no-such-vae")}}
     with pytest.raises(StageError, match=r"encode: worker 0 of 2 failed: .*no-such-vae.*; worker 1 of 2 failed"):
         _encode(broken, tmp_path / "run", clips, ["encode.workers=2"])
+
+
+def test_portrait_phone_video_curated_upright_is_encoded_in_a_portrait_bucket(models, tmp_path):
+    # curate (output_keep_orientation) -> encode with buckets of both orientations: a phone's portrait
+    # video gives portrait clips of its whole picture, which land in the portrait bucket, and a landscape
+    # video's clips in the landscape one.
+    from components.curate.stage import curate_shard, merge_manifests
+    from tests.fixtures.curate_media import lavfi_frames, set_display_rotation, write_video
+
+    raw = tmp_path / "raw"
+    frames = lavfi_frames("testsrc2", (192, 108), 25, 1.6)
+    write_video(raw / "landscape.mp4", frames)
+    set_display_rotation(write_video(raw / "phone.mp4", frames), 90)  # shown 108 wide, 192 tall
+    (raw / "metadata.jsonl").write_text(
+        '{"file": "landscape.mp4", "video_id": "landscape", "title": "a wide clip"}\n'
+        '{"file": "phone.mp4", "video_id": "phone", "title": "a tall clip"}\n'
+    )
+    cfg = load_config("tiny").curate.filters.model_copy(update={
+        "output_height": 64, "output_width": 96, "output_keep_orientation": True, "output_fps": 25,
+        "clip_min_frames": 17, "clip_max_frames": 20, "watermark_threshold": 1.0, "motion_max": 1000.0,
+        "dedup_max_hamming": 0, "dedup_max_colour_distance": 0.0,  # the two show one picture: both kept
+    })
+    out = tmp_path / "curated"
+    summary = curate_shard(raw, out, cfg)
+    merge_manifests(out, [summary], cfg, str(raw))
+    kept = [json.loads(x) for x in (out / "kept.jsonl").read_text().splitlines()]
+    videos = [k["clip_id"].split("-")[0] for k in kept]  # (clip ids are <video id>-<start>-<end>)
+    assert set(videos) == {"landscape", "phone"}, kept
+    clips = {
+        "stage": "curate", "fingerprint": "test-e2e-orientation", "manifest_uri": str(out / "manifest.json"),
+        "files": {
+            **{f"shards/{p.name}": {"uri": str(p)} for p in sorted((out / "shards").glob("*.tar"))},
+            "kept.jsonl": {"uri": str(out / "kept.jsonl")},
+        },
+    }
+    manifest = _encode(models, tmp_path / "enc", clips, ['encode.buckets=["17x24x40", "17x40x24"]'])
+    buckets = {s.meta["clip_id"].split("-")[0]: s.meta["bucket"] for s in load_latents(manifest)}
+    assert buckets == {"landscape": "17x24x40", "phone": "17x40x24"}, buckets
+    assert manifest["summary"]["buckets"] == {"17x24x40": videos.count("landscape"), "17x40x24": videos.count("phone")}
