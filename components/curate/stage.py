@@ -58,6 +58,7 @@ import numpy as np
 
 from components.curate import dedup, filters
 from components.curate.video_pass import SceneStream, Timers, encode_clip, spool, stream_video
+from components.curate.workers import CrashJournal, curate_in_order
 from t2v import storage
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
@@ -205,10 +206,14 @@ def _jsonl(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
 
 
+# Settings that change how fast a shard is curated, not what it writes: left out of its fingerprint.
+_HOW_NOT_WHAT = {"video_workers", "decode_threads"}
+
+
 def _fingerprint(cfg: CurateConfig, rows: list, shard: tuple[int, int], models: Any = None) -> str:
     h = hashlib.sha256()
     h.update(STAGE_VERSION.encode())
-    h.update(cfg.model_dump_json().encode())
+    h.update(cfg.model_dump_json(exclude=_HOW_NOT_WHAT).encode())
     h.update(json.dumps(shard).encode())
     if models is not None:
         h.update(json.dumps(models.describe(), sort_keys=True).encode())
@@ -294,64 +299,26 @@ def curate_shard(
 
         caption = VlmCaptioner(cfg.caption_model, cfg)
         owned.append(caption)
+    # Side by side (cfg.video_workers), each worker loads its own scorers from cfg: a scorer object given
+    # here can only serve this process.
+    workers = _video_workers(cfg) if models is None or models in owned else 1
     try:
-        return _curate_shard(raw_dir, out_dir, cfg, shard_index, num_shards, force, caption, models, journal)
+        return _curate_shard(raw_dir, out_dir, cfg, shard_index, num_shards, force, caption, models, journal, workers)
     finally:
         for m in owned:
             m.close()
 
 
-class CrashJournal:
-    """Which video of a shard the stage is curating, written before each video where a rerun finds it.
+def _video_workers(cfg: CurateConfig) -> int:
+    """Processes curating a shard's videos: ``video_workers``, or with 0 one per CPU this task may use (its
+    container's CPU limit, not the node's cores: :func:`t2v.cpus.usable_cpus`)."""
+    from t2v.cpus import usable_cpus
 
-    A video can kill the process that curates it: the kernel's out-of-memory killer, a decoder that
-    crashes on a malformed stream, a pod evicted or preempted. The shard's task is retried (or rerun), and
-    without a note it would die on the same video every time and never finish. Here a rerun that finds
-    the journal naming a video (with the same fingerprint: the same rows and config) counts one death for
-    that video; once a video has ``max_video_crashes`` deaths it is recorded as ``crashed`` and skipped. A
-    single kill (a preemption) costs nothing: the rerun curates the video again and writes what one clean
-    run writes. The journal holds no time, so a finished shard's journal is the same file on every run."""
-
-    def __init__(self, uri: str, fingerprint: str, limit: int):
-        self.uri, self.fingerprint, self.limit = uri, fingerprint, int(limit)
-        self.deaths: dict[int, int] = {}
-        try:
-            data = json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
-        except (ValueError, storage.StorageError) as exc:  # unreadable: start afresh
-            log.warning("curate: crash journal %s unreadable (%s); starting afresh", uri, exc)
-            data = {}
-        if data.get("fingerprint") == fingerprint:
-            self.deaths = {int(k): int(v) for k, v in (data.get("deaths") or {}).items()}
-            current = data.get("current")
-            if current is not None:
-                index = int(current["video_index"])
-                self.deaths[index] = self.deaths.get(index, 0) + 1
-                log.warning("curate: the last run died while curating %s (row %d, %s): %d time(s) now",
-                            current.get("video_id"), index, current.get("uri"), self.deaths[index])
-        self._write(None)
-
-    def _write(self, current: dict[str, Any] | None) -> None:
-        storage.write_text(self.uri, json.dumps(
-            {"fingerprint": self.fingerprint, "current": current,
-             "deaths": {str(k): v for k, v in sorted(self.deaths.items())}}, sort_keys=True))
-
-    def quarantined(self, row) -> str | None:
-        """Why ``row``'s video is skipped (it killed the process ``max_video_crashes`` times), or None."""
-        deaths = self.deaths.get(row.index, 0)
-        if not self.limit or deaths < self.limit:
-            return None
-        return (f"{row.uri}: the curate process died {deaths} times while curating this video (out of memory,"
-                " killed, or a decoder crash); skipped so the shard can finish")
-
-    def starting(self, row) -> None:
-        self._write({"video_index": row.index, "video_id": row.video_id, "uri": row.uri})
-
-    def finished(self) -> None:
-        self._write(None)
+    return int(cfg.video_workers) if cfg.video_workers else usable_cpus()
 
 
 def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, num_shards: int, force: bool,
-                  caption, models, journal_uri: str | None = None) -> dict[str, Any]:
+                  caption, models, journal_uri: str | None = None, workers: int = 1) -> dict[str, Any]:
     from components.curate import inputs
 
     table = inputs.resolve_table(raw_dir, cfg.input_table)
@@ -381,28 +348,33 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     thumbs_tmp = tmp_dir / f"thumbs-{tag}.jsonl"  # written as the videos go (not held for the shard)
     thumbs = open(thumbs_tmp, "w")  # noqa: SIM115  (closed before the rename below)
     pending: list[tuple[dict[str, Any], Any]] = []  # kept-so-far clip records and their dedup signatures
-    journal = CrashJournal(str(journal_uri or out_dir / f"attempts-{tag}.json"), fingerprint, cfg.max_video_crashes)
+    journal_uri = str(journal_uri or out_dir / f"attempts-{tag}.json")
+    if force:  # a forced rerun gives every video its chance again
+        storage.write_text(journal_uri, "{}")
+    journal = CrashJournal(journal_uri, fingerprint, cfg.max_video_crashes)
     progress = Progress(f"curate shard {tag} videos", len(rows), every_s=5.0, logger=log)
-    for row in rows:
-        if row.error is not None:
-            records.append(_row_record(row, row.kind or "bad_metadata", row.error))
-            progress.step()
-            continue
-        crashed = journal.quarantined(row)
-        if crashed:
-            log.warning("curate: %s (row %d) skipped: %s", row.video_id, row.index, crashed)
-            records.append(_row_record(row, "crashed", crashed))
-            progress.step()
-            continue
-        journal.starting(row)
-        result = _curate_video(row, cfg, caption, models, spool_dir, timers)
+
+    def ready(row) -> dict[str, Any] | None:
+        return {"records": [_row_record(row, row.kind or "bad_metadata", row.error)]} if row.error is not None else None
+
+    def crashed(row, reason: str) -> dict[str, Any]:
+        log.warning("curate: %s (row %d) skipped: %s", row.video_id, row.index, reason)
+        return {"records": [_row_record(row, "crashed", reason)]}
+
+    if workers > 1:
+        log.info("curate shard %s: %d videos, %d side by side", tag, len(rows), workers)
+    results = curate_in_order(
+        rows, ready, lambda row: _curate_video(row, cfg, caption, models, spool_dir, timers), journal, workers,
+        (cfg.model_dump_json(), caption if not cfg.caption_model else None, _curate_video, str(spool_dir)), crashed,
+    )
+    for _row, result in results:  # in table order, however many curate them
         records.extend(result["records"])
         if result.get("scenes") is not None:
             scene_records.append(result["scenes"])
         thumbs.write(_jsonl(result.get("thumbs", [])))
         pending.extend(result.get("pending", []))
+        timers.add(result.get("seconds", {}))  # (a worker's step times)
         progress.step()
-    journal.finished()
 
     # Near-duplicates within the shard (the merge repeats this across shards).
     with timers.time("dedup"):

@@ -213,6 +213,13 @@ class CurateConfig(BaseModel):
     output_preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = Field("medium", description="x264 preset of the written clips")
+    video_workers: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="processes curating a shard's videos side by side (0 = one per core the task may use);"
+        " the outputs are those of one process, in table order",
+    )
     decode_threads: int = Field(
         1, ge=0, le=64, description="decoder threads per video (0 = one per core; decoding stays bit-exact)"
     )

@@ -4,6 +4,7 @@ every time is skipped once it has done so ``max_video_crashes`` times, and the s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,19 +25,38 @@ from t2v.config import load_curate_config
 import os, signal
 from components.curate import stage
 cfg = load_curate_config(Path(sys.argv[1]) / "configs/tiny/curate.yaml")
-if os.environ.get("DIE_ON"):  # a video that kills the process curating it (as the OOM killer would)
+cfg = cfg.model_copy(update={"video_workers": int(os.environ.get("VIDEO_WORKERS", "1"))})
+if os.environ.get("DIE_ON") and cfg.video_workers == 1:  # a video that kills the process curating it (as the OOM killer would)
     curate_video = stage._curate_video
     def _curate_video(row, *a, **k):
         if row.video_id == os.environ["DIE_ON"]:
             os.kill(os.getpid(), signal.SIGKILL)
         return curate_video(row, *a, **k)
     stage._curate_video = _curate_video
-curate_shard(Path(sys.argv[2]), Path(sys.argv[3]), cfg, shard_index=0, num_shards=1)
+if __name__ == "__main__":
+    curate_shard(Path(sys.argv[2]), Path(sys.argv[3]), cfg, shard_index=0, num_shards=1)
+"""
+# In every process (the pool's workers too): a video that kills the process curating it.
+SITE = """
+import os, signal, sys
+if os.environ.get("DIE_ON") and os.environ.get("VIDEO_WORKERS", "1") != "1":
+    sys.path.insert(0, os.environ["T2V_REPO"])
+    import components.curate.stage as _stage
+    _original = _stage._curate_video
+    def _curate_video(row, *a, **k):
+        if row.video_id == os.environ["DIE_ON"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _original(row, *a, **k)
+    _stage._curate_video = _curate_video
 """
 
 
-def _run(raw: Path, out: Path, die_on: str = "") -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIE_ON": die_on}
+def _run(raw: Path, out: Path, die_on: str = "", workers: int = 1, site: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIE_ON": die_on, "VIDEO_WORKERS": str(workers), "T2V_REPO": str(REPO)}
+    if site is not None:  # (sitecustomize runs in the pool's spawned workers as well)
+        site.mkdir(parents=True, exist_ok=True)
+        (site / "sitecustomize.py").write_text(SITE)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, "-c", RUN, str(REPO), str(raw), str(out)], env=env)
 
 
@@ -98,7 +118,7 @@ def test_a_video_that_kills_the_process_is_skipped_after_two_deaths(tmp_path):
     for attempt in (1, 2):  # the task dies on the same video, and is retried
         assert _run(tmp_path / "raw", out, die_on=poison).wait(timeout=300) == -signal.SIGKILL
         journal = json.loads((out / "attempts-000.json").read_text())
-        assert journal["current"]["video_id"] == poison and journal["deaths"] == ({} if attempt == 1 else {"2": 1})
+        assert [v["video_id"] for v in journal["current"]] == [poison] and journal["deaths"] == ({} if attempt == 1 else {"2": 1})
     assert _run(tmp_path / "raw", out, die_on=poison).wait(timeout=300) == 0  # the third run skips it
 
     def records(folder: Path) -> list[dict]:
@@ -112,3 +132,57 @@ def test_a_video_that_kills_the_process_is_skipped_after_two_deaths(tmp_path):
     done = json.loads((out / "done-000.json").read_text())
     assert done["summary"]["rejected_by_reason"].get("crashed") == 1, done["summary"]
     assert json.loads((out / "attempts-000.json").read_text())["current"] is None
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    from t2v.world import WorldConfig, generate_raw_videos
+
+    root = tmp_path_factory.mktemp("world")
+    world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
+    world.update(num_raw_videos=8, corrupt_files=1, seed=5)
+    generate_raw_videos(WorldConfig(**world), root / "raw")
+    clean = root / "clean"
+    assert _run(root / "raw", clean).wait(timeout=300) == 0
+    return root / "raw", clean
+
+
+@pytest.mark.slow
+def test_videos_side_by_side_give_the_outputs_of_one_process(small_world, tmp_path):
+    raw, clean = small_world
+    assert _run(raw, tmp_path / "two", workers=2).wait(timeout=300) == 0
+    first, again = _outputs(clean), _outputs(tmp_path / "two")
+    assert sorted(again) == sorted(first) and any(k.endswith(".tar") for k in first)
+    for name, data in first.items():
+        assert again[name] == data, f"{name} differs with video_workers 2"
+
+
+@pytest.mark.slow
+def test_a_video_that_kills_its_worker_is_skipped_and_the_shard_finishes_in_one_run(small_world, tmp_path):
+    import json
+
+    raw, clean = small_world
+    rows = [json.loads(x) for x in (raw / "metadata.jsonl").read_text().splitlines() if x.strip()]
+    poison = rows[3]["video_id"]
+    out = tmp_path / "out"
+    assert _run(raw, out, die_on=poison, workers=2, site=tmp_path / "site").wait(timeout=300) == 0
+    records = [json.loads(x) for x in (out / "manifest-000.jsonl").read_text().splitlines() if x.strip()]
+    (skipped,) = [r for r in records if r["video_id"] == poison]
+    assert skipped["drop_reasons"] == ["crashed"] and "died 2 times" in skipped["error"], skipped
+    want = [json.loads(x) for x in (clean / "manifest-000.jsonl").read_text().splitlines() if x.strip()]
+    assert {r["clip_id"] for r in records if r["video_id"] != poison} == {r["clip_id"] for r in want if r["video_id"] != poison}
+    journal = json.loads((out / "attempts-000.json").read_text())
+    assert journal["current"] is None and journal["deaths"]["3"] == 2, journal  # (the others in flight: 1 each)
+
+
+def test_worker_processes_that_cannot_start_fail_the_shard_and_blame_no_video(small_world, tmp_path):
+    # A script read from stdin cannot be re-imported by a spawned worker: every worker dies as it starts.
+    # That is the pool's fault: the shard fails saying so, and no video is counted as having killed it.
+    raw, _ = small_world
+    script = RUN.replace("sys.argv[1]", repr(str(REPO))).replace("sys.argv[2]", repr(str(raw))).replace(
+        "sys.argv[3]", repr(str(tmp_path / "out")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VIDEO_WORKERS": "2"}
+    result = subprocess.run([sys.executable, "-"], input=script, text=True, capture_output=True, env=env, timeout=300)
+    assert result.returncode != 0 and "worker processes die as they start" in result.stderr, result.stderr[-2000:]
+    journal = json.loads((tmp_path / "out" / "attempts-000.json").read_text())
+    assert journal["deaths"] == {}, journal
