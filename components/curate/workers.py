@@ -211,6 +211,11 @@ def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crash
 
     order = iter(range(len(rows)))
     nxt = next(order, None)
+    if not (alone or together):  # nothing to curate (bad rows only): no pool to start
+        for i in range(len(rows)):
+            yield rows[i], results.pop(i)
+        journal.running([])
+        return
     pool = start_pool()
     try:
         while alone or together or flying:
