@@ -8,6 +8,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --external 24 [--seed 0]
     .venv/bin/python bench/curation.py --hdr [--repeats 3]
     .venv/bin/python bench/curation.py --alpha [--repeats 3]
+    .venv/bin/python bench/curation.py --workers 2 [--videos 64] [--repeats 3]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -25,6 +26,9 @@ HDR: ``--hdr`` times the conversion of one 1920x1080 10-bit HEVC frame to the pr
 picture (tone-mapped, :mod:`t2v.hdr`), alternately, and prints each one's cost and its ratio to SDR.
 ``--alpha`` does the same for 1920x1080 ProRes 4444 frames: without alpha, with an alpha that is opaque
 throughout, and with transparent parts (composited over the background, :mod:`t2v.alpha`).
+
+Side by side: ``--workers N`` curates one shard of the world with one process and with ``N``
+(``video_workers``), alternately, and prints the wall-clock ratio and whether the outputs are the same bytes.
 
 Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip signatures (random hashes with
 1 % planted near-copies) and checks the copies are found.
@@ -281,6 +285,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the lavfi test set (build_external_set)")
     ap.add_argument("--hdr", action="store_true", help="instead: HDR to SDR conversion against SDR, per frame")
     ap.add_argument("--alpha", action="store_true", help="instead: compositing transparent frames, per frame")
+    ap.add_argument("--workers", type=int, default=0, help="instead: one shard with 1 and with this many processes")
     args = ap.parse_args()
     import logging
 
@@ -289,6 +294,8 @@ def main() -> None:
         hdr_bench(args)
     elif args.alpha:
         alpha_bench(args)
+    elif args.workers:
+        workers_bench(args)
     elif args.memory_1080p:
         memory(args)
     elif args.dedup:
@@ -328,6 +335,44 @@ def _conversion_costs(files: dict[str, Path], repeats: int, title: str) -> None:
     print(f"{title} to 992x558 RGB, medians of {repeats} interleaved runs of {n}, CPU ms on one core")
     for name in files:
         print(f"  {name:10s} {1000 * med[name]:7.2f} ms  ({med[name] / med[first]:.2f}x {first})")
+
+
+def workers_bench(args) -> None:
+    """Wall-clock time of one shard curated by one process and by ``--workers`` processes side by side
+    (``video_workers``), alternately, and whether their outputs are the same bytes."""
+    import hashlib
+
+    import yaml
+
+    from components.curate.stage import curate_shard
+    from t2v.config import load_curate_config
+    from t2v.world import WorldConfig, generate_raw_videos
+
+    _one_core()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
+    world.update(num_raw_videos=args.videos)
+    generate_raw_videos(WorldConfig(**world), tmp / "raw")
+    base = load_curate_config(REPO / "configs/tiny/curate.yaml")
+    counts = (1, args.workers)
+    wall: dict[int, list[float]] = {n: [] for n in counts}
+    digests: dict[int, dict[str, str]] = {}
+    for r in range(args.repeats):
+        for n in counts:
+            out = tmp / f"out{n}-{r}"
+            t0 = time.perf_counter()
+            curate_shard(tmp / "raw", out, base.model_copy(update={"video_workers": n}), force=True)
+            wall[n].append(time.perf_counter() - t0)
+            files = [*out.glob("manifest-*.jsonl"), *out.glob("scenes-*.jsonl"), *out.glob("thumbs-*.jsonl"),
+                     *(out / "shards").glob("*.tar")]
+            digests[n] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+    med = {n: statistics.median(v) for n, v in wall.items()}
+    print(f"{args.videos} world videos (tiny profile), one shard, medians of {args.repeats} interleaved runs, "
+          f"wall-clock seconds on this {os.cpu_count()}-CPU machine")
+    for n in counts:
+        print(f"  video_workers {n:3d}: {med[n]:7.2f} s  ({med[1] / med[n]:.2f}x one process)")
+    same = digests[1] == digests[args.workers]
+    print(f"  outputs the same bytes: {same} ({len(digests[1])} files: manifest, scenes, thumbnails, tars)")
 
 
 def hdr_bench(args) -> None:
