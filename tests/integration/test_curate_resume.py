@@ -186,3 +186,21 @@ def test_worker_processes_that_cannot_start_fail_the_shard_and_blame_no_video(sm
     assert result.returncode != 0 and "worker processes die as they start" in result.stderr, result.stderr[-2000:]
     journal = json.loads((tmp_path / "out" / "attempts-000.json").read_text())
     assert journal["deaths"] == {}, journal
+
+
+@pytest.mark.slow
+def test_workers_load_the_packaged_models_and_score_as_one_process_does(small_world, tmp_path):
+    # Each worker loads its own OCR and NSFW detectors: the clips' model scores and scorer names are
+    # those of one process.
+    from components.curate.stage import curate_shard
+    from t2v.config import load_curate_config
+
+    raw, _ = small_world
+    cfg = load_curate_config(REPO / "configs/tiny/curate.yaml").model_copy(update={"ocr": True, "nsfw": True})
+    records = {}
+    for workers in (1, 2):
+        curate_shard(raw, tmp_path / f"w{workers}", cfg.model_copy(update={"video_workers": workers}))
+        records[workers] = (tmp_path / f"w{workers}" / "manifest-000.jsonl").read_text()
+    scored = [json.loads(x) for x in records[2].splitlines() if "ocr_text_area" in x]
+    assert scored and all("nsfw" in r["scores"] and r["scorers"]["ocr"].startswith("rapidocr") for r in scored)
+    assert records[2] == records[1]
