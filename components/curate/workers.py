@@ -90,10 +90,14 @@ class CrashJournal:
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(cfg_json: str, caption: Callable, curate_video: Callable, spool_dir: str) -> None:
-    """A pool process: its own captioner and model scorers (loaded once), every library on one thread.
-    ``caption`` and ``curate_video`` are module-level functions (pickled by name)."""
+def _start_worker(cfg_json: str, caption: Callable, curate_video: Callable, spool_dir: str, log_level: int) -> None:
+    """A pool process: its own captioner and model scorers (loaded once), every library on one thread,
+    logging as the shard does (a long video's progress lines come from here). ``caption`` and
+    ``curate_video`` are module-level functions (pickled by name)."""
     import cv2
+
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        force=True)
 
     from components.curate.models import ModelScorers, VlmCaptioner
     from t2v.config.curate import CurateConfig
@@ -179,7 +183,10 @@ def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crash
         """A pool whose processes start: a worker that dies before any video (an import or a model that
         fails to load) is the pool's fault, not a video's, and fails the shard saying so."""
         with _one_thread_environment():
-            started = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=worker_args)
+            started = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_start_worker,
+                initargs=(*worker_args, logging.getLogger().getEffectiveLevel()),
+            )
         try:
             started.submit(_ping).result()
         except BrokenProcessPool as exc:
