@@ -1085,10 +1085,13 @@ def to_yuv420(
     # yuv420p means to the encoder and to every reader of the clip; left as they were, their blacks and
     # whites would read as beyond the range and be clipped (the contrast stretched by 255/219).
     full_range = _full_range_source(frame)
-    scaled = reformatter.reformat(
-        frame, width=w, height=h, format="yuv420p", interpolation=_sws_scale_flags(to_rgb=False),
-        **({**full_range, "dst_color_range": _MPEG_RANGE} if full_range else {}),
-    )
+    if str(frame.format.name) == "yuv420p" and (frame.width, frame.height) == (w, h) and not full_range:
+        scaled = frame  # already what swscale would give: its same-size, same-format conversion is a copy
+    else:
+        scaled = reformatter.reformat(
+            frame, width=w, height=h, format="yuv420p", interpolation=_sws_scale_flags(to_rgb=False),
+            **({**full_range, "dst_color_range": _MPEG_RANGE} if full_range else {}),
+        )
     y, u, v = yuv420_planes(scaled)
     if rotation:
         k = rotation // 90

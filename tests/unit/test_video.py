@@ -222,3 +222,25 @@ def test_rgb_clips_are_tagged_with_the_matrix_they_were_converted_with():
         as_hd_default = frame.reformat(format="rgb24", src_colorspace=1).to_ndarray()
     assert np.abs(as_tagged.astype(int) - frames[0]).mean() < 2.0
     assert np.abs(as_hd_default.astype(int) - frames[0]).mean() > 5.0
+
+
+def test_a_yuv420p_frame_at_its_own_size_is_taken_as_swscale_would_give_it():
+    # to_yuv420 takes a yuv420p picture already at the output size without swscale: the bytes must be
+    # those of swscale's conversion (a copy), rotation and crop included.
+    import av
+
+    from t2v.video import _sws_scale_flags, to_yuv420, yuv420_planes
+
+    rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    for rotation, size, crop in ((0, (64, 48), (2, 4, 40, 56)), (90, (48, 64), None)):
+        packed, scaled = to_yuv420(frame, rotation, *size, crop=crop)
+        assert scaled is frame
+        via = av.video.reformatter.VideoReformatter().reformat(
+            frame, width=64, height=48, format="yuv420p", interpolation=_sws_scale_flags(to_rgb=False)
+        )
+        y, u, v = (np.rot90(p, k=rotation // 90) for p in yuv420_planes(via))
+        if crop:
+            y0, x0, h, w = crop
+            y, u, v = y[y0 : y0 + h, x0 : x0 + w], u[y0 // 2 : (y0 + h) // 2, x0 // 2 : (x0 + w) // 2], v[y0 // 2 : (y0 + h) // 2, x0 // 2 : (x0 + w) // 2]
+        assert np.array_equal(packed, np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(-1, y.shape[1]))
