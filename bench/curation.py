@@ -110,6 +110,7 @@ def throughput(args) -> None:
         generate_raw_videos(WorldConfig(**world), tmp / "raw")
         cfg = load_curate_config(REPO / "configs/tiny/curate.yaml")
         what = f"{args.videos} world videos (tiny profile)"
+    cfg = cfg.model_copy(update={"video_workers": 1})  # per core: this process's CPU time (--workers: side by side)
     paths = sorted((tmp / "raw").glob("*.mp4"))
     models = None
     if args.models:
@@ -173,7 +174,9 @@ t0 = time.perf_counter()
 if mode == "curate":
     from components.curate.stage import curate_shard
     from t2v.config import load_curate_config
-    cfg = load_curate_config(sys.argv[1] + "/configs/step-video-t2v-30b/curate.yaml")
+    # one process: its peak is the figure (the profile's video_workers would curate in children)
+    cfg = load_curate_config(sys.argv[1] + "/configs/step-video-t2v-30b/curate.yaml").model_copy(
+        update={"video_workers": 1})
     import pathlib
     table = pathlib.Path(out) / "table.jsonl"
     table.parent.mkdir(parents=True, exist_ok=True)
