@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 #: The colour transparent pixels are shown over unless the caller gives one (RGB, 0-255).
 DEFAULT_BACKGROUND = (0, 0, 0)
 
+# where the alpha byte sits in a pixel of the 8-bit packed formats
+_PACKED_ALPHA = {"rgba": 3, "bgra": 3, "argb": 0, "abgr": 0}
+
 # libvpx's decoders for WebM tracks whose pictures carry an alpha bitstream
 _ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
@@ -52,13 +55,20 @@ def has_alpha(frame) -> bool:
 
 
 def opaque_throughout(frame) -> bool:
-    """Whether a frame with an alpha plane (planar formats: ``yuva*``, ``gbrap*``) is opaque at every
-    pixel, read from the plane itself (a millisecond at 1080p), so that such a frame is converted as if it
-    had no alpha. Packed and paletted formats answer ``False`` (they are composited; opaque pixels keep
-    their colour there too)."""
+    """Whether a frame with an alpha channel is opaque at every pixel, read from the alpha samples
+    themselves (planar ``yuva*`` and ``gbrap*`` formats, 8-bit packed RGBA orders; a millisecond at 1080p),
+    so that such a frame is converted as if it had no alpha. Other formats (paletted, 16-bit packed)
+    answer ``False``: they are composited, where opaque pixels keep their colour too."""
     fmt = frame.format
     alpha = [c for c in fmt.components if c.is_alpha]
-    if not alpha or not fmt.is_planar or fmt.has_palette:
+    if not alpha or fmt.has_palette:
+        return False
+    name = str(fmt.name)
+    if name in _PACKED_ALPHA:  # 8-bit packed RGBA orders (a GIF's bgra, PNG's rgba, QuickTime's argb)
+        plane = frame.planes[0]
+        pixels = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width * 4]
+        return int(pixels.reshape(plane.height, plane.width, 4)[..., _PACKED_ALPHA[name]].min()) == 255
+    if not fmt.is_planar:
         return False
     comp = alpha[0]
     if comp.bits > 16 or fmt.is_big_endian:

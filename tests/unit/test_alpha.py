@@ -49,3 +49,18 @@ def test_an_alpha_plane_opaque_throughout_is_read_as_such(tmp_path, source):
         with av.open(str(path)) as c:
             seen.append(opaque_throughout(next(c.decode(video=0))))
     assert seen == [True, False]
+
+
+def test_packed_rgba_frames_opaque_throughout_are_read_as_such():
+    import av
+
+    from t2v.alpha import opaque_throughout
+
+    rgba = np.random.default_rng(1).integers(0, 256, (30, 50, 4), dtype=np.uint8)  # (odd row padding)
+    for name in ("rgba", "bgra", "argb", "abgr"):
+        where = 0 if name.startswith("a") else 3
+        pixels = rgba.copy()
+        pixels[..., where] = 255
+        assert opaque_throughout(av.VideoFrame.from_ndarray(pixels, format=name)), name
+        pixels[7, 41, where] = 12
+        assert not opaque_throughout(av.VideoFrame.from_ndarray(pixels, format=name)), name
