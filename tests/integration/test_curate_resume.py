@@ -22,24 +22,17 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from components.curate.stage import curate_shard
 from t2v.config import load_curate_config
-import os, signal
-from components.curate import stage
+import os
 cfg = load_curate_config(Path(sys.argv[1]) / "configs/tiny/curate.yaml")
 cfg = cfg.model_copy(update={"video_workers": int(os.environ.get("VIDEO_WORKERS", "1"))})
-if os.environ.get("DIE_ON") and cfg.video_workers == 1:  # a video that kills the process curating it (as the OOM killer would)
-    curate_video = stage._curate_video
-    def _curate_video(row, *a, **k):
-        if row.video_id == os.environ["DIE_ON"]:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return curate_video(row, *a, **k)
-    stage._curate_video = _curate_video
 if __name__ == "__main__":
     curate_shard(Path(sys.argv[2]), Path(sys.argv[3]), cfg, shard_index=0, num_shards=1)
 """
-# In every process (the pool's workers too): a video that kills the process curating it.
+# In every process (the shard's, and the pool's workers): a video that kills the process curating it, as
+# the out-of-memory killer would.
 SITE = """
 import os, signal, sys
-if os.environ.get("DIE_ON") and os.environ.get("VIDEO_WORKERS", "1") != "1":
+if os.environ.get("DIE_ON"):
     sys.path.insert(0, os.environ["T2V_REPO"])
     import components.curate.stage as _stage
     _original = _stage._curate_video
@@ -51,9 +44,10 @@ if os.environ.get("DIE_ON") and os.environ.get("VIDEO_WORKERS", "1") != "1":
 """
 
 
-def _run(raw: Path, out: Path, die_on: str = "", workers: int = 1, site: Path | None = None) -> subprocess.Popen:
+def _run(raw: Path, out: Path, die_on: str = "", workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DIE_ON": die_on, "VIDEO_WORKERS": str(workers), "T2V_REPO": str(REPO)}
-    if site is not None:  # (sitecustomize runs in the pool's spawned workers as well)
+    if die_on:  # (sitecustomize runs in every interpreter, the pool's spawned workers too)
+        site = out.parent / f".site-{out.name}"
         site.mkdir(parents=True, exist_ok=True)
         (site / "sitecustomize.py").write_text(SITE)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH", "")]))
@@ -165,7 +159,7 @@ def test_a_video_that_kills_its_worker_is_skipped_and_the_shard_finishes_in_one_
     rows = [json.loads(x) for x in (raw / "metadata.jsonl").read_text().splitlines() if x.strip()]
     poison = rows[3]["video_id"]
     out = tmp_path / "out"
-    assert _run(raw, out, die_on=poison, workers=2, site=tmp_path / "site").wait(timeout=300) == 0
+    assert _run(raw, out, die_on=poison, workers=2).wait(timeout=300) == 0
     records = [json.loads(x) for x in (out / "manifest-000.jsonl").read_text().splitlines() if x.strip()]
     (skipped,) = [r for r in records if r["video_id"] == poison]
     assert skipped["drop_reasons"] == ["crashed"] and "died 2 times" in skipped["error"], skipped
