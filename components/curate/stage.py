@@ -273,8 +273,10 @@ def curate_shard(
     table itself, or the folder holding ``cfg.input_table``; a local path or a URI).
 
     ``journal`` (a local path or URI; default ``out_dir/attempts-{shard_index:03d}.json``) is where the run
-    notes which video it is on (:class:`CrashJournal`): it must outlive the process, so that a rerun after
-    the process died knows on which video it died.
+    notes which videos are in flight (:class:`~components.curate.workers.CrashJournal`): it must outlive
+    the process, so that a rerun after the process died knows on which videos it died. ``cfg.video_workers``
+    processes curate the videos side by side (:mod:`components.curate.workers`); the outputs are those of
+    one.
 
     Writes ``out_dir/shards/clips-{shard_index:03d}-{n:04d}.tar`` (kept clips: ``mp4``, ``json``, ``txt``),
     ``out_dir/manifest-{shard_index:03d}.jsonl`` (one record per clip, per too-short remainder and per
