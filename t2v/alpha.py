@@ -34,6 +34,10 @@ _PACKED_ALPHA = {"rgba": 3, "bgra": 3, "argb": 0, "abgr": 0}
 _ALPHA_DECODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
 
+def _can_be_transparent(fmt) -> bool:
+    return bool(fmt.has_palette) or any(c.is_alpha for c in fmt.components)
+
+
 def format_has_alpha(name: str) -> bool:
     """Whether frames of pixel format ``name`` can carry transparency: an alpha component, or a palette
     (whose entries may be transparent: a paletted PNG's ``tRNS``)."""
@@ -45,13 +49,12 @@ def format_has_alpha(name: str) -> bool:
         fmt = av.VideoFormat(name)
     except (ValueError, TypeError):
         return False
-    return bool(fmt.has_palette) or any(c.is_alpha for c in fmt.components)
+    return _can_be_transparent(fmt)
 
 
 def has_alpha(frame) -> bool:
     """Whether a decoded ``av.VideoFrame`` can carry transparency (see :func:`format_has_alpha`)."""
-    fmt = frame.format
-    return bool(fmt.has_palette) or any(c.is_alpha for c in fmt.components)
+    return _can_be_transparent(frame.format)
 
 
 def opaque_throughout(frame) -> bool:

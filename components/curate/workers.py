@@ -232,7 +232,8 @@ def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crash
                 for f in done:
                     if not isinstance(f.exception(), BrokenProcessPool):
                         results[flying.pop(f)] = f.result()  # (a video's own errors are records in it)
-                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                broke = any(isinstance(f.exception(), BrokenProcessPool) for f in done)
+                if broke:
                     # a worker died: every video still in flight is a suspect, curated alone from now on
                     for i in flying.values():
                         journal.died(rows[i].index, rows[i].video_id, rows[i].uri, "a curate worker")
@@ -240,7 +241,8 @@ def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crash
                     flying.clear()
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = start_pool()
-                journal.running([rows[j] for j in flying.values()])
+                if broke or not (alone or together):  # (else the next submission writes the journal)
+                    journal.running([rows[j] for j in flying.values()])
             while nxt is not None and nxt in results:
                 yield rows[nxt], results.pop(nxt)
                 nxt = next(order, None)
