@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -285,13 +285,15 @@ def upload_files(local_dir: str | Path, names: Iterable[str], uri_prefix: str) -
     return entries
 
 
-def download_file(uri: str, local: str | Path) -> Path:
+def download_file(uri: str, local: str | Path, progress: Callable[[int], None] | None = None) -> Path:
+    """Copy ``uri`` to the local path ``local`` (renamed into place). ``progress(bytes)`` is called as
+    chunks of an S3 object arrive (boto3's transfer callback)."""
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
     if _is_s3(uri):
         bucket, key = _split_s3(uri)
         with _s3_errors(uri), _renamed_into_place(local) as tmp:
-            s3_client().download_file(bucket, key, str(tmp))
+            s3_client().download_file(bucket, key, str(tmp), Callback=progress)
         return local
     src = local_path(uri)
     if not src.exists():
@@ -381,8 +383,9 @@ def local_dir_for(uri_prefix: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def local_file_for(uri: str) -> Iterator[Path]:
-    """A local path holding the bytes at ``uri``: the file itself for local URIs, a temporary download for S3."""
+def local_file_for(uri: str, progress: Callable[[int], None] | None = None) -> Iterator[Path]:
+    """A local path holding the bytes at ``uri``: the file itself for local URIs, a temporary download for S3
+    (``progress``: see :func:`download_file`)."""
     if not _is_s3(uri):
         path = local_path(uri)
         if not path.is_file():
@@ -390,7 +393,7 @@ def local_file_for(uri: str) -> Iterator[Path]:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="t2v-dl-") as tmp:
-        yield download_file(uri, Path(tmp) / Path(_split_s3(uri)[1]).name)
+        yield download_file(uri, Path(tmp) / Path(_split_s3(uri)[1]).name, progress)
 
 
 @contextlib.contextmanager

@@ -58,6 +58,7 @@ import numpy as np
 
 from components.curate import dedup, filters
 from components.curate.video_pass import SceneStream, Timers, encode_clip, spool, stream_video
+from components.curate.watchdog import VideoStalled, beat
 from components.curate.workers import CrashJournal, curate_in_order
 from t2v import storage
 from t2v.config.curate import CurateConfig
@@ -359,15 +360,16 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     def ready(row) -> dict[str, Any] | None:
         return {"records": [_row_record(row, row.kind or "bad_metadata", row.error)]} if row.error is not None else None
 
-    def crashed(row, reason: str) -> dict[str, Any]:
+    def give_up(row, kind: str, reason: str) -> dict[str, Any]:  # crashed, stalled
         log.warning("curate: %s (row %d) skipped: %s", row.video_id, row.index, reason)
-        return {"records": [_row_record(row, "crashed", reason)]}
+        return {"records": [_row_record(row, kind, reason)]}
 
     if workers > 1:
         log.info("curate shard %s: %d videos, %d side by side", tag, len(rows), workers)
     results = curate_in_order(
         rows, ready, lambda row: _curate_video(row, cfg, caption, models, spool_dir, timers), journal, workers,
-        (cfg.model_dump_json(), caption if not cfg.caption_model else None, _curate_video, str(spool_dir)), crashed,
+        (cfg.model_dump_json(), caption if not cfg.caption_model else None, _curate_video, str(spool_dir)), give_up,
+        cfg.max_video_stall_s,
     )
     for _row, result in results:  # in table order, however many curate them
         records.extend(result["records"])
@@ -483,7 +485,7 @@ def _local_video(uri: str):
     """A local path for a video URI (an s3:// object is copied to a temporary file, one at a time)."""
     if uri.startswith("s3://"):
         try:
-            with storage.local_file_for(uri) as path:
+            with storage.local_file_for(uri, progress=lambda _: beat()) as path:
                 yield Path(path)
         except storage.StorageError as exc:
             raise VideoDecodeError(f"{uri}: {exc}", kind="missing") from None
@@ -609,6 +611,10 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             source["timestamp_jumps"] = reader.timestamp_jumps  # discontinuities bridged (MPEG-TS...)
             source["damaged_packets"] = reader.damaged_packets  # skipped, as FFmpeg skips them
             source["damaged_frames"] = reader.damaged_frames  # predicted from damage: their clips dropped
+    except VideoStalled:  # interrupted (components.curate.watchdog): its caller records it
+        for p in spooled:
+            p.unlink(missing_ok=True)
+        raise
     except VideoDecodeError as exc:
         for p in spooled:
             p.unlink(missing_ok=True)

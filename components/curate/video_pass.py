@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from components.curate import filters
+from components.curate.watchdog import beat
 from t2v.alpha import has_alpha
 from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
@@ -49,17 +50,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Timers:
-    """Seconds spent per step (decode, scenes, each score, hashes, encode, each model)."""
+    """Seconds spent per step (decode, scenes, each score, hashes, encode, each model). A step's start and
+    end are the video's heartbeats for the stall watchdog (:func:`components.curate.watchdog.beat`)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def time(self, name: str):
+        beat()
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            beat()
 
     def add(self, other: dict[str, float]) -> None:
         for k, v in other.items():

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from components.curate.watchdog import StallWatchdog, VideoStalled, note_stuck, take_note
 from t2v import storage
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class CrashJournal:
     (``uri``: a local path or a URI that outlives the process), with each video's death count.
 
     A rerun with the same ``fingerprint`` (the same rows and config) that finds videos named there counts
-    a death for each. :meth:`quarantined` says which to skip (``limit`` deaths; 0: none), :meth:`suspect`
+    a death for each. :meth:`verdict` says which to skip (``limit`` deaths; 0: none), :meth:`suspect`
     which to curate alone. A single death (a preemption) costs nothing: the video is curated again and the
     outputs are those of one clean run. The journal holds no time, so a finished shard's journal is the
     same file on every run."""
@@ -49,6 +50,8 @@ class CrashJournal:
     def __init__(self, uri: str, fingerprint: str, limit: int):
         self.uri, self.fingerprint, self.limit = uri, fingerprint, int(limit)
         self.deaths: dict[int, int] = {}
+        self.stalls: dict[int, str] = {}  # videos that stalled (components.curate.watchdog): their reasons
+        self._current: list[dict[str, Any]] = []
         try:
             data = json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
         except (ValueError, storage.StorageError) as exc:  # unreadable: start afresh
@@ -56,9 +59,11 @@ class CrashJournal:
             data = {}
         if data.get("fingerprint") == fingerprint:
             self.deaths = {int(k): int(v) for k, v in (data.get("deaths") or {}).items()}
+            self.stalls = {int(k): str(v) for k, v in (data.get("stalls") or {}).items()}
             current = data.get("current") or []
             for video in [current] if isinstance(current, dict) else current:
-                self.died(video["video_index"], video.get("video_id", "?"), video.get("uri", "?"), "the last run")
+                if int(video["video_index"]) not in self.stalls:  # (a stall ended that run: no death of its own)
+                    self.died(video["video_index"], video.get("video_id", "?"), video.get("uri", "?"), "the last run")
         self.running([])
 
     def died(self, index: int, video_id: str, uri: str, who: str) -> None:
@@ -69,21 +74,34 @@ class CrashJournal:
 
     def running(self, rows: list) -> None:
         """Note the videos in flight (none: between videos, or the shard done)."""
-        current = [{"video_index": r.index, "video_id": r.video_id, "uri": r.uri} for r in sorted(rows, key=lambda r: r.index)]
-        storage.write_text(self.uri, json.dumps(
-            {"fingerprint": self.fingerprint, "current": current or None,
-             "deaths": {str(k): v for k, v in sorted(self.deaths.items())}}, sort_keys=True))
+        self._current = [{"video_index": r.index, "video_id": r.video_id, "uri": r.uri} for r in sorted(rows, key=lambda r: r.index)]
+        self._write()
+
+    def stalled(self, row, reason: str) -> None:
+        """Note that ``row``'s video stalled: it is not curated again (the verdict outlives the process)."""
+        self.stalls[int(row.index)] = reason
+        self._write()
+
+    def _write(self) -> None:
+        record = {"fingerprint": self.fingerprint, "current": self._current or None,
+                  "deaths": {str(k): v for k, v in sorted(self.deaths.items())}}
+        if self.stalls:
+            record["stalls"] = {str(k): v for k, v in sorted(self.stalls.items())}
+        storage.write_text(self.uri, json.dumps(record, sort_keys=True))
 
     def suspect(self, row) -> bool:
         return self.deaths.get(row.index, 0) > 0
 
-    def quarantined(self, row) -> str | None:
-        """Why ``row``'s video is skipped (it killed its process ``limit`` times), or None."""
+    def verdict(self, row) -> tuple[str, str] | None:
+        """Why ``row``'s video is skipped, as (drop reason, one line): ``stalled`` (it made no progress
+        for the limit), ``crashed`` (it killed its process ``limit`` times); None: curate it."""
+        if row.index in self.stalls:
+            return "stalled", self.stalls[row.index]
         deaths = self.deaths.get(row.index, 0)
         if not self.limit or deaths < self.limit:
             return None
-        return (f"{row.uri}: the curate process died {deaths} times while curating this video (out of memory,"
-                " killed, or a decoder crash); skipped so the shard can finish")
+        return "crashed", (f"{row.uri}: the curate process died {deaths} times while curating this video (out of"
+                           " memory, killed, or a decoder crash); skipped so the shard can finish")
 
 
 # ------------------------------------------------------------------------------------- in a worker process
@@ -106,16 +124,24 @@ def _start_worker(cfg_json: str, caption: Callable, curate_video: Callable, spoo
     cfg = CurateConfig.model_validate_json(cfg_json)
     if cfg.caption_model:
         caption = VlmCaptioner(cfg.caption_model, cfg)
+    # a video stuck where no signal reaches it: the note tells the shard which one ended this worker
+    watchdog = StallWatchdog(cfg.max_video_stall_s, on_stuck=lambda row, reason: note_stuck(spool_dir, row, reason))
+    watchdog.start()
     _WORKER.update(cfg=cfg, caption=caption, models=ModelScorers.from_config(cfg), spool_dir=Path(spool_dir),
-                   curate_video=curate_video)
+                   curate_video=curate_video, watchdog=watchdog)
 
 
 def _curate_in_worker(row) -> dict[str, Any]:
+    """One video in a worker; ``{"stalled": reason}`` if it stalled and was interrupted."""
     from components.curate.video_pass import Timers
 
     timers = Timers()
     w = _WORKER
-    result = w["curate_video"](row, w["cfg"], w["caption"], w["models"], w["spool_dir"], timers)
+    try:
+        with w["watchdog"].watching(row):
+            result = w["curate_video"](row, w["cfg"], w["caption"], w["models"], w["spool_dir"], timers)
+    except VideoStalled as exc:
+        return {"stalled": exc.reason}
     result["seconds"] = timers.seconds
     return result
 
@@ -142,29 +168,39 @@ def _one_thread_environment():
 # ----------------------------------------------------------------------------------------------- the shard
 def curate_in_order(
     rows: list, ready: Callable[[Any], dict | None], curate_here: Callable[[Any], dict], journal: CrashJournal,
-    workers: int, worker_args: tuple, crashed: Callable[[Any, str], dict],
+    workers: int, worker_args: tuple, give_up: Callable[[Any, str, str], dict], stall_limit: float = 0.0,
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """``(row, result)`` for every row, in the rows' order. ``ready(row)`` gives the result of a row that
     needs no curating (a bad row) or None; ``curate_here(row)`` curates one in this process (one worker);
     with more workers, a spawned pool started with ``worker_args`` (:func:`_start_worker`'s: the config
-    as JSON, the captioner, the function that curates one video, the spool folder) curates them. ``crashed(row, reason)`` is the result of a quarantined video."""
+    as JSON, the captioner, the function that curates one video, the spool folder) curates them.
+    ``give_up(row, reason, line)`` is the result of a video not curated: ``crashed`` (it killed its
+    process too often) or ``stalled`` (no progress for ``stall_limit`` seconds, see
+    :mod:`components.curate.watchdog`; 0: no limit, in this process; the workers take theirs from the
+    config)."""
     if workers <= 1:
-        for row in rows:
-            result = ready(row)
-            if result is None:
-                reason = journal.quarantined(row)
-                if reason:
-                    result = crashed(row, reason)
-                else:
-                    journal.running([row])
-                    result = curate_here(row)
-            yield row, result
+        with StallWatchdog(stall_limit, on_stuck=journal.stalled) as watchdog:
+            for row in rows:
+                result = ready(row)
+                if result is None:
+                    verdict = journal.verdict(row)
+                    if verdict:
+                        result = give_up(row, *verdict)
+                    else:
+                        journal.running([row])
+                        try:
+                            with watchdog.watching(row):
+                                result = curate_here(row)
+                        except VideoStalled as exc:
+                            journal.stalled(row, exc.reason)
+                            result = give_up(row, "stalled", exc.reason)
+                yield row, result
         journal.running([])
         return
-    yield from _pooled(rows, ready, journal, workers, worker_args, crashed)
+    yield from _pooled(rows, ready, journal, workers, worker_args, give_up)
 
 
-def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crashed):
+def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, give_up):
     import multiprocessing
 
     results: dict[int, dict[str, Any]] = {}
@@ -178,6 +214,14 @@ def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crash
             (alone if journal.suspect(row) else together).append(i)
     context = multiprocessing.get_context("spawn")
     flying: dict[Future, int] = {}
+    notes = worker_args[3]  # the spool folder: where a worker leaves the name of a video stuck in it
+
+    def stalled(i: int, reason: str | None) -> dict[str, Any] | None:
+        """The result of video ``i`` that stalled in a worker (and the journal noting it), or None."""
+        if reason is None:
+            return None
+        journal.stalled(rows[i], reason)
+        return give_up(rows[i], "stalled", reason)
 
     def start_pool() -> ProcessPoolExecutor:
         """A pool whose processes start: a worker that dies before any video (an import or a model that
@@ -207,9 +251,9 @@ def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crash
                 i = together.pop(0)
             else:
                 return
-            reason = journal.quarantined(rows[i])
-            if reason:
-                results[i] = crashed(rows[i], reason)
+            verdict = journal.verdict(rows[i])
+            if verdict:
+                results[i] = give_up(rows[i], *verdict)
                 continue
             flying[pool.submit(_curate_in_worker, rows[i])] = i
             journal.running([rows[j] for j in flying.values()])
@@ -231,13 +275,25 @@ def _pooled(rows, ready, journal: CrashJournal, workers: int, worker_args, crash
                 done, _ = wait(list(flying), return_when=FIRST_COMPLETED)
                 for f in done:
                     if not isinstance(f.exception(), BrokenProcessPool):
-                        results[flying.pop(f)] = f.result()  # (a video's own errors are records in it)
+                        i = flying.pop(f)  # (a video's own errors are records in its result)
+                        results[i] = stalled(i, f.result().get("stalled")) or f.result()
                 broke = any(isinstance(f.exception(), BrokenProcessPool) for f in done)
                 if broke:
-                    # a worker died: every video still in flight is a suspect, curated alone from now on
+                    # a worker ended itself for a video stuck where it could not be interrupted (its note
+                    # names it): the others in flight are innocent and go again; else a worker died:
+                    # every video still in flight is a suspect, curated alone from now on
+                    stuck = False
                     for i in flying.values():
-                        journal.died(rows[i].index, rows[i].video_id, rows[i].uri, "a curate worker")
-                    alone = sorted([*flying.values(), *alone])
+                        result = stalled(i, take_note(notes, rows[i].index))
+                        if result is not None:
+                            results[i], stuck = result, True
+                    innocent = sorted(i for i in flying.values() if i not in results)
+                    if stuck:
+                        together = sorted([*innocent, *together])
+                    else:
+                        for i in innocent:
+                            journal.died(rows[i].index, rows[i].video_id, rows[i].uri, "a curate worker")
+                        alone = sorted([*innocent, *alone])
                     flying.clear()
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = start_pool()

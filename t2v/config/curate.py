@@ -40,6 +40,14 @@ class CurateConfig(BaseModel):
         " a decoder crash; counted across reruns of the shard) is recorded as crashed and skipped, so the"
         " shard can finish; 0 never skips",
     )
+    max_video_stall_s: float = Field(
+        600.0,
+        ge=0.0,
+        description="a video whose curation makes no progress for this many seconds (no frame decoded, no"
+        " score, model call or downloaded chunk finished: a decoder or a read that never returns) is"
+        " interrupted and recorded as stalled, and the shard goes on; raise it for models that take longer"
+        " than this on one clip; 0 waits for ever",
+    )
 
     # --- scene splitting (PySceneDetect) ---
     scene_detector: Literal["content", "adaptive"] = Field(

@@ -24,29 +24,40 @@ from components.curate.stage import curate_shard
 from t2v.config import load_curate_config
 import os
 cfg = load_curate_config(Path(sys.argv[1]) / "configs/tiny/curate.yaml")
-cfg = cfg.model_copy(update={"video_workers": int(os.environ.get("VIDEO_WORKERS", "1"))})
+cfg = cfg.model_copy(update={"video_workers": int(os.environ.get("VIDEO_WORKERS", "1")),
+                             "max_video_stall_s": float(os.environ.get("MAX_STALL", "600"))})
 if __name__ == "__main__":
     curate_shard(Path(sys.argv[2]), Path(sys.argv[3]), cfg, shard_index=0, num_shards=1)
 """
 # In every process (the shard's, and the pool's workers): a video that kills the process curating it, as
-# the out-of-memory killer would.
+# the out-of-memory killer would (DIE_ON), or that hangs it (HANG_ON): in Python code, a loop the stall
+# watchdog's signal interrupts ("python"), or where no signal reaches (the signal blocked: "c"), as a
+# decoder looping inside FFmpeg would.
 SITE = """
-import os, signal, sys
-if os.environ.get("DIE_ON"):
+import os, signal, sys, time
+if os.environ.get("DIE_ON") or os.environ.get("HANG_ON"):
     sys.path.insert(0, os.environ["T2V_REPO"])
     import components.curate.stage as _stage
     _original = _stage._curate_video
     def _curate_video(row, *a, **k):
-        if row.video_id == os.environ["DIE_ON"]:
+        if row.video_id == os.environ.get("DIE_ON"):
             os.kill(os.getpid(), signal.SIGKILL)
+        if row.video_id == os.environ.get("HANG_ON"):
+            if os.environ["HANG_HOW"] == "c":
+                from components.curate.watchdog import STALL_SIGNAL
+                signal.pthread_sigmask(signal.SIG_BLOCK, {STALL_SIGNAL})
+            while True:
+                time.sleep(0.05)
         return _original(row, *a, **k)
     _stage._curate_video = _curate_video
 """
 
 
-def _run(raw: Path, out: Path, die_on: str = "", workers: int = 1) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIE_ON": die_on, "VIDEO_WORKERS": str(workers), "T2V_REPO": str(REPO)}
-    if die_on:  # (sitecustomize runs in every interpreter, the pool's spawned workers too)
+def _run(raw: Path, out: Path, die_on: str = "", workers: int = 1, hang_on: str = "", hang_how: str = "python",
+         max_stall: float = 600) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIE_ON": die_on, "VIDEO_WORKERS": str(workers), "T2V_REPO": str(REPO),
+           "HANG_ON": hang_on, "HANG_HOW": hang_how, "MAX_STALL": str(max_stall)}
+    if die_on or hang_on:  # (sitecustomize runs in every interpreter, the pool's spawned workers too)
         site = out.parent / f".site-{out.name}"
         site.mkdir(parents=True, exist_ok=True)
         (site / "sitecustomize.py").write_text(SITE)
@@ -198,3 +209,61 @@ def test_workers_load_the_packaged_models_and_score_as_one_process_does(small_wo
     scored = [json.loads(x) for x in records[2].splitlines() if "ocr_text_area" in x]
     assert scored and all("nsfw" in r["scores"] and r["scorers"]["ocr"].startswith("rapidocr") for r in scored)
     assert records[2] == records[1]
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(x) for x in (folder / "manifest-000.jsonl").read_text().splitlines() if x.strip()]
+
+
+def _stalled_and_the_rest_as_clean(out: Path, clean: Path, poison: str) -> dict:
+    got = _records(out)
+    (skipped,) = [r for r in got if r["video_id"] == poison]
+    assert skipped["drop_reasons"] == ["stalled"] and "no progress for 2 s" in skipped["error"], skipped
+    want = {r["clip_id"]: r for r in _records(clean) if r["video_id"] != poison}
+    assert {r["clip_id"]: r for r in got if r["video_id"] != poison} == want  # every other video as in a clean run
+    done = json.loads((out / "done-000.json").read_text())
+    assert done["summary"]["rejected_by_reason"].get("stalled") == 1, done["summary"]
+    journal = json.loads((out / "attempts-000.json").read_text())
+    assert journal["current"] is None and list(journal["stalls"]) == [str(skipped["video_index"])], journal
+    return skipped
+
+
+@pytest.mark.slow
+def test_a_video_that_hangs_is_interrupted_recorded_as_stalled_and_the_shard_goes_on(small_world, tmp_path):
+    raw, clean = small_world
+    poison = [json.loads(x) for x in (raw / "metadata.jsonl").read_text().splitlines() if x.strip()][2]["video_id"]
+    t0 = time.monotonic()
+    assert _run(raw, tmp_path / "out", hang_on=poison, max_stall=2).wait(timeout=300) == 0
+    skipped = _stalled_and_the_rest_as_clean(tmp_path / "out", clean, poison)
+    assert "could not be interrupted" not in skipped["error"]  # the signal reached it: no process ended
+    assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.slow
+def test_a_worker_stuck_where_no_signal_reaches_ends_and_the_shard_finishes_in_one_run(small_world, tmp_path):
+    raw, clean = small_world
+    poison = [json.loads(x) for x in (raw / "metadata.jsonl").read_text().splitlines() if x.strip()][4]["video_id"]
+    out = tmp_path / "out"
+    assert _run(raw, out, hang_on=poison, hang_how="c", workers=2, max_stall=2).wait(timeout=300) == 0
+    skipped = _stalled_and_the_rest_as_clean(out, clean, poison)
+    assert "could not be interrupted" in skipped["error"], skipped
+    journal = json.loads((out / "attempts-000.json").read_text())
+    assert journal["deaths"] == {}, journal  # the videos in flight beside it are not blamed
+    assert not list(out.rglob("stalled/*.json"))  # the worker's note was taken
+
+
+@pytest.mark.slow
+def test_a_shard_process_stuck_where_no_signal_reaches_ends_and_its_rerun_skips_the_video(small_world, tmp_path):
+    raw, clean = small_world
+    poison = [json.loads(x) for x in (raw / "metadata.jsonl").read_text().splitlines() if x.strip()][1]["video_id"]
+    out = tmp_path / "out"
+    from components.curate.watchdog import EXIT_STALLED
+
+    assert _run(raw, out, hang_on=poison, hang_how="c", max_stall=2).wait(timeout=300) == EXIT_STALLED
+    assert not (out / "done-000.json").exists()
+    journal = json.loads((out / "attempts-000.json").read_text())
+    assert [v["video_id"] for v in journal["current"]] == [poison] and len(journal["stalls"]) == 1, journal
+    assert _run(raw, out, hang_on=poison, hang_how="c", max_stall=2).wait(timeout=300) == 0  # the task's retry
+    skipped = _stalled_and_the_rest_as_clean(out, clean, poison)
+    assert "could not be interrupted" in skipped["error"], skipped
+    assert json.loads((out / "attempts-000.json").read_text())["deaths"] == {}
