@@ -14,6 +14,11 @@ death is a *suspect* and is curated alone (no other video in flight), so a secon
 ``max_video_crashes`` deaths it is recorded as ``crashed`` and skipped, and the shard finishes. Inside a
 pool the shard sees a worker die (the pool breaks) and does this at once, without the task dying; when the
 task itself dies (the whole pod is killed), the journal carries the count to its rerun.
+
+A video that hangs its process (no progress for ``max_video_stall_s``) is interrupted by the process's
+:class:`components.curate.watchdog.StallWatchdog` and recorded as ``stalled``; one stuck where no signal
+reaches ends its worker, which leaves a note naming it (the others in flight go again, unblamed), or the
+shard's own process, whose journal then holds the verdict for the rerun.
 """
 
 from __future__ import annotations
