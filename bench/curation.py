@@ -5,6 +5,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --hd 16 [--repeats 3]
     .venv/bin/python bench/curation.py --memory-1080p [--seconds 60]
     .venv/bin/python bench/curation.py --dedup 10000 100000
+    .venv/bin/python bench/curation.py --merge 10000 40000
     .venv/bin/python bench/curation.py --external 24 [--seed 0]
     .venv/bin/python bench/curation.py --hdr [--repeats 3]
     .venv/bin/python bench/curation.py --alpha [--repeats 3]
@@ -29,6 +30,10 @@ throughout, and with transparent parts (composited over the background, :mod:`t2
 
 Side by side: ``--workers N`` curates one shard of the world with one process and with ``N``
 (``video_workers``), alternately, and prints the wall-clock ratio and whether the outputs are the same bytes.
+
+Merge: ``--merge N...`` writes four shard outputs holding N clip records shaped as the stage writes them
+(1 % near-copies) and times their merge (cross-shard dedup, caps, manifest, parquet, report) in a child
+process, with its peak RSS.
 
 Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip signatures (random hashes with
 1 % planted near-copies) and checks the copies are found.
@@ -274,6 +279,81 @@ def dedup_bench(sizes: list[int]) -> None:
         print(f"dedup {n:>7d} clip signatures: {dt:6.2f} s, {hit}/{len(src)} planted copies found, {extra} others")
 
 
+MERGE_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from components.curate.stage import merge_manifests
+t0 = time.perf_counter()
+s = merge_manifests(__import__("pathlib").Path(sys.argv[2]))
+print(json.dumps({"clips": s["clips"], "kept": s["kept"], "duplicates": s["dropped_by_reason"].get("duplicate", 0),
+                  "seconds": time.perf_counter() - t0,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_shard_manifests(folder: Path, clips: int, shards: int = 4, seed: int = 0) -> int:
+    """``shards`` curate shard outputs (manifest, scenes, done marker, no tars) holding ``clips`` clip
+    records shaped as the stage writes them (five 64-bit hashes, 5x8x8 CIELAB thumbnails, eleven scores,
+    a caption, a world spec), 1 % of them near-copies of an earlier clip; returns the bytes written."""
+    import numpy as np
+
+    from t2v.config import CurateConfig
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "curate-config.json").write_text(CurateConfig().model_dump_json())
+    per_video = 5
+    hashes = rng.integers(0, 256, (clips, 5, 8), dtype=np.uint8)
+    thumbs = rng.integers(-60, 60, (clips, 5, 8, 8, 3)).astype(np.int8)
+    src = np.arange(0, clips - 1, 100)
+    hashes[src + 1] = hashes[src] ^ (rng.random((len(src), 5, 8)) < 0.02).astype(np.uint8)
+    thumbs[src + 1] = thumbs[src]
+    names = ["sharpness", "laplacian_var", "contrast", "brightness", "highlight", "motion", "frame_diff",
+             "border_fraction", "subtitle", "watermark", "saturation"]
+    scores = rng.random((clips, len(names))) * 100
+    out = [open(folder / f"manifest-{k:03d}.jsonl", "w") for k in range(shards)]  # noqa: SIM115
+    size = 0
+    for i in range(clips):
+        v = i // per_video
+        rec = {
+            "caption": f"a red circle moving left on a blue background, take {i}", "captions": {},
+            "clip_id": f"raw_{v:07d}-{i % per_video * 40:06d}-{i % per_video * 40 + 40:06d}",
+            "concept": f"concept {i % 97}", "drop_reasons": [], "duplicate_of": None, "end_frame": i % per_video * 40 + 40,
+            "fps": 25, "height": 544, "keep": True, "license": "cc-by", "num_frames": 40,
+            "phash": [bytes(h).hex() for h in hashes[i]], "scene_id": f"raw_{v:07d}_s{i % per_video:02d}",
+            "scene_index": i % per_video, "scorers": {}, "scores": dict(zip(names, scores[i].round(4).tolist())),
+            "shard": f"shards/clips-{v % shards:03d}-0000.tar", "source": "bench", "spec": {"background": "blue"},
+            "start_frame": i % per_video * 40, "thumbs": "5x8:" + thumbs[i].tobytes().hex(), "title": f"video {v}",
+            "video_id": f"raw_{v:07d}", "video_index": v, "width": 992,
+        }
+        line = json.dumps(rec, sort_keys=True) + "\n"
+        size += len(line)
+        out[v % shards].write(line)
+    for k, f in enumerate(out):
+        f.close()
+        (folder / f"scenes-{k:03d}.jsonl").write_text("")
+        (folder / f"done-{k:03d}.json").write_text(json.dumps({"fingerprint": "bench", "summary": {
+            "num_shards": shards, "shard_index": k, "seconds": 0.0, "step_seconds": {}}}))
+    return size
+
+
+def merge_bench(sizes: list[int]) -> None:
+    """The merge of a run's shard manifests (cross-shard dedup, caps, manifest, parquet, report) on
+    ``sizes`` clips each: its time and peak resident memory, in a child process."""
+    for n in sizes:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-merge-"))
+        size = write_shard_manifests(tmp, n)
+        res = subprocess.run([sys.executable, "-c", MERGE_CHILD, str(REPO), str(tmp)], capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if res.returncode:
+            print(f"merge {n}: failed (rc {res.returncode}): {res.stderr.strip().splitlines()[-1:]}")
+            continue
+        info = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"merge {n:>8d} clips ({size / 2**20:7.1f} MiB of shard manifests): {info['seconds']:7.1f} s, "
+              f"peak RSS {info['peak_rss_mib']:7.0f} MiB ({info['peak_rss_mib'] * 2**20 / n / 1024:.1f} KiB a clip), "
+              f"{info['duplicates']} duplicates of {len(range(0, n - 1, 100))} planted")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=64)
@@ -284,6 +364,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--whole", action="store_true", help="also measure decoding the 1080p file whole")
     ap.add_argument("--dedup", type=int, nargs="*")
+    ap.add_argument("--merge", type=int, nargs="*", help="instead: merge shard manifests of these many clips")
     ap.add_argument("--external", type=int, default=0, help="videos in the lavfi test set (P/R table)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the lavfi test set (build_external_set)")
     ap.add_argument("--hdr", action="store_true", help="instead: HDR to SDR conversion against SDR, per frame")
@@ -303,6 +384,8 @@ def main() -> None:
         memory(args)
     elif args.dedup:
         dedup_bench(args.dedup)
+    elif args.merge:
+        merge_bench(args.merge)
     elif args.external:
         external(args)
     else:

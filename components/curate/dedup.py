@@ -49,13 +49,28 @@ def _single_thread():
     return _Ctx()
 
 
-def _index(keys: np.ndarray, cfg: CurateConfig):
-    """A faiss index over ``keys`` (0/1 float vectors: squared L2 is Hamming): exhaustive up to
-    ``dedup_exact_max`` keys, inverted lists above. (A binary index, Hamming by popcount, measured
-    slower here: its coarse quantizer and list assignment are not batched as the float ones are.)"""
+#: Frame hashes turned into float keys, added and searched at a time: the index's own copy of the keys is
+#: the only one held whole (the search's distances and neighbours, and the pairs, come a chunk at a time).
+KEY_CHUNK = 1 << 16
+
+
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """``[start, end)`` bounds of ``KEY_CHUNK`` rows; a short tail joins the chunk before it (faiss's flat
+    search takes batches under 20 queries another way, whose order among equal distances may differ)."""
+    starts = list(range(0, n, KEY_CHUNK))
+    if len(starts) > 1 and n - starts[-1] < 32:
+        starts.pop()
+    return [(s, starts[i + 1] if i + 1 < len(starts) else n) for i, s in enumerate(starts)]
+
+
+def _index(bits: np.ndarray, cfg: CurateConfig):
+    """A faiss index over the 0/1 frame hashes ``bits`` ([keys, bits] bool; as float vectors, squared L2
+    is Hamming): exhaustive up to ``dedup_exact_max`` keys, inverted lists above. (A binary index,
+    Hamming by popcount, measured slower here: its coarse quantizer and list assignment are not batched
+    as the float ones are.)"""
     import faiss
 
-    n, d = keys.shape
+    n, d = bits.shape
     if n <= cfg.dedup_exact_max:
         index = faiss.IndexFlatL2(d)
     else:
@@ -63,12 +78,26 @@ def _index(keys: np.ndarray, cfg: CurateConfig):
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
         index.cp.seed = 1234
         rng = np.random.default_rng(0)
-        train = keys[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
+        train = bits[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))].astype(np.float32)
         with _single_thread():  # the same lists on every machine
             index.train(train)
         index.nprobe = cfg.dedup_nprobe
-    index.add(keys)
+    for s, e in _chunks(n):
+        index.add(bits[s:e].astype(np.float32))
     return index
+
+
+def _candidate_pairs(index, bits: np.ndarray, owner: np.ndarray, k: int, limit: float) -> np.ndarray:
+    """Every (clip, earlier clip) pair with a frame hash of one among the ``k`` nearest of a frame hash of
+    the other within ``limit`` bits, sorted and unique ([pairs, 2])."""
+    found = [np.empty((0, 2), dtype=np.int64)]
+    for s, e in _chunks(len(bits)):
+        dist, nbr = index.search(bits[s:e].astype(np.float32), k)
+        theirs = np.where(nbr >= 0, owner[np.maximum(nbr, 0)], -1)
+        mine = np.repeat(owner[s:e, None], k, axis=1)
+        ok = (nbr >= 0) & (theirs < mine) & (dist <= limit + 1e-3)
+        found.append(np.unique(np.stack([mine[ok], theirs[ok]], axis=1), axis=0))
+    return np.unique(np.concatenate(found), axis=0)
 
 
 def _times(sig: Signature, count: int) -> np.ndarray:
@@ -137,18 +166,12 @@ def find_duplicates(signatures: list[Signature | None], cfg: CurateConfig) -> li
     # few frames off the original (or a hash that flips bits on a low-contrast picture) still meets the
     # original at some pair of frames.
     owner = np.repeat(np.arange(len(live)), counts)
-    keys = flat.astype(np.float32)
-    k = min(cfg.dedup_neighbours + int(counts.max()), len(keys))  # a clip's own frames are among its hits
-    index = _index(keys, cfg)
-    dist, nbr = index.search(keys, k)
+    k = min(cfg.dedup_neighbours + int(counts.max()), len(flat))  # a clip's own frames are among its hits
     limit = cfg.dedup_max_hamming
     # Candidate pairs (clip, earlier clip with one frame hash close enough), vectorised, in order.
-    theirs = np.where(nbr >= 0, owner[np.maximum(nbr, 0)], -1)
-    mine = np.repeat(owner[:, None], k, axis=1)
-    ok = (nbr >= 0) & (theirs < mine) & (dist <= limit + 1e-3)
-    if not ok.any():
+    pairs = _candidate_pairs(_index(flat, cfg), flat, owner, k, limit)
+    if not len(pairs):
         return out
-    pairs = np.unique(np.stack([mine[ok], theirs[ok]], axis=1), axis=0)
     # The exact hash test on every candidate at once (clips grouped by their number of frame hashes).
     packed = np.packbits(flat, axis=1)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
