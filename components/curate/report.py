@@ -11,7 +11,9 @@ from __future__ import annotations
 import html
 import json
 import os
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -171,15 +173,78 @@ def histogram_png(name: str, values: list[float], thresholds: list[float], kept:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _histograms(clips: list[dict[str, Any]], cfg: CurateConfig) -> list[str]:
+EXAMPLES_PER_GROUP = 6
+#: Rows of the report's clip and rejected-video tables (the rest are in manifest.parquet).
+TABLE_ROWS = 5000
+
+
+class ReportData:
+    """What the report shows of a run's records, gathered one record at a time (:meth:`add`, in
+    canonical order): each threshold's score over the scored clips with their decisions, the first clips
+    of each group (kept, and per drop reason) and the groups' sizes, the kept clips per concept, and the
+    first ``TABLE_ROWS`` clips and rejected videos for the tables."""
+
+    def __init__(self, per_group: int = EXAMPLES_PER_GROUP, table_rows: int = TABLE_ROWS):
+        self.per_group, self.table_rows = per_group, table_rows
+        self.values: dict[str, array] = {name: array("d") for name in THRESHOLDS}
+        self.kept: dict[str, bytearray] = {name: bytearray() for name in THRESHOLDS}
+        self.groups: dict[str, list[str]] = {"kept": []}
+        self.group_sizes: Counter[str] = Counter()
+        self.concepts: Counter[Any] = Counter()
+        self.clip_rows: list[tuple[str, bool, list[str], Any, dict[str, Any]]] = []
+        self.clips = 0
+        self.score_keys: set[str] = set()
+        self.bad_rows: list[tuple[str, Any]] = []
+        self.bad = 0
+        self.scored = 0
+
+    def add(self, r: dict[str, Any]) -> None:
+        if r["start_frame"] is None:
+            self.bad += 1
+            if len(self.bad_rows) < self.table_rows:
+                self.bad_rows.append((r["video_id"], r.get("error")))
+            return
+        self.clips += 1
+        scores = r.get("scores") or {}
+        self.score_keys.update(scores)
+        if r["keep"]:
+            self.concepts[r["concept"]] += 1
+        if len(self.clip_rows) < self.table_rows:
+            self.clip_rows.append((r["clip_id"], bool(r["keep"]), list(r["drop_reasons"]), r["caption"], dict(scores)))
+        if not scores:
+            return
+        self.scored += 1
+        for name in THRESHOLDS:
+            v = scores.get(name)
+            if isinstance(v, (int, float)):
+                self.values[name].append(float(v))
+                self.kept[name].append(bool(r["keep"]))
+        names = (["kept"] if r["keep"] else []) + [x for x in r["drop_reasons"] if x != "too_short"]
+        for name in names:
+            self.group_sizes[name] += 1
+            shown = self.groups.setdefault(name, [])
+            if len(shown) < self.per_group:
+                shown.append(r["clip_id"])
+
+    @classmethod
+    def of(cls, records: Iterable[dict[str, Any]]) -> ReportData:
+        data = cls()
+        for r in records:
+            data.add(r)
+        return data
+
+    def example_ids(self) -> set[str]:
+        """The clips whose thumbnails the report shows: the first few kept, and per drop reason."""
+        return {cid for ids in self.groups.values() for cid in ids}
+
+
+def _histograms(data: ReportData, cfg: CurateConfig) -> list[str]:
     out = []
     for name, fields in THRESHOLDS.items():
-        rows = [r for r in clips if isinstance((r.get("scores") or {}).get(name), (int, float))]
-        if not rows:
+        if not data.values[name]:
             continue
-        values = [float(r["scores"][name]) for r in rows]
         thresholds = [float(getattr(cfg, f)) for f in fields]
-        png = histogram_png(name, values, thresholds, [bool(r["keep"]) for r in rows])
+        png = histogram_png(name, list(data.values[name]), thresholds, [bool(x) for x in data.kept[name]])
         drawn = ", ".join(f"{f} = {getattr(cfg, f)}" for f in fields)
         out.append(
             f"<figure style='display:inline-block;margin:4px'><img alt='{html.escape(name)}' "
@@ -189,37 +254,27 @@ def _histograms(clips: list[dict[str, Any]], cfg: CurateConfig) -> list[str]:
     return out
 
 
-EXAMPLES_PER_GROUP = 6
-
-
-def _groups(clips: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {"kept": [r for r in clips if r["keep"]]}
-    for r in clips:
-        for reason in r["drop_reasons"]:
-            if reason != "too_short":
-                groups.setdefault(reason, []).append(r)
-    return groups
-
-
 def example_ids(clips: list[dict[str, Any]], per_group: int = EXAMPLES_PER_GROUP) -> set[str]:
     """The clips whose thumbnails the report shows: the first few kept, and per drop reason."""
-    return {r["clip_id"] for g in _groups(clips).values() for r in g[:per_group]}
+    data = ReportData(per_group=per_group)
+    for r in clips:
+        data.add(r)
+    return data.example_ids()
 
 
-def _examples(clips: list[dict[str, Any]], thumbs: dict[str, str], per_group: int = EXAMPLES_PER_GROUP) -> list[str]:
-    groups = _groups(clips)
+def _examples(data: ReportData, thumbs: dict[str, str]) -> list[str]:
     out = []
-    for name in ["kept", *sorted(k for k in groups if k != "kept")]:
-        shown = [r for r in groups[name] if thumbs.get(r["clip_id"])][:per_group]
+    for name in ["kept", *sorted(k for k in data.groups if k != "kept")]:
+        shown = [cid for cid in data.groups[name] if thumbs.get(cid)]
         if not shown:
             continue
         cells = "".join(
             f"<figure style='display:inline-block;margin:3px;font-size:10px'>"
-            f"<img src='data:image/jpeg;base64,{thumbs[r['clip_id']]}'><figcaption>{html.escape(r['clip_id'])}"
+            f"<img src='data:image/jpeg;base64,{thumbs[cid]}'><figcaption>{html.escape(cid)}"
             "</figcaption></figure>"
-            for r in shown
+            for cid in shown
         )
-        out.append(f"<h3>{html.escape(name)} ({len(groups[name])})</h3><div>{cells}</div>")
+        out.append(f"<h3>{html.escape(name)} ({data.group_sizes[name]})</h3><div>{cells}</div>")
     return out
 
 
@@ -232,13 +287,14 @@ def _costs(summary: dict[str, Any]) -> str:
 
 def write_report(
     path: Path,
-    records: list[dict[str, Any]],
+    records: list[dict[str, Any]] | ReportData,
     summary: dict[str, Any],
     cfg: CurateConfig,
     thumbs: dict[str, str] | None = None,
 ) -> None:
-    """Write the HTML report atomically."""
-    clips = [r for r in records if r["start_frame"] is not None]
+    """Write the HTML report atomically, from the run's records or what :class:`ReportData` gathered
+    of them."""
+    data = records if isinstance(records, ReportData) else ReportData.of(records)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>Curation report</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
@@ -282,34 +338,34 @@ def write_report(
     if rejected:
         parts.append("<h2>Rejected rows and videos</h2>")
         parts.append(_table(["reason", "rows"], [[k, v] for k, v in sorted(rejected.items())]))
-    scored = [r for r in clips if r.get("scores")]
-    if scored:
+    if data.scored:
         parts.append("<h2>Scores</h2><p>Each score over the clips (kept and dropped), thresholds dashed.</p>")
-        parts.extend(_histograms(scored, cfg))
+        parts.extend(_histograms(data, cfg))
     if thumbs:
         parts.append("<h2>Examples</h2><p>Middle frames of kept clips and of dropped clips per reason.</p>")
-        parts.extend(_examples(scored, thumbs))
+        parts.extend(_examples(data, thumbs))
     if summary.get("step_seconds"):
         parts.append("<h2>Costs</h2><p>Time per step, summed over the shards (models as model:*).</p>")
         parts.append(_costs(summary))
     parts.append(
         "<h2>Configuration</h2><pre>" + html.escape(json.dumps(cfg.model_dump(), indent=1)) + "</pre>"
     )
-    concepts = Counter(r["concept"] for r in clips if r["keep"])
     parts.append("<h2>Kept clips per concept</h2>")
-    parts.append(_table(["concept", "kept"], [[k, v] for k, v in sorted(concepts.items())]))
+    parts.append(_table(["concept", "kept"], [[k, v] for k, v in sorted(data.concepts.items())]))
     parts.append("<h2>Clips</h2>")
-    score_keys = sorted({k for r in clips for k in r["scores"]})
+    if data.clips > len(data.clip_rows):
+        parts.append(f"<p>The first {len(data.clip_rows)} of {data.clips} clips; every clip is in manifest.parquet.</p>")
+    score_keys = sorted(data.score_keys)
     rows = [
-        [r["clip_id"], "keep" if r["keep"] else "drop", ", ".join(r["drop_reasons"]), r["caption"]]
-        + [r["scores"].get(k) for k in score_keys]
-        for r in clips
+        [cid, "keep" if keep else "drop", ", ".join(reasons), caption] + [scores.get(k) for k in score_keys]
+        for cid, keep, reasons, caption, scores in data.clip_rows
     ]
     parts.append(_table(["clip", "decision", "reasons", "caption", *score_keys], rows))
-    bad = [r for r in records if r["start_frame"] is None]
-    if bad:
+    if data.bad_rows:
         parts.append("<h2>Unreadable videos</h2>")
-        parts.append(_table(["video", "reason"], [[r["video_id"], r.get("error")] for r in bad]))
+        if data.bad > len(data.bad_rows):
+            parts.append(f"<p>The first {len(data.bad_rows)} of {data.bad}; every one is in manifest.parquet.</p>")
+        parts.append(_table(["video", "reason"], [list(row) for row in data.bad_rows]))
     parts.append("</body></html>\n")
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -41,14 +41,12 @@ measure each filter's precision and recall.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
-import math
 import os
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,7 +55,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from components.curate import dedup, filters
+from components.curate import dedup, filters, merge, report
 from components.curate.video_pass import SceneStream, Timers, encode_clip, spool, stream_video
 from components.curate.watchdog import VideoStalled, beat
 from components.curate.workers import CrashJournal, curate_in_order
@@ -206,31 +204,6 @@ def read_metadata(raw_dir: Path | str, table: str = "metadata.jsonl") -> list[di
 
 def _jsonl(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-
-
-#: Lines of a JSONL file parsed as one JSON document by :func:`_read_jsonl`.
-_JSONL_BLOCK = 4096
-
-
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a JSONL file, read a block of lines at a time, each block parsed as one JSON array:
-    the decoder keeps one copy of each key per document, so a block's records share their key strings
-    (a merge's clip records take a third less memory than parsed line by line: 5.9 against 8.9 KiB)."""
-    with open(path) as handle:
-        while lines := list(itertools.islice(handle, _JSONL_BLOCK)):
-            block = [line for line in lines if line.strip()]
-            if block:
-                yield from json.loads("[" + ",".join(block) + "]")
-
-
-def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """``records`` as JSONL at the local ``path``, written line by line (no text of the whole file held)
-    into a hidden file renamed into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        for r in records:
-            handle.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 # Settings that change how fast a shard is curated, not what it writes: left out of its fingerprint.
@@ -699,44 +672,13 @@ def _takes_frames(fn) -> bool:
 
 
 def _summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    clips = [r for r in records if r["start_frame"] is not None and "too_short" not in r["drop_reasons"]]
-    rejected = [r for r in records if r["start_frame"] is None]
-    dropped: Counter[str] = Counter()
-    for r in clips:
-        dropped.update(r["drop_reasons"])
-    return {
-        "videos": len({r["video_index"] for r in records}),
-        "rejected": len(rejected),
-        "rejected_by_reason": dict(sorted(Counter(r["drop_reasons"][0] for r in rejected).items())),
-        "corrupt": sum(1 for r in rejected if "corrupt" in r["drop_reasons"]),
-        "too_short_segments": sum(1 for r in records if r["start_frame"] is not None and "too_short" in r["drop_reasons"]),
-        "clips": len(clips),
-        "kept": sum(1 for r in clips if r["keep"]),
-        "dropped": sum(1 for r in clips if not r["keep"]),
-        "dropped_by_reason": dict(sorted(dropped.items())),
-    }
+    counts = merge.SummaryCounts()
+    for r in records:
+        counts.add(r)
+    return counts.summary()
 
 
 # ------------------------------------------------------------------------------------------------- merge
-def _concept_cap(records: list[dict[str, Any]], cfg: CurateConfig) -> None:
-    """Cap the kept clips per concept; the sharpest clips of a concept stay (ties by clip id)."""
-    kept = [r for r in records if r["keep"]]
-    caps = [len(kept)]
-    if cfg.concept_cap:
-        caps.append(cfg.concept_cap)
-    if cfg.concept_cap_fraction < 1.0:
-        caps.append(max(1, math.ceil(cfg.concept_cap_fraction * len(kept))))
-    cap = min(caps)
-    by_concept: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in kept:
-        by_concept[r["concept"]].append(r)
-    for group in by_concept.values():
-        group.sort(key=lambda r: (-float(r["scores"].get("sharpness", 0.0)), r["clip_id"]))
-        for r in group[cap:]:
-            r["keep"] = False
-            r["drop_reasons"].append("concept_cap")
-
-
 def merge_manifests(
     out_dir: Path,
     shard_summaries: list[dict] | None = None,
@@ -746,9 +688,9 @@ def merge_manifests(
     """Merge the shard manifests, remove near-duplicates across shards, cap concepts, and write
     ``manifest.jsonl``, ``manifest.parquet``, ``kept.jsonl`` (the training index), ``report.html`` and
     ``summary.json``. ``cfg`` defaults to the config the shards ran with (stored in their markers);
-    ``raw_dir`` (for the planted-truth metrics) defaults to the one the shards read."""
-    from components.curate import report
-
+    ``raw_dir`` (for the planted-truth metrics) defaults to the one the shards read. The records are
+    streamed, twice (:mod:`components.curate.merge`): memory grows with the clips' signatures, not
+    their records."""
     t0 = time.monotonic()
     out_dir = Path(out_dir)
     manifests = sorted(out_dir.glob("manifest-[0-9][0-9][0-9].jsonl"))
@@ -762,30 +704,6 @@ def merge_manifests(
     if cfg is None:
         stored = out_dir / "curate-config.json"
         cfg = CurateConfig.model_validate_json(stored.read_text()) if stored.exists() else CurateConfig()
-    records: list[dict[str, Any]] = []
-    for p in manifests:
-        records.extend(_read_jsonl(p))
-    records.sort(key=lambda r: (r["video_index"], r["start_frame"] if r["start_frame"] is not None else -1))
-
-    # Near-duplicates across shards: clips already marked within their shard keep their mark; the others
-    # are compared, in canonical (metadata) order, with every earlier clip of any shard.
-    clips = [r for r in records if r["start_frame"] is not None and r.get("phash")]
-    bits = cfg.dedup_hash_size**2
-    dup = find_duplicates([_signature(r, bits) for r in clips], cfg)
-    for r, match in zip(clips, dup, strict=True):
-        if match is not None and "duplicate" not in r["drop_reasons"]:
-            _mark_duplicate(r, clips[match[0]], match)
-    _concept_cap(clips, cfg)
-    balance = dedup.cluster_cap(clips, cfg)
-
-    _write_jsonl(out_dir / "manifest.jsonl", records)
-    _write_parquet(out_dir / "manifest.parquet", records)
-    kept = (
-        {"clip_id": r["clip_id"], "shard": r["shard"], "caption": r["caption"], "title": r["title"]}
-        for r in clips
-        if r["keep"]
-    )
-    _write_jsonl(out_dir / "kept.jsonl", kept)
 
     table = None
     if raw_dir is not None:
@@ -797,27 +715,76 @@ def merge_manifests(
     else:
         tables = {s.get("table") for s in summaries if s.get("table")}
         table = tables.pop() if len(tables) == 1 else None
-    truth = None
-    if table is not None and storage.exists(table):
-        rows = read_metadata(table)
-        truth = rows if rows and all("scenes" in r for r in rows) else None
-    scenes = []
-    for p in sorted(out_dir.glob("scenes-[0-9][0-9][0-9].jsonl")):
-        scenes.extend(_read_jsonl(p))
-    evaluation = report.evaluate(records, scenes, truth) if truth is not None else None
+    truth = _planted_truth(table)
 
-    summary = _summarize(records)
+    with merge.scratch_folder(out_dir) as scratch:
+        # Pass 1: what the run-wide decisions need, per clip; near-duplicates across shards (clips marked
+        # within their shard keep their mark; the others are compared, in canonical order, with every
+        # earlier clip of any shard), the concept cap, the cluster cap.
+        index, unordered = merge.build_index(manifests, cfg, Path(scratch))
+        log.info("curate merge: %d clips indexed, %d near-duplicates across shards", len(index), len(index.duplicate_of))
+        # Pass 2: every record again, the decisions applied, written out as it goes.
+        counts, shown, shards = merge.SummaryCounts(), report.ReportData(), set()
+        parquet = merge.ParquetRows(out_dir / "manifest.parquet", index.score_keys)
+        evaluated: list[dict[str, Any]] = []
+        n = -1
+
+        def decided() -> Iterator[dict[str, Any]]:
+            nonlocal n
+            for r in merge.ordered_records(manifests, unordered):
+                if merge.is_clip(r):
+                    n += 1
+                    if n in index.duplicate_of:
+                        of, h, dt = index.duplicate_of[n]
+                        _mark_duplicate(r, {"clip_id": index.ids[of]}, (of, h, dt))
+                    if n in index.concept_capped:
+                        r["keep"] = False
+                        r["drop_reasons"].append("concept_cap")
+                    if n in index.cluster:
+                        r["cluster"] = index.cluster[n]
+                    if n in index.cluster_capped:
+                        r["keep"] = False
+                        r["drop_reasons"].append("cluster_cap")
+                    if r["shard"]:
+                        shards.add(r["shard"])
+                counts.add(r)
+                shown.add(r)
+                parquet.add(r)
+                if truth is not None:
+                    evaluated.append({k: r.get(k) for k in ("video_id", "start_frame", "end_frame", "drop_reasons", "caption")})
+                yield r
+
+        kept_path = out_dir / "kept.jsonl"
+        with merge._renamed_into_place(kept_path) as kept_tmp, open(kept_tmp, "w") as kept:
+
+            def written() -> Iterator[dict[str, Any]]:
+                for r in decided():
+                    if merge.is_clip(r) and r["keep"]:
+                        kept.write(json.dumps({"clip_id": r["clip_id"], "shard": r["shard"], "caption": r["caption"],
+                                               "title": r["title"]}, sort_keys=True) + "\n")
+                    yield r
+
+            merge.write_jsonl(out_dir / "manifest.jsonl", written())
+        parquet.close()
+
+    scenes_files = sorted(out_dir.glob("scenes-[0-9][0-9][0-9].jsonl"))
+    evaluation = None
+    if truth is not None:
+        scenes = [s for p in scenes_files for s in merge.read_jsonl(p)]
+        evaluation = report.evaluate(evaluated, scenes, truth)
+
+    summary = counts.summary()
     summary.update(
         {
             "num_shards": len(manifests),
-            "shards": sorted({r["shard"] for r in clips if r["shard"]}),
+            "shards": sorted(shards),
             "shard_seconds": round(sum(float(s.get("seconds", 0.0)) for s in summaries), 3),
             "evaluation": evaluation,
-            "balance": balance,
+            "balance": index.balance,
             "step_seconds": _sum_steps(summaries),
         }
     )
-    wanted = report.example_ids(clips)  # only the thumbnails the report shows are read
+    wanted = shown.example_ids()  # only the thumbnails the report shows are read
     thumbs: dict[str, str] = {}
     for p in sorted(out_dir.glob("thumbs-[0-9][0-9][0-9].jsonl")):
         with open(p) as handle:
@@ -825,7 +792,7 @@ def merge_manifests(
                 if line.strip() and json.loads(line)["clip_id"] in wanted:
                     item = json.loads(line)
                     thumbs[item["clip_id"]] = item["jpeg"]
-    report.write_report(out_dir / "report.html", records, summary, cfg, thumbs=thumbs)
+    report.write_report(out_dir / "report.html", shown, summary, cfg, thumbs=thumbs)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     storage.write_text(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
     log.info(
@@ -838,51 +805,29 @@ def merge_manifests(
     return summary
 
 
+def _planted_truth(table: str | None) -> list[dict[str, Any]] | None:
+    """The world's rows with their planted scenes when the table is a generated world's (every row has
+    ``scenes``), else None; a real table is known from its first row, not read whole."""
+    from components.curate import inputs
+
+    if table is None or not storage.exists(table):
+        return None
+    rows = []
+    for r in inputs.iter_rows(table):
+        if r.error is not None:
+            continue
+        if "scenes" not in r.meta:
+            return None
+        rows.append({**r.meta, "video_id": r.video_id})
+    return rows or None
+
+
 def _sum_steps(summaries: list[dict[str, Any]]) -> dict[str, float]:
     total: dict[str, float] = defaultdict(float)
     for s in summaries:
         for k, v in (s.get("step_seconds") or {}).items():
             total[k] += float(v)
     return {k: round(v, 3) for k, v in sorted(total.items())}
-
-
-def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    score_keys = sorted({k for r in records for k in (r.get("scores") or {})})
-    cols: dict[str, list[Any]] = defaultdict(list)
-    for r in records:
-        for key in (
-            "clip_id",
-            "video_id",
-            "video_index",
-            "start_frame",
-            "end_frame",
-            "keep",
-            "caption",
-            "title",
-            "concept",
-            "duplicate_of",
-            "shard",
-            "error",
-            "uri",
-            "cluster",
-            "source",
-            "license",
-        ):
-            cols[key].append(r.get(key))
-        cols["drop_reasons"].append(list(r["drop_reasons"]))
-        cols["spec"].append(json.dumps(r.get("spec") or {}, sort_keys=True))
-        cols["scorers"].append(json.dumps(r.get("scorers") or {}, sort_keys=True))
-        cols["captions"].append(json.dumps(r.get("captions") or {}, sort_keys=True))
-        for k in score_keys:
-            v = (r.get("scores") or {}).get(k)
-            cols[f"score_{k}"].append(None if v is None else float(v))
-    table = pa.table(dict(cols))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def kept_filter(out_dir: Path) -> Callable[[dict[str, Any]], bool]:
