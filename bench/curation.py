@@ -171,7 +171,7 @@ def throughput(args) -> None:
             print(f"    {k:14s} {med[k]:7.3f} s  {100 * med[k] / wall:5.1f} %")
 
 
-CHILD = r"""
+PEAK_RSS = r"""
 import json, resource, sys, time
 def peak_rss_mib():
     # VmHWM: the peak of this process's own memory since its exec (ru_maxrss keeps the high-water mark
@@ -183,6 +183,9 @@ def peak_rss_mib():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+CHILD = PEAK_RSS + r"""
 sys.path.insert(0, sys.argv[1])
 mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
 t0 = time.perf_counter()
@@ -289,18 +292,7 @@ def dedup_bench(sizes: list[int]) -> None:
         print(f"dedup {n:>7d} clip signatures: {dt:6.2f} s, {hit}/{len(src)} planted copies found, {extra} others")
 
 
-MERGE_CHILD = r"""
-import json, resource, sys, time
-def peak_rss_mib():
-    # VmHWM: the peak of this process's own memory since its exec (ru_maxrss keeps the high-water mark
-    # of the process it was forked from, the bench, across the exec)
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+MERGE_CHILD = PEAK_RSS + r"""
 sys.path.insert(0, sys.argv[1])
 from components.curate.stage import merge_manifests
 t0 = time.perf_counter()

@@ -186,7 +186,7 @@ def read_range(uri: str, start: int, length: int) -> bytes:
 
 
 @contextlib.contextmanager
-def _renamed_into_place(final: Path) -> Iterator[Path]:
+def renamed_into_place(final: Path) -> Iterator[Path]:
     """A hidden temporary sibling of ``final`` to write; renamed onto ``final`` when the block ends
     cleanly (replacing what was there), removed when it raises. Readers see the old or the whole new."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def _renamed_into_place(final: Path) -> Iterator[Path]:
 
 
 def _atomic_local_write(path: Path, data: bytes) -> None:
-    with _renamed_into_place(path) as tmp, open(tmp, "wb") as handle:
+    with renamed_into_place(path) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -254,7 +254,7 @@ def upload_file(local: str | Path, uri: str) -> None:
     if dest.resolve() == local.resolve():
         return
     try:
-        with _renamed_into_place(dest) as tmp:
+        with renamed_into_place(dest) as tmp:
             shutil.copyfile(local, tmp)
     except OSError as exc:
         raise StorageError(f"{uri}: {exc.strerror or exc}") from None
@@ -292,7 +292,7 @@ def download_file(uri: str, local: str | Path, progress: Callable[[int], None] |
     local.parent.mkdir(parents=True, exist_ok=True)
     if _is_s3(uri):
         bucket, key = _split_s3(uri)
-        with _s3_errors(uri), _renamed_into_place(local) as tmp:
+        with _s3_errors(uri), renamed_into_place(local) as tmp:
             s3_client().download_file(bucket, key, str(tmp), Callback=progress)
         return local
     src = local_path(uri)
@@ -407,6 +407,6 @@ def staged_output_dir(uri_prefix: str) -> Iterator[Path]:
             yield Path(tmp)
             upload_dir(tmp, uri_prefix)
         return
-    with _renamed_into_place(local_path(uri_prefix)) as tmp:
+    with renamed_into_place(local_path(uri_prefix)) as tmp:
         tmp.mkdir()
         yield tmp

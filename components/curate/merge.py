@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from components.curate import dedup, filters
+from t2v import storage
 from t2v.config.curate import CurateConfig
 
 log = logging.getLogger(__name__)
@@ -58,24 +59,9 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """``records`` as JSONL at the local ``path``, written line by line (no text of the whole file held)
     into a hidden file renamed into place."""
-    with _renamed_into_place(path) as tmp, open(tmp, "w") as handle:
+    with storage.renamed_into_place(Path(path)) as tmp, open(tmp, "w") as handle:
         for r in records:
             handle.write(json.dumps(r, sort_keys=True) + "\n")
-
-
-class _renamed_into_place:  # noqa: N801  (a context manager named for what it does)
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, kind, *exc) -> None:
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def canonical_key(rec: dict[str, Any]) -> tuple[int, int]:

@@ -755,7 +755,7 @@ def merge_manifests(
                 yield r
 
         kept_path = out_dir / "kept.jsonl"
-        with merge._renamed_into_place(kept_path) as kept_tmp, open(kept_tmp, "w") as kept:
+        with storage.renamed_into_place(kept_path) as kept_tmp, open(kept_tmp, "w") as kept:
 
             def written() -> Iterator[dict[str, Any]]:
                 for r in decided():
