@@ -239,16 +239,6 @@ def find_duplicates(
     return dedup.find_duplicates(signatures, cfg)
 
 
-def _signature(rec: dict[str, Any], bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """A clip record's dedup signature, as :func:`filters.clip_signature` gave it: the thumbnails' frame
-    indices are the evenly spaced ones of the clip's length."""
-    if not rec.get("phash") or not rec.get("thumbs"):
-        return None
-    thumbs = filters.thumbnails_from_hex(rec["thumbs"])
-    frames = filters.sample_indices(int(rec["num_frames"]), len(thumbs))
-    return filters.hashes_from_hex(rec["phash"], bits), thumbs, frames
-
-
 def _mark_duplicate(rec: dict[str, Any], of: dict[str, Any], match: tuple[int, float, float]) -> None:
     rec["duplicate_of"] = of["clip_id"]
     rec["scores"]["dup_hash_distance"] = match[1]
