@@ -225,6 +225,15 @@ def find_duplicates_packed(
     return out
 
 
+def mark_duplicate(rec: dict[str, Any], original_id: str, match: tuple[int, float, float]) -> None:
+    """Drop ``rec`` as a near-duplicate of clip ``original_id`` (``match``: index, hash and colour distance)."""
+    rec["duplicate_of"] = original_id
+    rec["scores"]["dup_hash_distance"] = match[1]
+    rec["scores"]["dup_colour_distance"] = match[2]
+    rec["drop_reasons"].append("duplicate")
+    rec["keep"] = False
+
+
 def embedding(rec: dict[str, Any]) -> np.ndarray | None:
     """A clip's balancing embedding: its CLIP image features when a model gave them, else its colour
     thumbnails (mean over frames, flattened)."""

@@ -11,7 +11,7 @@ own ordered files):
    temporary file -- and makes the decisions: near-duplicates across shards
    (:func:`components.curate.dedup.find_duplicates_packed`), the concept cap, the k-means cluster cap.
 2. Each record is read again, the decisions applied to it, and it is written out at once: the manifest
-   (:func:`write_jsonl`), the parquet table (:class:`ParquetRows`, row groups as they fill), the kept
+   (line by line), the parquet table (:class:`ParquetRows`, row groups as they fill), the kept
    index, the summary counts (:class:`SummaryCounts`) and the report's figures
    (:class:`components.curate.report.ReportData`).
 
@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from components.curate import dedup, filters
-from t2v import storage
 from t2v.config.curate import CurateConfig
 
 log = logging.getLogger(__name__)
@@ -54,14 +53,6 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             block = [line for line in lines if line.strip()]
             if block:
                 yield from json.loads("[" + ",".join(block) + "]")
-
-
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """``records`` as JSONL at the local ``path``, written line by line (no text of the whole file held)
-    into a hidden file renamed into place."""
-    with storage.renamed_into_place(Path(path)) as tmp, open(tmp, "w") as handle:
-        for r in records:
-            handle.write(json.dumps(r, sort_keys=True) + "\n")
 
 
 def canonical_key(rec: dict[str, Any]) -> tuple[int, int]:
@@ -206,6 +197,20 @@ class ClipIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def apply(self, n: int, r: dict[str, Any]) -> None:
+        """The decisions on clip ``n`` applied to its record ``r``, in the order they were made."""
+        if n in self.duplicate_of:
+            of, h, dt = self.duplicate_of[n]
+            dedup.mark_duplicate(r, self.ids[of], (of, h, dt))
+        if n in self.concept_capped:
+            r["keep"] = False
+            r["drop_reasons"].append("concept_cap")
+        if n in self.cluster:
+            r["cluster"] = self.cluster[n]
+        if n in self.cluster_capped:
+            r["keep"] = False
+            r["drop_reasons"].append("cluster_cap")
+
     def _thumbs_map(self) -> np.ndarray:
         count = int(sum(self.thumb_counts))
         if not count:
@@ -223,26 +228,17 @@ class ClipIndex:
         self._cluster_cap(thumbs)
 
     def _duplicates(self, thumbs: np.ndarray) -> None:
-        hcounts = np.frombuffer(self.hash_counts, dtype=np.int32) if len(self) else np.zeros(0, np.int32)
-        tcounts = np.frombuffer(self.thumb_counts, dtype=np.int32) if len(self) else np.zeros(0, np.int32)
-        live = np.flatnonzero((hcounts > 0) & (tcounts > 0))  # a clip with a signature
-        if len(live) < 2:
+        # every clip as it lies end to end: one without a signature has no hash (no key, no candidate)
+        if sum(1 for h in self.hash_counts if h) < 2:
             return
-        nbytes = (self.bits + 7) // 8
-        packed = np.frombuffer(bytes(self.hashes), dtype=np.uint8).reshape(-1, nbytes)
-        hfirst = np.concatenate([[0], np.cumsum(hcounts)[:-1]])
-        tfirst = np.concatenate([[0], np.cumsum(tcounts)[:-1]])
-        if len(live) < len(self):  # the live clips' hashes and thumbnails alone, end to end
-            rows = np.concatenate([np.arange(hfirst[c], hfirst[c] + hcounts[c]) for c in live])
-            trows = np.concatenate([np.arange(tfirst[c], tfirst[c] + tcounts[c]) for c in live])
-            packed, thumbs, times = packed[rows], thumbs[trows], np.frombuffer(self.times, dtype=np.float64)[trows]
-        else:
-            times = np.frombuffer(self.times, dtype=np.float64)
-        found = dedup.find_duplicates_packed(packed, hcounts[live], thumbs, tcounts[live], times, self.cfg)
-        for i, match in enumerate(found):
-            c = int(live[i])
+        packed = np.frombuffer(bytes(self.hashes), dtype=np.uint8).reshape(-1, (self.bits + 7) // 8)
+        found = dedup.find_duplicates_packed(
+            packed, np.frombuffer(self.hash_counts, dtype=np.int32), thumbs,
+            np.frombuffer(self.thumb_counts, dtype=np.int32), np.frombuffer(self.times, dtype=np.float64), self.cfg,
+        )
+        for c, match in enumerate(found):
             if match is not None and not self.marked_duplicate[c]:
-                self.duplicate_of[c] = (int(live[match[0]]), match[1], match[2])
+                self.duplicate_of[c] = match
                 self.keep[c] = 0
         if self.duplicate_of:
             self.score_keys.update({"dup_hash_distance", "dup_colour_distance"})
@@ -378,4 +374,4 @@ def scratch_folder(out_dir: Path) -> tempfile.TemporaryDirectory:
 
 
 __all__ = ["ClipIndex", "ParquetRows", "SummaryCounts", "build_index", "canonical_key", "is_clip",
-           "ordered_records", "read_jsonl", "write_jsonl", "scratch_folder"]
+           "ordered_records", "read_jsonl", "scratch_folder"]

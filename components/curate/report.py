@@ -254,14 +254,6 @@ def _histograms(data: ReportData, cfg: CurateConfig) -> list[str]:
     return out
 
 
-def example_ids(clips: list[dict[str, Any]], per_group: int = EXAMPLES_PER_GROUP) -> set[str]:
-    """The clips whose thumbnails the report shows: the first few kept, and per drop reason."""
-    data = ReportData(per_group=per_group)
-    for r in clips:
-        data.add(r)
-    return data.example_ids()
-
-
 def _examples(data: ReportData, thumbs: dict[str, str]) -> list[str]:
     out = []
     for name in ["kept", *sorted(k for k in data.groups if k != "kept")]:

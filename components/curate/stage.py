@@ -47,7 +47,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -239,14 +239,6 @@ def find_duplicates(
     return dedup.find_duplicates(signatures, cfg)
 
 
-def _mark_duplicate(rec: dict[str, Any], of: dict[str, Any], match: tuple[int, float, float]) -> None:
-    rec["duplicate_of"] = of["clip_id"]
-    rec["scores"]["dup_hash_distance"] = match[1]
-    rec["scores"]["dup_colour_distance"] = match[2]
-    rec["drop_reasons"].append("duplicate")
-    rec["keep"] = False
-
-
 # ----------------------------------------------------------------------------------------------- a shard
 def curate_shard(
     raw_dir: Path | str,
@@ -374,7 +366,7 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         dups = find_duplicates([sig for _, sig in pending], cfg)
     for (rec, _), match in zip(pending, dups, strict=True):
         if match is not None:
-            _mark_duplicate(rec, pending[match[0]][0], match)
+            dedup.mark_duplicate(rec, pending[match[0]][0]["clip_id"], match)
 
     # Write the kept clips into the hidden temporary folder, then move the tars into place.
     kept_recs = [rec for rec, _ in pending if rec["keep"]]
@@ -717,44 +709,28 @@ def merge_manifests(
         counts, shown, shards = merge.SummaryCounts(), report.ReportData(), set()
         parquet = merge.ParquetRows(out_dir / "manifest.parquet", index.score_keys)
         evaluated: list[dict[str, Any]] = []
-        n = -1
-
-        def decided() -> Iterator[dict[str, Any]]:
-            nonlocal n
+        with (
+            storage.renamed_into_place(out_dir / "manifest.jsonl") as manifest_tmp,
+            storage.renamed_into_place(out_dir / "kept.jsonl") as kept_tmp,
+            open(manifest_tmp, "w") as manifest_out,
+            open(kept_tmp, "w") as kept_out,
+        ):
+            n = 0
             for r in merge.ordered_records(manifests, unordered):
                 if merge.is_clip(r):
+                    index.apply(n, r)
                     n += 1
-                    if n in index.duplicate_of:
-                        of, h, dt = index.duplicate_of[n]
-                        _mark_duplicate(r, {"clip_id": index.ids[of]}, (of, h, dt))
-                    if n in index.concept_capped:
-                        r["keep"] = False
-                        r["drop_reasons"].append("concept_cap")
-                    if n in index.cluster:
-                        r["cluster"] = index.cluster[n]
-                    if n in index.cluster_capped:
-                        r["keep"] = False
-                        r["drop_reasons"].append("cluster_cap")
                     if r["shard"]:
                         shards.add(r["shard"])
+                    if r["keep"]:
+                        kept_out.write(json.dumps({"clip_id": r["clip_id"], "shard": r["shard"], "caption": r["caption"],
+                                                   "title": r["title"]}, sort_keys=True) + "\n")
+                manifest_out.write(json.dumps(r, sort_keys=True) + "\n")
                 counts.add(r)
                 shown.add(r)
                 parquet.add(r)
                 if truth is not None:
                     evaluated.append({k: r.get(k) for k in ("video_id", "start_frame", "end_frame", "drop_reasons", "caption")})
-                yield r
-
-        kept_path = out_dir / "kept.jsonl"
-        with storage.renamed_into_place(kept_path) as kept_tmp, open(kept_tmp, "w") as kept:
-
-            def written() -> Iterator[dict[str, Any]]:
-                for r in decided():
-                    if merge.is_clip(r) and r["keep"]:
-                        kept.write(json.dumps({"clip_id": r["clip_id"], "shard": r["shard"], "caption": r["caption"],
-                                               "title": r["title"]}, sort_keys=True) + "\n")
-                    yield r
-
-            merge.write_jsonl(out_dir / "manifest.jsonl", written())
         parquet.close()
 
     scenes_files = sorted(out_dir.glob("scenes-[0-9][0-9][0-9].jsonl"))
