@@ -10,6 +10,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --hdr [--repeats 3]
     .venv/bin/python bench/curation.py --alpha [--repeats 3]
     .venv/bin/python bench/curation.py --workers 2 [--videos 64] [--repeats 3]
+    .venv/bin/python bench/curation.py --ranks [--repeats 3]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -34,6 +35,11 @@ Side by side: ``--workers N`` curates one shard of the world with one process an
 Merge: ``--merge N...`` writes four shard outputs holding N clip records shaped as the stage writes them
 (1 % near-copies) and times their merge (cross-shard dedup, caps, manifest, parquet, report) in a child
 process, with its peak RSS.
+
+Ranks: ``--ranks`` times the percentiles of :func:`components.curate.filters.sharpness` (0.5th and 99.5th
+of the blurred channels, 99.5th of the gradients, for every analysis frame of a clip) by
+:func:`components.curate.filters.rank` against one ``np.partition`` per rank, alternately, on a world clip
+(16 frames of 64x64) and a production one (24 frames of 256x144), and checks they agree.
 
 Dedup: ``--dedup N...`` times the near-duplicate search on N synthetic clip signatures (random hashes with
 1 % planted near-copies) and checks the copies are found.
@@ -382,6 +388,7 @@ def main() -> None:
     ap.add_argument("--hdr", action="store_true", help="instead: HDR to SDR conversion against SDR, per frame")
     ap.add_argument("--alpha", action="store_true", help="instead: compositing transparent frames, per frame")
     ap.add_argument("--workers", type=int, default=0, help="instead: one shard with 1 and with this many processes")
+    ap.add_argument("--ranks", action="store_true", help="instead: sharpness percentiles, sampled bounds vs partition")
     args = ap.parse_args()
     import logging
 
@@ -392,6 +399,8 @@ def main() -> None:
         alpha_bench(args)
     elif args.workers:
         workers_bench(args)
+    elif args.ranks:
+        ranks_bench(args)
     elif args.memory_1080p:
         memory(args)
     elif args.dedup:
@@ -404,6 +413,44 @@ def main() -> None:
         throughput(args)
 
 
+
+
+def ranks_bench(args) -> None:
+    """filters.rank against np.partition on the arrays sharpness ranks: blurred clip frames' channels."""
+    import cv2
+    import numpy as np
+
+    from components.curate import filters
+
+    _one_core()
+    rng = np.random.default_rng(0)
+    for title, (t, h, w) in (("world clip, 16 x 64x64", (16, 64, 64)), ("production clip, 24 x 256x144", (24, 144, 256))):
+        # a picture with edges and texture: blurred noise plus blocks, as uint8 RGB
+        base = cv2.GaussianBlur(rng.random((t * h, w, 3), dtype=np.float32) * 255, (0, 0), 1.5).reshape(t, h, w, 3)
+        base[:, h // 4 : h // 2, w // 3 : w // 2] += 80
+        frames = np.clip(base, 0, 255).astype(np.uint8)
+        _, blurred, grad = filters._sharpness_maps(frames, filters.contrast_channel(frames))
+        n = blurred.shape[-1]
+        ks = [round(q / 100 * (n - 1)) for q in (0.5, 99.5)]
+
+        def by_partition(blurred=blurred, grad=grad, ks=ks):
+            return [np.partition(blurred, k, axis=2)[..., k] for k in ks] + [np.partition(grad, ks[1], axis=2)[..., ks[1]]]
+
+        def by_rank(blurred=blurred, grad=grad):
+            lo, hi = np.moveaxis(filters.rank(blurred, [0.5, 99.5], axis=2), 2, 0)
+            return [lo, hi, filters.rank(grad, 99.5, axis=2)]
+
+        assert all(np.array_equal(a, b) for a, b in zip(by_partition(), by_rank(), strict=True))
+        old, new = [], []
+        for _ in range(args.repeats):
+            for fn, into in ((by_partition, old), (by_rank, new)):
+                t0 = time.process_time()
+                for _ in range(10):
+                    fn()
+                into.append((time.process_time() - t0) / 10)
+        a, b = statistics.median(old), statistics.median(new)
+        print(f"{title}: np.partition per rank {a * 1e3:6.2f} ms, filters.rank {b * 1e3:6.2f} ms, "
+              f"{a / b:.2f}x (same values)")
 
 
 def _conversion_costs(files: dict[str, Path], repeats: int, title: str) -> None:

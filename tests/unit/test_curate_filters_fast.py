@@ -153,3 +153,33 @@ def test_every_score_runs_on_any_frame_size(index):
     _, diff = filters.motion(frames, max_pairs=len(frames))
     grey = filters._gray_frames(frames).astype(np.int16)
     assert diff == pytest.approx(float(np.mean([np.abs(grey[i + 1] - grey[i]).mean() for i in range(len(grey) - 1)])))
+
+
+@pytest.mark.parametrize("n", [511, 512, 4096, 36864])
+def test_rank_by_sampled_bounds_equals_a_partition_on_rows_that_mislead_the_sample(n):
+    """The sampled bounds of filters._select_ranks give the partition's value on every kind of row:
+    smooth, a few flat colours (ties: the whole-row fallback), mostly one value with a sparse tail, sorted
+    (the sample's positions are not spread over the values), with NaN and infinities."""
+    rng = np.random.default_rng(n)
+    rows = [
+        rng.random((3, n)).astype(np.float32),
+        np.round(rng.random((3, n)) * 3).astype(np.float32),
+        np.where(rng.random((4, n)) < 0.97, 0.0, rng.random((4, n))).astype(np.float32),
+        np.sort(rng.normal(size=(2, n)), axis=1),
+        np.zeros((2, n), np.float32),
+    ]
+    special = rng.random((3, n)).astype(np.float32)
+    special[0, ::7] = np.nan
+    special[1, : n // 40] = np.inf
+    special[2, : n // 40] = -np.inf
+    rows.append(special)
+    for x in rows:
+        for qs in ([0.5, 99.5], [50], [90, 95], [0, 100]):
+            ks = [round(q / 100 * (n - 1)) for q in qs]
+            want = np.stack([np.partition(x, k, axis=1)[:, k] for k in ks], axis=1)
+            got = filters.rank(x, qs, axis=1)
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == x.dtype
+    # and through another axis of a 3-D array, as sharpness and the border test use it
+    x = rng.random((4, n, 3)).astype(np.float32)
+    np.testing.assert_array_equal(filters.rank(x, [0.5, 99.5], axis=1), np.sort(x, axis=1)[:, [round(0.005 * (n - 1)), round(0.995 * (n - 1))], :])
