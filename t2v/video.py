@@ -67,6 +67,7 @@ __all__ = [
     "hdr_peak_nits",
     "sample_pictures",
     "frame_rates",
+    "frame_layout",
     "VIDEO_SUFFIXES",
 ]
 
@@ -85,7 +86,8 @@ class VideoDecodeError(UserError):
 
     ``kind`` sorts the reason for a manifest: ``missing`` (no such file), ``corrupt`` (empty, garbage,
     truncated, undecodable), ``not_video`` (an image, or audio only), ``unsupported_codec``; the curate
-    stage adds ``too_large`` (pictures over its ``max_source_pixels``)."""
+    stage adds ``too_large`` (pictures over its ``max_source_pixels``), ``too_long`` (over its
+    ``max_video_seconds``), ``spherical`` and ``stereo_3d`` (:func:`frame_layout`)."""
 
     def __init__(self, message: str, kind: str = "corrupt"):
         super().__init__(message)
@@ -608,6 +610,9 @@ class VideoReader:
         self.name = _describe(src)
         # counted as the frames are decoded (see _pictures, decoded, _decode_noting_the_file_end)
         self.interlaced_frames = self.timestamp_jumps = self.damaged_packets = self.damaged_frames = 0
+        # a 360-degree/VR projection and a stereoscopic 3D packing, "" for flat 2D (frame_layout), known
+        # once the first picture is decoded
+        self.projection = self.stereo = ""
         self._first_damage = ""  # the decoder's message for the first damaged packet
         # output frames of frames() that show damaged pictures, as [start, end) ranges, and the indices
         # where such a range starts or ends (a cut: no clip spans clean and damaged pictures)
@@ -824,6 +829,8 @@ class VideoReader:
                 if last is not None:
                     step = t - last
                 last = t
+                if not count:  # the stream's layout, as its first picture carries it
+                    self.projection, self.stereo = frame_layout(frame)
                 count += 1
                 yield frame, t
         except VideoDecodeError:
@@ -935,6 +942,41 @@ def frame_rotation(frame) -> int:
     except Exception:  # no display matrix
         return 0
     return int(round(rot / 90.0)) % 4 * 90
+
+
+# libavutil's enums (spherical.h, stereo3d.h): the first field of AVSphericalMapping and of AVStereo3D.
+SPHERICAL_PROJECTIONS = {
+    0: "equirectangular", 1: "cubemap", 2: "equirectangular_tile", 3: "half_equirectangular",
+    4: "", 5: "fisheye", 6: "parametric_immersive",  # 4: rectilinear, a flat picture
+}
+STEREO_TYPES = {
+    0: "", 1: "side_by_side", 2: "top_bottom", 3: "frame_sequence", 4: "checkerboard",
+    5: "side_by_side_quincunx", 6: "lines", 7: "columns", 8: "unspecified",  # 0: 2D, a flat picture
+}
+
+
+def frame_layout(frame) -> tuple[str, str]:
+    """``(projection, stereo)`` of a decoded frame from its side data, "" each for a flat 2D picture:
+    the projection of a 360-degree or VR video (``equirectangular``, ``cubemap``, ``fisheye``...: the
+    mp4/WebM spherical metadata, ``sv3d``/``Projection``, which the demuxer hands to every frame) and the
+    frame packing of a stereoscopic 3D video (``side_by_side``, ``top_bottom``...: the container's
+    ``st3d``/``StereoMode`` or the H.264/HEVC frame-packing SEI)."""
+    import struct
+
+    projection = stereo = ""
+    for data in getattr(frame, "side_data", ()):
+        name = getattr(getattr(data, "type", None), "name", "")
+        if name not in ("SPHERICAL", "STEREO3D"):
+            continue
+        raw = bytes(data)
+        if len(raw) < 4:
+            continue
+        (code,) = struct.unpack("<i", raw[:4])
+        if name == "SPHERICAL":
+            projection = SPHERICAL_PROJECTIONS.get(code, f"projection_{code}")
+        else:
+            stereo = STEREO_TYPES.get(code, f"stereo_{code}")
+    return projection, stereo
 
 
 def rotated_size(width: int, height: int, rotation: int) -> tuple[int, int]:

@@ -576,6 +576,12 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
                     f"{row.uri}: {reader.info.width}x{reader.info.height} pictures ({pixels / 1e6:.1f} MP) exceed "
                     f"max_source_pixels ({cfg.max_source_pixels / 1e6:.1f} MP)", kind="too_large",
                 )
+            declared = reader.info.duration_s
+            if cfg.max_video_seconds and declared > cfg.max_video_seconds:
+                raise VideoDecodeError(
+                    f"{row.uri}: {_hours(declared)} declared, longer than max_video_seconds "
+                    f"({_hours(cfg.max_video_seconds)})", kind="too_long",
+                )
             if not video.get("title") and reader.info.title:  # the file's own title, where the table has none
                 video["title"] = reader.info.title
             if not video.get("description") and reader.info.description:
@@ -587,11 +593,15 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
                 with timers.time("borders"):
                     bars = _black_bars_throughout(path, cfg)
                 source["black_bars"] = [round(x, 4) for x in bars]  # top, bottom, left, right: cropped
-            num, cuts = stream_video(reader, cfg, fps_box["fps"], on_clip, timers, bars=bars)
+            num, cuts = stream_video(
+                reader, cfg, fps_box["fps"], on_clip, timers, bars=bars, check=_stage_limits(reader, cfg, row.uri, fps_box["fps"])
+            )
             source["interlaced_frames"] = reader.interlaced_frames  # deinterlaced as decoded
             source["timestamp_jumps"] = reader.timestamp_jumps  # discontinuities bridged (MPEG-TS...)
             source["damaged_packets"] = reader.damaged_packets  # skipped, as FFmpeg skips them
             source["damaged_frames"] = reader.damaged_frames  # predicted from damage: their clips dropped
+            # 360-degree projection and stereoscopic packing ("": flat 2D; kept where drop_* is off)
+            source["projection"], source["stereo"] = reader.projection, reader.stereo
     except VideoStalled:  # interrupted (components.curate.watchdog): its caller records it
         for p in spooled:
             p.unlink(missing_ok=True)
@@ -616,6 +626,38 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
         )
         return {"records": [_row_record(row, "too_short", err)], "scenes": scenes}
     return {"records": records, "scenes": scenes, "thumbs": thumbs, "pending": pending}
+
+
+def _hours(seconds: float) -> str:
+    """``1:02:03`` (h:mm:ss) for a duration, with its seconds: ``1:02:03 (3723 s)``."""
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d} ({seconds:.0f} s)"
+
+
+def _stage_limits(reader, cfg: CurateConfig, uri: str, fps: int):
+    """The per-frame check of :func:`stream_video` for one video: at its first frame, its layout (a
+    360-degree projection, a stereoscopic packing: :func:`t2v.video.frame_layout`, which the reader
+    reads off the first picture) against ``drop_spherical`` / ``drop_stereo_3d``; at every frame, its
+    length against ``max_video_seconds`` (for a video whose header did not declare one)."""
+    limit = round(cfg.max_video_seconds * fps) if cfg.max_video_seconds else 0
+
+    def check(index: int) -> None:
+        if index == 0:
+            if cfg.drop_spherical and reader.projection:
+                raise VideoDecodeError(
+                    f"{uri}: a 360-degree/VR video ({reader.projection} projection metadata)", kind="spherical"
+                )
+            if cfg.drop_stereo_3d and reader.stereo:
+                raise VideoDecodeError(
+                    f"{uri}: a stereoscopic 3D video ({reader.stereo} frame packing metadata)", kind="stereo_3d"
+                )
+        if limit and index >= limit:
+            raise VideoDecodeError(
+                f"{uri}: longer than max_video_seconds ({_hours(cfg.max_video_seconds)}): decoding passed it "
+                "(the header declares no duration)", kind="too_long",
+            )
+
+    return check
 
 
 def _black_bars_throughout(path, cfg: CurateConfig) -> tuple[float, float, float, float]:

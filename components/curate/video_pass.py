@@ -354,12 +354,15 @@ def stream_video(
     on_clip: ClipSink,
     timers: Timers,
     bars: tuple[float, ...] = (0, 0, 0, 0),
+    check: Callable[[int], None] | None = None,
 ) -> tuple[int, list[int]]:
     """Decode ``reader`` on a ``fps_out`` timeline and call ``on_clip(scene, start, end, small, out,
     is_clip)`` for every clip (and every too-short remainder, with ``out`` None and ``is_clip`` False) as
     soon as it is final. Returns (number of frames, cuts). Raises VideoDecodeError from the reader
     (possibly after some clips were given: the caller discards them). ``bars`` (shares of the shown
-    picture, :func:`filters.black_bars`) are cropped off before the output crop."""
+    picture, :func:`filters.black_bars`) are cropped off before the output crop. ``check(index)`` is
+    called with each frame's index as it is decoded, before it is used: it may raise VideoDecodeError
+    to stop the video there (the stage's limits: its length, its layout)."""
     scenes = SceneStream(cfg, fps_out)
     trim, cmin, cmax = cfg.scene_trim_frames, cfg.clip_min_frames, cfg.clip_max_frames
     buf_small: list[np.ndarray] = []
@@ -442,6 +445,8 @@ def stream_video(
         if item is None:
             break
         index += 1
+        if check is not None:
+            check(index)
         small, out = item
         reframed = converter.reframes != reframes
         if (reframed or index in reader.damage_edges) and index > state["scene_start"] and index not in pending:

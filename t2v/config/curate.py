@@ -33,6 +33,23 @@ class CurateConfig(BaseModel):
         description="a video whose pictures have more pixels than this is recorded as too_large and not"
         " decoded (its decoder's buffers alone could exhaust the pod's memory); 8192 x 8192 by default",
     )
+    max_video_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="a video longer than this is recorded as too_long: one whose header declares it is not"
+        " decoded, one that does not say is stopped when its decoding passes it (a multi-hour stream or"
+        " recording would hold a core for as long as the rest of a shard); 0 = no limit",
+    )
+    drop_spherical: bool = Field(
+        True,
+        description="a 360-degree or VR video (spherical projection metadata: equirectangular, cubemap,"
+        " fisheye) is recorded as spherical: its pictures are a projection of a sphere, not a view",
+    )
+    drop_stereo_3d: bool = Field(
+        True,
+        description="a stereoscopic 3D video (frame-packing metadata: side by side, top and bottom, frame"
+        " sequence...) is recorded as stereo_3d: each picture holds two views",
+    )
     max_video_crashes: int = Field(
         2,
         ge=0,

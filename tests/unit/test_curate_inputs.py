@@ -9,6 +9,7 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ from t2v import storage
 from t2v.config import CurateConfig
 from t2v.video import VideoDecodeError, VideoReader, Yuv420Clip, read_video, to_rgb
 from tests.fixtures.curate_media import (
+    add_spherical_metadata,
     lavfi_frames,
     moving_pattern,
     plant_bad_inputs,
@@ -875,3 +877,64 @@ def test_file_uris_are_percent_encoded_paths():
     assert storage.file_uri_join("s3://bucket/v", "a #1.mp4") == "s3://bucket/v/a #1.mp4"  # keys as written
     with pytest.raises(storage.StorageError, match="another host"):
         storage.local_path("file://server/share/x.mp4")
+
+
+def test_360_and_stereoscopic_videos_are_recorded_and_flat_ones_curated(tmp_path):
+    # A 360 camera's equirectangular or cubemap video (Spherical Video V2 metadata) and a 3D film's
+    # frame-packed pictures (H.264 frame-packing SEI) are not views a text-to-video model should learn:
+    # each is one record with its reason, from the metadata, before anything is scored or encoded.
+    frames = moving_pattern(40)
+    write_video(tmp_path / "flat.mp4", frames)
+    add_spherical_metadata(write_video(tmp_path / "equi.mp4", frames))
+    add_spherical_metadata(write_video(tmp_path / "cube.mp4", frames), b"cbmp")
+    write_video(tmp_path / "sbs.mp4", frames, frame_packing=3)
+    write_video(tmp_path / "tab.mp4", frames, frame_packing=4)
+    names = ["flat", "equi", "cube", "sbs", "tab"]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"file": f"{n}.mp4", "video_id": n}) + "\n" for n in names))
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
+    records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
+    by_video = {n: [r for r in records if r["video_id"] == n] for n in names}
+    assert all(r["start_frame"] is not None for r in by_video["flat"]) and by_video["flat"]
+    for name, reason, said in (("equi", "spherical", "equirectangular"), ("cube", "spherical", "cubemap"),
+                               ("sbs", "stereo_3d", "side_by_side"), ("tab", "stereo_3d", "top_bottom")):
+        (rec,) = by_video[name]
+        assert rec["drop_reasons"] == [reason] and said in rec["error"], rec
+    assert not list((tmp_path / "out").glob("**/equi-*.mp4"))  # nothing of them spooled
+    # Kept where asked (a team training on 360 video), with the layout in the scenes file.
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "kept", CurateConfig(**CFG, drop_spherical=False, drop_stereo_3d=False))
+    scenes = {s["video_id"]: s["source"] for s in _jsonl(tmp_path / "kept" / "scenes-000.jsonl")}
+    assert [(scenes[n]["projection"], scenes[n]["stereo"]) for n in names] == [
+        ("", ""), ("equirectangular", ""), ("cubemap", ""), ("", "side_by_side"), ("", "top_bottom")]
+
+
+def test_a_video_longer_than_the_limit_is_recorded_declared_or_not(tmp_path):
+    # max_video_seconds: an mp4 whose header declares 2 s is not decoded; a raw H.264 stream, which
+    # declares no duration, is stopped once its decoding passes the limit. One under it is curated.
+    long = lavfi_frames("testsrc2", (96, 64), 25, 2.0)
+    write_video(tmp_path / "long.mp4", long)
+    write_video(tmp_path / "short.mp4", long[:30])
+    with av.open(str(tmp_path / "long.h264"), "w", format="h264") as c:
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = 96, 64, "yuv420p"
+        for rgb in long:
+            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    with VideoReader(tmp_path / "long.h264") as r:
+        assert r.info.duration_s == 0.0  # the case: nothing declared
+    names = ["long", "short", "raw"]
+    files = {"long": "long.mp4", "short": "short.mp4", "raw": "long.h264"}
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"file": files[n], "video_id": n}) + "\n" for n in names))
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG, max_video_seconds=1.5))
+    records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
+    (long_rec,) = [r for r in records if r["video_id"] == "long"]
+    assert long_rec["drop_reasons"] == ["too_long"] and "declared" in long_rec["error"], long_rec
+    (raw_rec,) = [r for r in records if r["video_id"] == "raw"]
+    assert raw_rec["drop_reasons"] == ["too_long"] and "passed it" in raw_rec["error"], raw_rec
+    assert any(r["video_id"] == "short" and r["start_frame"] is not None for r in records)
+    scenes = [s["video_id"] for s in _jsonl(tmp_path / "out" / "scenes-000.jsonl")]
+    assert scenes == ["short"]  # neither long video was curated
+    # without the limit, both long ones are
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "all", CurateConfig(**CFG))
+    assert sorted(s["video_id"] for s in _jsonl(tmp_path / "all" / "scenes-000.jsonl")) == ["long", "raw", "short"]
