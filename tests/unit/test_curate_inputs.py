@@ -889,14 +889,25 @@ def test_360_and_stereoscopic_videos_are_recorded_and_flat_ones_curated(tmp_path
     add_spherical_metadata(write_video(tmp_path / "cube.mp4", frames), b"cbmp")
     write_video(tmp_path / "sbs.mp4", frames, frame_packing=3)
     write_video(tmp_path / "tab.mp4", frames, frame_packing=4)
-    names = ["flat", "equi", "cube", "sbs", "tab"]
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"file": f"{n}.mp4", "video_id": n}) + "\n" for n in names))
+    with av.open(str(tmp_path / "mkv.mkv"), "w") as c:  # Matroska's StereoMode element, no SEI
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        st.metadata["stereo_mode"] = "left_right"
+        for rgb in frames:
+            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    names = ["flat", "equi", "cube", "sbs", "tab", "mkv"]
+    files = {n: f"{n}.mkv" if n == "mkv" else f"{n}.mp4" for n in names}
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"file": files[n], "video_id": n}) + "\n" for n in names))
     curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG))
     records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
     by_video = {n: [r for r in records if r["video_id"] == n] for n in names}
     assert all(r["start_frame"] is not None for r in by_video["flat"]) and by_video["flat"]
     for name, reason, said in (("equi", "spherical", "equirectangular"), ("cube", "spherical", "cubemap"),
-                               ("sbs", "stereo_3d", "side_by_side"), ("tab", "stereo_3d", "top_bottom")):
+                               ("sbs", "stereo_3d", "side_by_side"), ("tab", "stereo_3d", "top_bottom"),
+                               ("mkv", "stereo_3d", "side_by_side")):
         (rec,) = by_video[name]
         assert rec["drop_reasons"] == [reason] and said in rec["error"], rec
     assert not list((tmp_path / "out").glob("**/equi-*.mp4"))  # nothing of them spooled
@@ -904,7 +915,7 @@ def test_360_and_stereoscopic_videos_are_recorded_and_flat_ones_curated(tmp_path
     curate_shard(tmp_path / "t.jsonl", tmp_path / "kept", CurateConfig(**CFG, drop_spherical=False, drop_stereo_3d=False))
     scenes = {s["video_id"]: s["source"] for s in _jsonl(tmp_path / "kept" / "scenes-000.jsonl")}
     assert [(scenes[n]["projection"], scenes[n]["stereo"]) for n in names] == [
-        ("", ""), ("equirectangular", ""), ("cubemap", ""), ("", "side_by_side"), ("", "top_bottom")]
+        ("", ""), ("equirectangular", ""), ("cubemap", ""), ("", "side_by_side"), ("", "top_bottom"), ("", "side_by_side")]
 
 
 def test_a_video_longer_than_the_limit_is_recorded_declared_or_not(tmp_path):
