@@ -89,9 +89,12 @@ class VideoDecodeError(UserError):
     stage adds ``too_large`` (pictures over its ``max_source_pixels``), ``too_long`` (over its
     ``max_video_seconds``), ``spherical`` and ``stereo_3d`` (:func:`frame_layout`)."""
 
-    def __init__(self, message: str, kind: str = "corrupt"):
+    def __init__(self, message: str, kind: str = "corrupt", truncated: bool = False):
         super().__init__(message)
         self.kind = kind
+        # raised by VideoReader.frames once decoding stopped early or ended short: every picture before it
+        # decoded and was given (a download cut short), so the caller may keep what it has
+        self.truncated = truncated
 
 
 def _check_frames(frames: Any) -> np.ndarray:
@@ -840,7 +843,7 @@ class VideoReader:
                 raise VideoDecodeError(f"{self.name}: cannot decode ({_one_line(exc)})") from None
             raise VideoDecodeError(
                 f"{self.name}: truncated or damaged: decoding stopped after {count} frames "
-                f"({float(last or 0):.2f} s) ({_one_line(exc)})"
+                f"({float(last or 0):.2f} s) ({_one_line(exc)})", truncated=True,
             ) from None
         if not count:
             if self.damaged_packets:
@@ -870,7 +873,7 @@ class VideoReader:
             declared = f"{self.info.declared_frames} frames, " if self.info.declared_frames else ""
             raise VideoDecodeError(
                 f"{self.name}: truncated: decoded {count} frames ({self.decoded_seconds:.2f} s) of "
-                f"{declared}{self.info.duration_s:.2f} s declared"
+                f"{declared}{self.info.duration_s:.2f} s declared", truncated=True,
             )
 
     def frames(self, fps: float | Fraction | None = None, convert=None):

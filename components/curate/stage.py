@@ -490,7 +490,8 @@ def _fps_out(reader: VideoReader, cfg: CurateConfig, row_meta: dict[str, Any]) -
 
 def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, timers: Timers) -> dict[str, Any]:
     """Stream one video: its clip records (or its one rejection record), cuts, thumbnails and dedup
-    signatures. A video that fails part-way (truncated) loses the clips it gave: one record says why."""
+    signatures. A video that fails part-way (truncated) loses the clips it gave: one record says why
+    (with ``keep_truncated``, a truncated one is curated up to where its pictures end)."""
     vid = row.video_id
     video = {**row.meta, "video_id": vid}
     records: list[dict[str, Any]] = []
@@ -593,8 +594,15 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
                 with timers.time("borders"):
                     bars = _black_bars_throughout(path, cfg)
                 source["black_bars"] = [round(x, 4) for x in bars]  # top, bottom, left, right: cropped
+            source["truncated"] = ""  # or why the file ends early, where keep_truncated curated what it has
+
+            def keep_truncated(exc: VideoDecodeError) -> bool:
+                source["truncated"] = " ".join(str(exc).split())
+                return cfg.keep_truncated
+
             num, cuts = stream_video(
-                reader, cfg, fps_box["fps"], on_clip, timers, bars=bars, check=_stage_limits(reader, cfg, row.uri, fps_box["fps"])
+                reader, cfg, fps_box["fps"], on_clip, timers, bars=bars,
+                check=_stage_limits(reader, cfg, row.uri, fps_box["fps"]), keep_truncated=keep_truncated,
             )
             source["interlaced_frames"] = reader.interlaced_frames  # deinterlaced as decoded
             source["timestamp_jumps"] = reader.timestamp_jumps  # discontinuities bridged (MPEG-TS...)

@@ -36,6 +36,7 @@ from t2v.config.curate import CurateConfig
 from t2v.progress import Progress
 from t2v.video import (
     YUV_SOURCE_PREFIXES,
+    VideoDecodeError,
     VideoReader,
     Yuv420Clip,
     display_size,
@@ -355,6 +356,7 @@ def stream_video(
     timers: Timers,
     bars: tuple[float, ...] = (0, 0, 0, 0),
     check: Callable[[int], None] | None = None,
+    keep_truncated: Callable[[VideoDecodeError], bool] | None = None,
 ) -> tuple[int, list[int]]:
     """Decode ``reader`` on a ``fps_out`` timeline and call ``on_clip(scene, start, end, small, out,
     is_clip)`` for every clip (and every too-short remainder, with ``out`` None and ``is_clip`` False) as
@@ -362,7 +364,9 @@ def stream_video(
     (possibly after some clips were given: the caller discards them). ``bars`` (shares of the shown
     picture, :func:`filters.black_bars`) are cropped off before the output crop. ``check(index)`` is
     called with each frame's index as it is decoded, before it is used: it may raise VideoDecodeError
-    to stop the video there (the stage's limits: its length, its layout)."""
+    to stop the video there (the stage's limits: its length, its layout). A truncated video (the
+    reader's error with ``truncated``: decoding stopped early or ended short) ends where its pictures
+    do, as if the file ended there, if ``keep_truncated(error)`` says so; else the error is raised."""
     scenes = SceneStream(cfg, fps_out)
     trim, cmin, cmax = cfg.scene_trim_frames, cfg.clip_min_frames, cfg.clip_max_frames
     buf_small: list[np.ndarray] = []
@@ -441,7 +445,13 @@ def stream_video(
             progress.update(min(index, expected - 1), clips=clips_given[0])
         reframes = converter.reframes
         with timers.time("decode"):
-            item = next(frames, None)
+            try:
+                item = next(frames, None)
+            except VideoDecodeError as exc:
+                if not (exc.truncated and keep_truncated is not None and keep_truncated(exc)):
+                    raise
+                log.warning("%s: curated up to where it ends: %s", reader.name, exc)
+                item = None
         if item is None:
             break
         index += 1

@@ -40,6 +40,13 @@ class CurateConfig(BaseModel):
         " decoded, one that does not say is stopped when its decoding passes it (a multi-hour stream or"
         " recording would hold a core for as long as the rest of a shard); 0 = no limit",
     )
+    keep_truncated: bool = Field(
+        False,
+        description="a truncated video (a download cut short: decoding stops early, or ends well before the"
+        " declared duration or frame count) keeps the clips of the pictures it has, curated as if the file"
+        " ended there, and its scenes record says why (source.truncated); off, it is recorded as corrupt"
+        " and loses them",
+    )
     drop_spherical: bool = Field(
         True,
         description="a 360-degree or VR video (spherical projection metadata: equirectangular, cubemap,"

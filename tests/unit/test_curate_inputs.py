@@ -949,3 +949,37 @@ def test_a_video_longer_than_the_limit_is_recorded_declared_or_not(tmp_path):
     # without the limit, both long ones are
     curate_shard(tmp_path / "t.jsonl", tmp_path / "all", CurateConfig(**CFG))
     assert sorted(s["video_id"] for s in _jsonl(tmp_path / "all" / "scenes-000.jsonl")) == ["long", "raw", "short"]
+
+
+def test_a_truncated_download_keeps_its_clips_when_asked(tmp_path):
+    # A download cut short (index at the front, the last 60 % of the bytes missing): by default the
+    # video is one corrupt record; with keep_truncated its pictures are curated as if the file ended
+    # where they do, and the scenes record says why.
+    frames = moving_pattern(120)
+    write_video(tmp_path / "full.mp4", frames, faststart=True)
+    data = (tmp_path / "full.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.4)])
+    (tmp_path / "t.jsonl").write_text(json.dumps({"file": "cut.mp4", "video_id": "cut"}) + "\n"
+                                      + json.dumps({"file": "full.mp4", "video_id": "full"}) + "\n")
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "strict", CurateConfig(**CFG))
+    (rec,) = [r for r in _jsonl(tmp_path / "strict" / "manifest-000.jsonl") if r["video_id"] == "cut"]
+    assert rec["drop_reasons"] == ["corrupt"] and "truncated" in rec["error"]
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "kept", CurateConfig(**CFG, keep_truncated=True))
+    records = _jsonl(tmp_path / "kept" / "manifest-000.jsonl")
+    cut = [r for r in records if r["video_id"] == "cut"]
+    full = {r["clip_id"].split("-", 1)[1]: r for r in records if r["video_id"] == "full"}
+    assert cut and all(r["start_frame"] is not None for r in cut), cut
+    scenes = {s["video_id"]: s for s in _jsonl(tmp_path / "kept" / "scenes-000.jsonl")}
+    assert "truncated" in scenes["cut"]["source"]["truncated"] and scenes["full"]["source"]["truncated"] == ""
+    assert 0 < scenes["cut"]["num_frames"] < 120 == scenes["full"]["num_frames"]
+    # its clips are those of the whole file over the same frames, except where its end makes a scene end
+    last = max(r["end_frame"] for r in cut)
+    assert last <= scenes["cut"]["num_frames"]
+    same = [r for r in cut if r["end_frame"] < last]
+    assert same, cut
+    for r in same:
+        twin = full[r["clip_id"].split("-", 1)[1]]
+        def pixels(rec):  # (the near-duplicate distances: the two are copies of each other)
+            return {k: v for k, v in rec["scores"].items() if not k.startswith("dup_")}
+
+        assert (twin["start_frame"], twin["end_frame"], pixels(twin)) == (r["start_frame"], r["end_frame"], pixels(r))
