@@ -1,4 +1,5 @@
-"""Storage by URI: ``file://`` paths, plain local paths and ``s3://bucket/key`` objects.
+"""Storage by URI: ``file://`` paths, plain local paths and ``s3://bucket/key`` objects; ``http(s)://``
+URLs can be read (downloaded: :func:`download_file`, :func:`local_file_for`), not listed or written.
 
 Every stage reads and writes through these functions, so the same code runs against a local folder
 (the embedded default) and any S3 API (AWS, SeaweedFS, MinIO) in production.
@@ -35,7 +36,104 @@ from t2v.errors import UserError
 
 
 class StorageError(UserError, RuntimeError):
-    """A storage operation failed; the message names the URI and the reason in one line."""
+    """A storage operation failed; the message names the URI and the reason in one line. ``kind`` sorts
+    a failed read: ``missing`` (no such file or object: HTTP 404 or 410) or ``unavailable`` (it may
+    exist but could not be had: refused, HTTP 401/403 or a server error after the retries, the network),
+    None where it is not said."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _is_http(uri: str | Path) -> bool:
+    return str(uri).startswith(("http://", "https://"))
+
+
+#: HTTP(S) downloads: seconds to connect and between bytes; attempts for a request that fails (a refused
+#: connection, 408/429/5xx, honouring Retry-After) and for a body cut off part-way (resumed with a Range
+#: request where the server accepts one); bytes per chunk (each one a progress callback).
+HTTP_TIMEOUT_S = (10.0, 60.0)
+HTTP_ATTEMPTS = 4
+HTTP_BACKOFF_S = 0.5
+HTTP_CHUNK = 1 << 16
+
+
+@functools.cache
+def _http_session():
+    """One requests session per process (connections kept alive), retrying failed requests: urllib3's
+    ``Retry`` with exponential backoff on connection errors and on 408, 429, 500, 502, 503, 504."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=HTTP_ATTEMPTS - 1, backoff_factor=HTTP_BACKOFF_S, status_forcelist=(408, 429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}), respect_retry_after_header=True, raise_on_status=False,
+    )
+    session = requests.Session()
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, HTTPAdapter(max_retries=retry))
+    session.headers["User-Agent"] = "t2v-curate (python-requests)"
+    session.headers["Accept-Encoding"] = "identity"  # the file's own bytes: Content-Length counts them
+    return session
+
+
+def _http_name(uri: str) -> str:
+    """A file name for a download of ``uri``: its path's last part, without query or fragment."""
+    from urllib.parse import urlsplit
+
+    name = unquote(urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1])
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[-120:].lstrip(".")
+    return name or "download"
+
+
+def _http_download(uri: str, tmp: Path, progress: Callable[[int], None] | None) -> None:
+    """GET ``uri`` into ``tmp`` in chunks. A body cut off part-way (the connection dropped, fewer bytes
+    than its Content-Length) is asked for again, from where it stopped when the server accepts ranges
+    (``Accept-Ranges: bytes``, answered 206) and from the start otherwise, up to ``HTTP_ATTEMPTS`` times."""
+    import time
+
+    import requests
+
+    session = _http_session()
+    have, last_error = 0, ""
+    with open(tmp, "wb") as out:
+        for attempt in range(HTTP_ATTEMPTS):
+            if attempt:
+                time.sleep(HTTP_BACKOFF_S * 2 ** (attempt - 1))
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with session.get(uri, stream=True, timeout=HTTP_TIMEOUT_S, headers=headers) as resp:
+                    if resp.status_code in (404, 410):
+                        raise StorageError(f"{uri}: HTTP {resp.status_code} {resp.reason}", kind="missing")
+                    if resp.status_code not in (200, 206):
+                        raise StorageError(f"{uri}: HTTP {resp.status_code} {resp.reason}", kind="unavailable")
+                    if have and resp.status_code == 200:  # the range was not honoured: from the start
+                        out.seek(0)
+                        out.truncate()
+                        have = 0
+                    length = resp.headers.get("Content-Length")
+                    expected = have + int(length) if length and length.isdigit() else None
+                    if expected is not None:
+                        free = shutil.disk_usage(tmp.parent).free
+                        if expected - have > free:
+                            raise StorageError(
+                                f"{uri}: {expected - have} bytes to download, {free} free on {tmp.parent}",
+                                kind="unavailable",
+                            )
+                    for chunk in resp.iter_content(HTTP_CHUNK):
+                        out.write(chunk)
+                        have += len(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                    if expected is None or have >= expected:
+                        return
+                    last_error = f"the connection closed after {have} of {expected} bytes"
+            except requests.RequestException as exc:
+                last_error = " ".join(str(exc).split()) or type(exc).__name__
+            out.flush()
+    raise StorageError(f"{uri}: download failed after {HTTP_ATTEMPTS} attempts ({last_error})", kind="unavailable")
 
 
 def _is_s3(uri: str | Path) -> bool:
@@ -287,13 +385,17 @@ def upload_files(local_dir: str | Path, names: Iterable[str], uri_prefix: str) -
 
 def download_file(uri: str, local: str | Path, progress: Callable[[int], None] | None = None) -> Path:
     """Copy ``uri`` to the local path ``local`` (renamed into place). ``progress(bytes)`` is called as
-    chunks of an S3 object arrive (boto3's transfer callback)."""
+    chunks of an S3 object (boto3's transfer callback) or of an HTTP(S) body arrive."""
     local = Path(local)
     local.parent.mkdir(parents=True, exist_ok=True)
     if _is_s3(uri):
         bucket, key = _split_s3(uri)
         with _s3_errors(uri), renamed_into_place(local) as tmp:
             s3_client().download_file(bucket, key, str(tmp), Callback=progress)
+        return local
+    if _is_http(uri):
+        with renamed_into_place(local) as tmp:
+            _http_download(uri, tmp, progress)
         return local
     src = local_path(uri)
     if not src.exists():
@@ -385,15 +487,16 @@ def local_dir_for(uri_prefix: str) -> Iterator[Path]:
 @contextlib.contextmanager
 def local_file_for(uri: str, progress: Callable[[int], None] | None = None) -> Iterator[Path]:
     """A local path holding the bytes at ``uri``: the file itself for local URIs, a temporary download for S3
-    (``progress``: see :func:`download_file`)."""
-    if not _is_s3(uri):
+    and HTTP(S) (``progress``: see :func:`download_file`)."""
+    if not _is_s3(uri) and not _is_http(uri):
         path = local_path(uri)
         if not path.is_file():
             raise StorageError(f"{uri}: no such file")
         yield path
         return
+    name = _http_name(uri) if _is_http(uri) else Path(_split_s3(uri)[1]).name
     with tempfile.TemporaryDirectory(prefix="t2v-dl-") as tmp:
-        yield download_file(uri, Path(tmp) / Path(_split_s3(uri)[1]).name, progress)
+        yield download_file(uri, Path(tmp) / name, progress)
 
 
 @contextlib.contextmanager

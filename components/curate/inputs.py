@@ -1,7 +1,7 @@
 """The curate stage's input: a table of video URIs (JSONL, CSV or parquet), read in parts, sharded by a
 stable hash.
 
-A row names its video by ``uri`` (``s3://...``, ``file://...``, an absolute path) or ``file`` / ``path``
+A row names its video by ``uri`` (``s3://...``, ``http(s)://...``, ``file://...``, an absolute path) or ``file`` / ``path``
 (relative to the table's folder); everything else in the row (``video_id``, ``title``, ``source``,
 ``license``, and the synthetic world's ``scenes``...) is metadata carried into the manifest. The
 synthetic world's ``metadata.jsonl`` is one such table.

@@ -463,13 +463,15 @@ def _row_record(row, reason: str, error: str) -> dict[str, Any]:
 
 @contextmanager
 def _local_video(uri: str):
-    """A local path for a video URI (an s3:// object is copied to a temporary file, one at a time)."""
-    if uri.startswith("s3://"):
+    """A local path for a video URI (an s3:// object or an http(s):// URL is downloaded to a temporary
+    file, one at a time; each chunk is a heartbeat for the stall watchdog)."""
+    if uri.startswith(("s3://", "http://", "https://")):
         try:
             with storage.local_file_for(uri, progress=lambda _: beat()) as path:
                 yield Path(path)
         except storage.StorageError as exc:
-            raise VideoDecodeError(f"{uri}: {exc}", kind="missing") from None
+            message = str(exc) if str(exc).startswith(uri) else f"{uri}: {exc}"
+            raise VideoDecodeError(message, kind=exc.kind or "missing") from None
     else:
         yield storage.local_path(uri)
 

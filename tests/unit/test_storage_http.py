@@ -1,0 +1,161 @@
+"""Videos at http(s) URLs (t2v.storage): downloaded in chunks from a real HTTP server on loopback that
+fails the ways servers and networks do -- a 503 before it answers, a connection dropped part-way through
+the body (resumed with a Range request, or from the start where ranges are not served), 404, 403 -- and
+curated from a table of URLs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from t2v import storage
+
+
+class Server:
+    """Files by name, and per name how the next requests fail (``plan``: a list of actions, one per
+    request, ``ok`` after it runs out): ``503``, ``404``, ``403``, ``cut`` (headers for the whole body,
+    half of it, then the connection closed). ``ranges`` says whether Range requests are served."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.plan: dict[str, list[str]] = {}
+        self.ranges = True
+        self.seen: list[tuple[str, str | None]] = []  # (path, Range header) of every request
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.lstrip("/").split("?")[0]
+                server.seen.append((name, self.headers.get("Range")))
+                action = server.plan.get(name, []).pop(0) if server.plan.get(name) else "ok"
+                if action in ("503", "404", "403") or name not in server.files:
+                    code = int(action) if action != "ok" else 404
+                    self.send_response(code)
+                    if code == 503:
+                        self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body, status = server.files[name], 200
+                start = 0
+                wanted = self.headers.get("Range")
+                if wanted and server.ranges:
+                    start, status = int(wanted.split("=")[1].split("-")[0]), 206
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body) - start))
+                if server.ranges:
+                    self.send_header("Accept-Ranges", "bytes")
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.end_headers()
+                part = body[start:]
+                if action == "cut":
+                    self.wfile.write(part[: len(part) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(part)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)
+    s = Server()
+    yield s
+    s.close()
+
+
+def _bytes(n: int, seed: int = 0) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def test_a_download_is_the_servers_bytes_and_reports_its_progress(server, tmp_path):
+    server.files["v.mp4"] = _bytes(3 * storage.HTTP_CHUNK + 123)
+    seen = []
+    with storage.local_file_for(f"{server.url}/v.mp4?token=abc", progress=seen.append) as path:
+        assert path.read_bytes() == server.files["v.mp4"] and path.name == "v.mp4"
+    assert sum(seen) == len(server.files["v.mp4"]) and len(seen) >= 4
+    assert not path.exists()  # a temporary download
+
+
+def test_a_server_error_is_retried_and_a_dropped_body_resumed_where_it_stopped(server, tmp_path):
+    body = _bytes(32 * storage.HTTP_CHUNK + 7)
+    server.files["v.mp4"] = body
+    server.plan["v.mp4"] = ["503", "cut", "cut"]
+    got = storage.download_file(f"{server.url}/v.mp4", tmp_path / "v.mp4")
+    assert got.read_bytes() == body
+    ranges = [r for name, r in server.seen if name == "v.mp4"]
+    assert ranges[0] is None and ranges[1] is None  # the 503, then the first try of the body
+    # resumed from the bytes it had written (whole chunks: a chunk cut off part-way is asked for again)
+    starts = [int(r.split("=")[1].rstrip("-")) for r in ranges[2:]]
+    assert len(starts) == 2 and 0 < starts[0] <= len(body) // 2 < starts[1] < len(body), ranges
+
+
+def test_without_ranges_a_dropped_body_is_fetched_again_from_the_start(server, tmp_path):
+    server.ranges = False
+    body = _bytes(storage.HTTP_CHUNK + 99, seed=1)
+    server.files["v.mp4"] = body
+    server.plan["v.mp4"] = ["cut"]
+    assert storage.download_file(f"{server.url}/v.mp4", tmp_path / "v.mp4").read_bytes() == body
+
+
+def test_missing_refused_and_never_whole_are_errors_of_their_kind(server, tmp_path):
+    server.files["cut.mp4"] = _bytes(1000)
+    server.plan["cut.mp4"] = ["cut"] * storage.HTTP_ATTEMPTS
+    server.files["secret.mp4"] = _bytes(10)
+    server.plan["secret.mp4"] = ["403"]
+    server.plan["down.mp4"] = ["503"] * storage.HTTP_ATTEMPTS
+    server.files["down.mp4"] = _bytes(10)
+    cases = {"gone.mp4": ("missing", "HTTP 404"), "secret.mp4": ("unavailable", "HTTP 403"),
+             "down.mp4": ("unavailable", "HTTP 503"), "cut.mp4": ("unavailable", "after 4 attempts")}
+    for name, (kind, said) in cases.items():
+        with pytest.raises(storage.StorageError) as err:
+            storage.download_file(f"{server.url}/{name}", tmp_path / name)
+        assert err.value.kind == kind and said in str(err.value) and f"{server.url}/{name}" in str(err.value), err.value
+        assert not (tmp_path / name).exists() and not list(tmp_path.glob(f".{name}*"))  # nothing half-written
+
+
+def test_a_table_of_urls_is_curated_and_each_failure_recorded(server, tmp_path):
+    from components.curate.stage import curate_shard
+    from t2v.config import CurateConfig
+    from tests.fixtures.curate_media import moving_pattern, write_video
+
+    write_video(tmp_path / "a.mp4", moving_pattern(40))
+    server.files["a.mp4"] = (tmp_path / "a.mp4").read_bytes()
+    server.files["b.mp4"] = server.files["a.mp4"]
+    server.plan["b.mp4"] = ["503", "cut"]  # curated all the same
+    server.files["locked.mp4"] = b"x"
+    server.plan["locked.mp4"] = ["403"]
+    rows = [{"uri": f"{server.url}/{n}", "video_id": n.split(".")[0]} for n in ("a.mp4", "b.mp4", "gone.mp4", "locked.mp4")]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = CurateConfig(clip_min_frames=8, clip_max_frames=16, scene_min_len=4, output_height=64, output_width=96)
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg)
+    records = [json.loads(x) for x in (tmp_path / "out" / "manifest-000.jsonl").read_text().splitlines()]
+    by = {v: [r for r in records if r["video_id"] == v] for v in ("a", "b", "gone", "locked")}
+    assert by["a"] and all(r["start_frame"] is not None for r in by["a"] + by["b"])
+    assert [(r["start_frame"], r["end_frame"]) for r in by["a"]] == [(r["start_frame"], r["end_frame"]) for r in by["b"]]
+    ((gone,), (locked,)) = by["gone"], by["locked"]
+    assert gone["drop_reasons"] == ["missing"] and "HTTP 404" in gone["error"], gone
+    assert locked["drop_reasons"] == ["unavailable"] and "HTTP 403" in locked["error"], locked
+    assert Path(tmp_path / "out").exists()
