@@ -180,8 +180,9 @@ def to_uri(path_or_uri: str | Path) -> str:
 def file_uri_join(base: str, relative: str) -> str:
     """``relative`` (a plain path, taken literally: a name may hold ``#``, ``?``, ``%`` or spaces) under
     the URI ``base``: percent-encoded below a ``file://`` base, so that :func:`local_path` gives the name
-    back; as written below any other (an S3 key is the text itself)."""
-    if str(base).startswith("file://"):
+    back, and below an ``http(s)://`` one, so that the server is asked for that name; as written below
+    any other (an S3 key is the text itself)."""
+    if str(base).startswith("file://") or _is_http(base):
         return join(base, quote(relative, safe="/"))
     return join(base, relative)
 
