@@ -249,6 +249,18 @@ def exists(uri: str) -> bool:
                 return False
             with _s3_errors(uri):
                 raise
+    if _is_http(uri):  # a HEAD request (retried as a GET is): 404/410 is no such object
+        import requests
+
+        try:
+            resp = _http_session().head(uri, timeout=HTTP_TIMEOUT_S, allow_redirects=True)
+        except requests.RequestException as exc:
+            raise StorageError(f"{uri}: {' '.join(str(exc).split())}", kind="unavailable") from None
+        if resp.status_code in (404, 410):
+            return False
+        if resp.status_code >= 400:
+            raise StorageError(f"{uri}: HTTP {resp.status_code} {resp.reason}", kind="unavailable")
+        return True
     return local_path(uri).exists()
 
 
@@ -409,6 +421,8 @@ def download_file(uri: str, local: str | Path, progress: Callable[[int], None] |
 def list_uris(prefix: str) -> list[str]:
     """Every object (file) under ``prefix``, recursively, sorted. Hidden temporary files are skipped."""
     prefix = prefix.rstrip("/")
+    if _is_http(prefix):
+        raise StorageError(f"{prefix}: an http(s) URL cannot be listed (give a table of its videos)")
     if _is_s3(prefix):
         bucket, key = _split_s3(prefix)
         out: list[str] = []

@@ -88,6 +88,8 @@ def _video_files(prefix: str):
     taken as they are). Hidden files and folders are left out."""
     from t2v.video import VIDEO_SUFFIXES
 
+    if prefix.startswith(("http://", "https://")):
+        storage.list_uris(prefix)  # raises: a web server's folder is not listed
     if prefix.startswith("s3://"):
         start = len(prefix.rstrip("/")) + 1
         for uri in storage.list_uris(prefix):

@@ -75,3 +75,19 @@ def test_an_s3_prefix_without_a_table_is_listed(own_videos, tmp_path, s3_bucket)
     raw = _prepare(tmp_path, prefix)
     rows = [json.loads(x)["uri"] for x in storage.read_text(raw["raw_uri"]).splitlines()]
     assert rows == [f"{prefix}/2024/trip #1/IMG_0001.MOV", f"{prefix}/2024/trip #1/clip two.mkv", f"{prefix}/beach.mp4"]
+
+
+def test_a_web_folder_with_a_table_is_handed_on_and_one_without_is_refused(own_videos, tmp_path, monkeypatch):
+    from tests.fixtures.http_server import Server
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = Server()
+    try:
+        server.files["set/beach.mp4"] = (own_videos / "beach.mp4").read_bytes()
+        server.files["set/metadata.jsonl"] = b'{"file": "beach.mp4"}\n{"file": "gone.mp4"}\n'
+        raw = _prepare(tmp_path / "a", f"{server.url}/set")
+        assert raw["raw_uri"] == f"{server.url}/set" and raw["summary"]["raw_videos"] == 2
+        with pytest.raises(storage.StorageError, match="cannot be listed"):
+            _prepare(tmp_path / "b", f"{server.url}/empty")
+    finally:
+        server.close()

@@ -6,76 +6,13 @@ curated from a table of URLs."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 import pytest
 
 from t2v import storage
-
-
-class Server:
-    """Files by name, and per name how the next requests fail (``plan``: a list of actions, one per
-    request, ``ok`` after it runs out): ``503``, ``404``, ``403``, ``cut`` (headers for the whole body,
-    half of it, then the connection closed). ``ranges`` says whether Range requests are served."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.plan: dict[str, list[str]] = {}
-        self.ranges = True
-        self.seen: list[tuple[str, str | None]] = []  # (path, Range header) of every request
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                name = unquote(self.path.lstrip("/").split("?")[0])
-                server.seen.append((name, self.headers.get("Range")))
-                action = server.plan.get(name, []).pop(0) if server.plan.get(name) else "ok"
-                if action in ("503", "404", "403") or name not in server.files:
-                    code = int(action) if action != "ok" else 404
-                    self.send_response(code)
-                    if code == 503:
-                        self.send_header("Retry-After", "0")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body, status = server.files[name], 200
-                start = 0
-                wanted = self.headers.get("Range")
-                if wanted and server.ranges:
-                    start, status = int(wanted.split("=")[1].split("-")[0]), 206
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body) - start))
-                if server.ranges:
-                    self.send_header("Accept-Ranges", "bytes")
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.end_headers()
-                part = body[start:]
-                if action == "cut":
-                    self.wfile.write(part[: len(part) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                self.wfile.write(part)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.fixtures.http_server import Server
 
 
 @pytest.fixture
@@ -175,3 +112,13 @@ def test_a_table_at_a_url_names_its_videos_relative_to_it(server, tmp_path):
     assert row.uri == f"{server.url}/clips/take%201%23a.mp4", row
     with storage.local_file_for(row.uri) as path:
         assert path.read_bytes() == server.files["clips/take 1#a.mp4"] and path.name == "take_1_a.mp4"
+
+
+def test_exists_asks_the_server_and_a_url_is_not_listed(server):
+    server.files["t.jsonl"] = b"{}\n"
+    assert storage.exists(f"{server.url}/t.jsonl") and not storage.exists(f"{server.url}/none.jsonl")
+    server.plan["secret.jsonl"] = ["403"]
+    with pytest.raises(storage.StorageError, match="HTTP 403"):
+        storage.exists(f"{server.url}/secret.jsonl")
+    with pytest.raises(storage.StorageError, match="cannot be listed"):
+        storage.list_uris(f"{server.url}/clips")
