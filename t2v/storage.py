@@ -59,10 +59,20 @@ HTTP_BACKOFF_S = 0.5
 HTTP_CHUNK = 1 << 16
 
 
-@functools.cache
 def _http_session():
-    """One requests session per process (connections kept alive), retrying failed requests: urllib3's
-    ``Retry`` with exponential backoff on connection errors and on 408, 429, 500, 502, 503, 504."""
+    """One requests session per process (connections kept alive; a forked child makes its own rather
+    than share its parent's sockets), retrying failed requests: urllib3's ``Retry`` with exponential
+    backoff on connection errors and on 408, 429, 500, 502, 503, 504."""
+    pid = os.getpid()
+    if _HTTP_SESSIONS.get("pid") != pid:
+        _HTTP_SESSIONS.update(pid=pid, session=_new_http_session())
+    return _HTTP_SESSIONS["session"]
+
+
+_HTTP_SESSIONS: dict[str, Any] = {}
+
+
+def _new_http_session():
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry

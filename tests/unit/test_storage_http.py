@@ -122,3 +122,11 @@ def test_exists_asks_the_server_and_a_url_is_not_listed(server):
         storage.exists(f"{server.url}/secret.jsonl")
     with pytest.raises(storage.StorageError, match="cannot be listed"):
         storage.list_uris(f"{server.url}/clips")
+
+
+def test_a_forked_process_makes_its_own_session(server):
+    # (a pool worker forked after its parent downloaded the table must not share its kept-alive sockets)
+    first = storage._http_session()
+    assert storage._http_session() is first
+    storage._HTTP_SESSIONS["pid"] = -1  # as a child sees its parent's
+    assert storage._http_session() is not first
