@@ -61,9 +61,11 @@ def _shard_settings(ctx, raw, shard_index: int = 0) -> dict[str, Any]:
 def _curate_shard(run: StageRun, raw: dict[str, Any], shard_index: int = 0) -> StageOutput:
     import mlflow
 
+    from components.curate.merge import check_references
     from components.curate.stage import curate_shard
 
     stage_cfg = run.ctx.config.curate
+    check_references(stage_cfg.filters.dedup_against)  # a wrong URI stops here, not after every shard's work
     curate_uri = run.ctx.stage_uri("curate")
     # The table is streamed and each video fetched on its own (an s3:// one to a temporary file): the task
     # never holds the raw folder.

@@ -126,6 +126,41 @@ class SummaryCounts:
         }
 
 
+def reference_manifest(uri: str) -> str:
+    """The manifest of an earlier run named in ``dedup_against``: the URI itself when it names a
+    ``.jsonl`` file, else ``manifest.jsonl`` in that folder (a curate stage's output)."""
+    from t2v import storage
+
+    return uri if uri.lower().endswith(".jsonl") else storage.join(uri, "manifest.jsonl")
+
+
+def check_references(uris: Iterable[str]) -> None:
+    """Raise, naming ``dedup_against``, for an earlier run's manifest that is not there: before a shard
+    or the merge starts, not after the shards' work."""
+    from t2v import storage
+
+    for uri in uris:
+        manifest = reference_manifest(uri)
+        if not storage.exists(manifest):
+            raise storage.StorageError(f"dedup_against: {manifest}: no such manifest (a curate output folder or its manifest.jsonl)")
+
+
+def reference_clips(uris: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(manifest, record)`` of every clip the earlier runs ``uris`` kept, streamed (S3 ones through a
+    temporary download)."""
+    from t2v import storage
+
+    for uri in uris:
+        manifest = reference_manifest(uri)
+        with storage.local_file_for(manifest) as local:
+            count = 0
+            for r in read_jsonl(Path(local)):
+                if is_clip(r) and r["keep"]:
+                    count += 1
+                    yield manifest, r
+        log.info("curate merge: %d kept clips of %s to check this run against", count, manifest)
+
+
 class ClipIndex:
     """Pass 1 of the merge: per clip (:func:`is_clip`, numbered in canonical order) what the run-wide
     decisions need, and the decisions (:meth:`decide`)."""
@@ -146,6 +181,10 @@ class ClipIndex:
         self.grid = 0
         self.score_keys: set[str] = set()
         self.embedding_rows = array("i")  # a clip's row in the embeddings file; -1: its thumbnails; -2: none
+        # clips of earlier runs' manifests (cfg.dedup_against), indexed first: the run's clips are checked
+        # against them, and they are neither written nor counted; numbers 0 .. references - 1
+        self.references = 0
+        self.reference_sources: list[str] = []
         self._thumbs_path = folder / "thumbs.i8"
         self._thumbs = open(self._thumbs_path, "wb")  # noqa: SIM115  (closed in decide)
         self._embeddings_path = folder / "embeddings.f32"
@@ -159,10 +198,22 @@ class ClipIndex:
         self.cluster_capped: set[int] = set()
         self.balance: dict[str, Any] = {}
 
-    def add(self, r: dict[str, Any]) -> None:
-        self.score_keys.update(r.get("scores") or {})
+    def add_reference(self, r: dict[str, Any], source: str) -> None:
+        """A kept clip of an earlier run (``source``: its manifest), before any of this run's."""
+        if self.ids and self.references != len(self.ids):
+            raise ValueError("earlier runs' clips are indexed before this run's")
         if not is_clip(r):
             return
+        self._add_clip(r)
+        self.references += 1
+        self.reference_sources.append(source)
+
+    def add(self, r: dict[str, Any]) -> None:
+        self.score_keys.update(r.get("scores") or {})
+        if is_clip(r):
+            self._add_clip(r)
+
+    def _add_clip(self, r: dict[str, Any]) -> None:
         self.ids.append(r["clip_id"])
         self.keep.append(bool(r["keep"]))
         self.marked_duplicate.append("duplicate" in r["drop_reasons"])
@@ -195,13 +246,17 @@ class ClipIndex:
                 self.embedding_rows.append(-1 if thumbs is not None else -2)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        """This run's clips (not the earlier runs' it is checked against)."""
+        return len(self.ids) - self.references
 
     def apply(self, n: int, r: dict[str, Any]) -> None:
-        """The decisions on clip ``n`` applied to its record ``r``, in the order they were made."""
+        """The decisions on this run's clip ``n`` applied to its record ``r``, in the order they were made."""
+        n += self.references
         if n in self.duplicate_of:
             of, h, dt = self.duplicate_of[n]
             dedup.mark_duplicate(r, self.ids[of], (of, h, dt))
+            if of < self.references:  # a clip an earlier run kept
+                r["duplicate_source"] = self.reference_sources[of]
         if n in self.concept_capped:
             r["keep"] = False
             r["drop_reasons"].append("concept_cap")
@@ -230,6 +285,8 @@ class ClipIndex:
     def _duplicates(self, thumbs: np.ndarray) -> None:
         # every clip as it lies end to end: one without a signature has no hash (no key, no candidate)
         if sum(1 for h in self.hash_counts if h) < 2:
+            for c in range(self.references):
+                self.keep[c] = 0
             return
         packed = np.frombuffer(bytes(self.hashes), dtype=np.uint8).reshape(-1, (self.bits + 7) // 8)
         found = dedup.find_duplicates_packed(
@@ -237,14 +294,16 @@ class ClipIndex:
             np.frombuffer(self.thumb_counts, dtype=np.int32), np.frombuffer(self.times, dtype=np.float64), self.cfg,
         )
         for c, match in enumerate(found):
-            if match is not None and not self.marked_duplicate[c]:
+            if c >= self.references and match is not None and not self.marked_duplicate[c]:
                 self.duplicate_of[c] = match
                 self.keep[c] = 0
+        for c in range(self.references):  # (the caps weigh this run's clips only)
+            self.keep[c] = 0
         if self.duplicate_of:
             self.score_keys.update({"dup_hash_distance", "dup_colour_distance"})
 
     def _concept_cap(self) -> None:
-        kept = [c for c in range(len(self)) if self.keep[c]]
+        kept = [c for c in range(len(self.ids)) if self.keep[c]]
         caps = [len(kept)]
         if self.cfg.concept_cap:
             caps.append(self.cfg.concept_cap)
@@ -263,8 +322,8 @@ class ClipIndex:
     def _cluster_cap(self, thumbs: np.ndarray) -> None:
         if not self.cfg.balance_clusters:
             return
-        kept = [c for c in range(len(self)) if self.keep[c] and self.embedding_rows[c] != -2]
-        if sum(1 for c in range(len(self)) if self.keep[c]) < 2 or len(kept) < 2:
+        kept = [c for c in range(len(self.ids)) if self.keep[c] and self.embedding_rows[c] != -2]
+        if sum(1 for c in range(len(self.ids)) if self.keep[c]) < 2 or len(kept) < 2:
             return
         stored = (np.memmap(self._embeddings_path, dtype=np.float32, mode="r",
                             shape=(self._embedding_count, self._embedding_dim)) if self._embedding_count else None)
@@ -294,6 +353,8 @@ def build_index(manifests: list[Path], cfg: CurateConfig, folder: Path) -> tuple
     unordered: set[Path] = set()
     while True:
         index = ClipIndex(cfg, folder)
+        for source, rec in reference_clips(cfg.dedup_against):
+            index.add_reference(rec, source)
         try:
             for rec in ordered_records(manifests, unordered):
                 index.add(rec)
@@ -316,6 +377,7 @@ class ParquetRows:
         ("clip_id", "string"), ("video_id", "string"), ("video_index", "int64"), ("start_frame", "int64"), ("end_frame", "int64"), ("keep", "bool"), ("caption", "string"),
         ("title", "string"), ("concept", "string"), ("duplicate_of", "string"), ("shard", "string"),
         ("error", "string"), ("uri", "string"), ("cluster", "int64"), ("source", "string"), ("license", "string"),
+        ("duplicate_source", "string"),
     )
     JSON_FIELDS = ("spec", "scorers", "captions")
 

@@ -206,8 +206,9 @@ def _jsonl(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
 
 
-# Settings that change how fast a shard is curated, not what it writes: left out of its fingerprint.
-_HOW_NOT_WHAT = {"video_workers", "decode_threads"}
+# Settings that change how fast a shard is curated, not what it writes, and the merge's own: left out of
+# its fingerprint.
+_HOW_NOT_WHAT = {"video_workers", "decode_threads", "dedup_against"}
 
 
 def _fingerprint(cfg: CurateConfig, rows: list, shard: tuple[int, int], models: Any = None) -> str:
@@ -738,6 +739,7 @@ def merge_manifests(
     if cfg is None:
         stored = out_dir / "curate-config.json"
         cfg = CurateConfig.model_validate_json(stored.read_text()) if stored.exists() else CurateConfig()
+    merge.check_references(cfg.dedup_against)
 
     table = None
     if raw_dir is not None:

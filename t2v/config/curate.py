@@ -204,6 +204,12 @@ class CurateConfig(BaseModel):
         description="candidates are duplicates if their colour thumbnails, lined up in time, differ by at most this (median per frame, CIELAB units)",
     )
     dedup_neighbours: int = Field(8, ge=1, le=1024, description="index neighbours checked per frame hash")
+    dedup_against: list[str] = Field(
+        default_factory=list,
+        description="earlier curate outputs (folders holding manifest.jsonl, or the manifests; local or s3://)"
+        " whose kept clips this run's are checked against: a near-duplicate of one is dropped as duplicate,"
+        " duplicate_source naming the manifest (a data set grown batch by batch keeps one copy of a shot)",
+    )
     dedup_exact_max: int = Field(
         20_000, ge=2, description="an exact (flat) index up to this many frame hashes (keys), an IVF index above"
     )

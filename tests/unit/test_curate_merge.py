@@ -163,3 +163,47 @@ def test_packed_search_equals_the_list_search(keys):
         np.packbits(hashes.reshape(-1, 64), axis=1), np.full(keys, 5), thumbs.reshape(-1, 8, 8, 3), np.full(keys, 5),
         np.tile(np.arange(5) * 6.0, keys), cfg)
     assert listed == packed and sum(m is not None for m in listed) > keys // 4
+
+
+def test_a_new_batch_is_checked_against_the_clips_earlier_runs_kept(tmp_path):
+    # Batch 1 curated and merged; batch 2 holds ten of its videos again (renamed: other ids, other rows)
+    # and new ones. With dedup_against batch 1, the re-used clips batch 1 kept are dropped as duplicates
+    # naming batch 1's manifest; those batch 1 dropped are not reference (nothing of them is in the data
+    # set); the new ones are decided as without it; batch 1's clips are neither written nor counted.
+    first = _records(n_videos=30, seed=3)
+    run1 = _write(tmp_path / "run1", first, 2)
+    merge_manifests(run1, cfg=CurateConfig())
+    kept1 = {json.loads(x)["clip_id"] for x in (run1 / "kept.jsonl").read_text().splitlines()}
+    again = [r for r in first if 10 <= r["video_index"] < 20]
+    renamed = [{**r, "clip_id": "b2-" + r["clip_id"], "video_id": "b2-" + r["video_id"], "video_index": r["video_index"] + 100}
+               for r in again]
+    new = _records(n_videos=12, seed=4)
+    batch2 = [{**r, "clip_id": "new-" + r["clip_id"], "video_id": "new-" + r["video_id"]} for r in new] + renamed
+    alone, checked = _write(tmp_path / "alone", batch2, 2), _write(tmp_path / "checked", batch2, 2)
+    merge_manifests(alone, cfg=CurateConfig())
+    merge_manifests(checked, cfg=CurateConfig(dedup_against=[str(run1)]))
+    a = {r["clip_id"]: r for r in map(json.loads, (alone / "manifest.jsonl").read_text().splitlines())}
+    c = {r["clip_id"]: r for r in map(json.loads, (checked / "manifest.jsonl").read_text().splitlines())}
+    assert set(a) == set(c)  # the same records: nothing of batch 1 is written
+    # (a clip without thumbnails has no signature: nothing to compare)
+    reference = {r["clip_id"][3:] for r in renamed if r.get("thumbs") and r["clip_id"][3:] in kept1}
+    assert reference
+    for cid, r in c.items():
+        original = cid[3:]
+        if cid.startswith("b2-") and original in reference and a[cid]["keep"]:
+            assert "duplicate" in r["drop_reasons"] and not r["keep"], r
+            assert r["duplicate_source"] == str(run1 / "manifest.jsonl")
+            assert r["duplicate_of"] in kept1
+        elif cid.startswith("new-"):
+            assert (r["keep"], r["drop_reasons"], r.get("duplicate_of")) == (a[cid]["keep"], a[cid]["drop_reasons"], a[cid].get("duplicate_of"))
+    assert sum(r.get("duplicate_source") is not None for r in c.values()) >= 10
+    s_alone, s_checked = (json.loads((f / "summary.json").read_text()) for f in (alone, checked))
+    assert s_checked["clips"] == s_alone["clips"] and s_checked["kept"] < s_alone["kept"]
+    assert pq.read_table(checked / "manifest.parquet").column("duplicate_source").null_count < len(c)
+
+
+def test_a_missing_earlier_run_is_refused_before_the_merge(tmp_path):
+    folder = _write(tmp_path / "m", _records(n_videos=4), 1)
+    with pytest.raises(Exception, match="dedup_against.*no such manifest"):
+        merge_manifests(folder, cfg=CurateConfig(dedup_against=[str(tmp_path / "nowhere")]))
+    assert not (folder / "manifest.jsonl").exists()
