@@ -98,6 +98,15 @@ def _http_name(uri: str) -> str:
     return name or "download"
 
 
+def _range_starts_at(content_range: str | None, start: int) -> bool:
+    """Whether a 206 answer's ``Content-Range: bytes a-b/n`` starts at byte ``start``."""
+    try:
+        unit, _, rest = (content_range or "").partition(" ")
+        return unit == "bytes" and int(rest.split("-", 1)[0]) == start
+    except ValueError:
+        return False
+
+
 def _http_download(uri: str, tmp: Path, progress: Callable[[int], None] | None) -> None:
     """GET ``uri`` into ``tmp`` in chunks. A body cut off part-way (the connection dropped, fewer bytes
     than its Content-Length) is asked for again, from where it stopped when the server accepts ranges
@@ -123,6 +132,11 @@ def _http_download(uri: str, tmp: Path, progress: Callable[[int], None] | None) 
                         out.seek(0)
                         out.truncate()
                         have = 0
+                    elif resp.status_code == 206 and not _range_starts_at(resp.headers.get("Content-Range"), have):
+                        out.seek(0)  # another range than the one asked for: the next attempt from the start
+                        out.truncate()
+                        have, last_error = 0, f"asked for bytes from {have}, sent {resp.headers.get('Content-Range')}"
+                        continue
                     length = resp.headers.get("Content-Length")
                     expected = have + int(length) if length and length.isdigit() else None
                     if expected is not None:

@@ -663,9 +663,11 @@ def _stage_limits(reader, cfg: CurateConfig, uri: str, fps: int):
                     f"{uri}: a stereoscopic 3D video ({reader.stereo} frame packing metadata)", kind="stereo_3d"
                 )
         if limit and index >= limit:
+            declared = reader.info.duration_s
+            said = f"the header declares {_hours(declared)}" if declared else "the header declares no duration"
             raise VideoDecodeError(
                 f"{uri}: longer than max_video_seconds ({_hours(cfg.max_video_seconds)}): decoding passed it "
-                "(the header declares no duration)", kind="too_long",
+                f"({said})", kind="too_long",
             )
 
     return check

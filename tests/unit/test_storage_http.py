@@ -58,6 +58,15 @@ def test_without_ranges_a_dropped_body_is_fetched_again_from_the_start(server, t
     assert storage.download_file(f"{server.url}/v.mp4", tmp_path / "v.mp4").read_bytes() == body
 
 
+def test_a_resumed_body_from_another_offset_is_not_appended(server, tmp_path):
+    body = _bytes(8 * storage.HTTP_CHUNK + 5, seed=2)
+    server.files["v.mp4"] = body
+    server.plan["v.mp4"] = ["cut", "wrongrange"]
+    assert storage.download_file(f"{server.url}/v.mp4", tmp_path / "v.mp4").read_bytes() == body
+    ranges = [r for name, r in server.seen if name == "v.mp4"]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and ranges[2] is None and len(ranges) == 3, ranges
+
+
 def test_missing_refused_and_never_whole_are_errors_of_their_kind(server, tmp_path):
     server.files["cut.mp4"] = _bytes(1000)
     server.plan["cut.mp4"] = ["cut"] * storage.HTTP_ATTEMPTS
