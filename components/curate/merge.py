@@ -279,14 +279,14 @@ class ClipIndex:
         self._embeddings.close()
         thumbs = self._thumbs_map()
         self._duplicates(thumbs)
+        for c in range(self.references):  # the earlier runs' clips: compared with, not capped
+            self.keep[c] = 0
         self._concept_cap()
         self._cluster_cap(thumbs)
 
     def _duplicates(self, thumbs: np.ndarray) -> None:
         # every clip as it lies end to end: one without a signature has no hash (no key, no candidate)
         if sum(1 for h in self.hash_counts if h) < 2:
-            for c in range(self.references):
-                self.keep[c] = 0
             return
         packed = np.frombuffer(bytes(self.hashes), dtype=np.uint8).reshape(-1, (self.bits + 7) // 8)
         found = dedup.find_duplicates_packed(
@@ -297,8 +297,6 @@ class ClipIndex:
             if c >= self.references and match is not None and not self.marked_duplicate[c]:
                 self.duplicate_of[c] = match
                 self.keep[c] = 0
-        for c in range(self.references):  # (the caps weigh this run's clips only)
-            self.keep[c] = 0
         if self.duplicate_of:
             self.score_keys.update({"dup_hash_distance", "dup_colour_distance"})
 
