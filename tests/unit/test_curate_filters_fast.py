@@ -173,6 +173,8 @@ def test_rank_by_sampled_bounds_equals_a_partition_on_rows_that_mislead_the_samp
     special[1, : n // 40] = np.inf
     special[2, : n // 40] = -np.inf
     rows.append(special)
+    rows += [rng.integers(0, 256, (5, n), dtype=np.uint8), np.full((2, n), 7, np.uint8),  # (8-bit: histograms)
+             np.where(rng.random((3, n)) < 0.9, 0, 255).astype(np.uint8)]
     for x in rows:
         for qs in ([0.5, 99.5], [50], [90, 95], [0, 100]):
             ks = [round(q / 100 * (n - 1)) for q in qs]
