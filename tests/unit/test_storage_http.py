@@ -139,3 +139,25 @@ def test_a_forked_process_makes_its_own_session(server):
     assert storage._http_session() is first
     storage._HTTP_SESSIONS["pid"] = -1  # as a child sees its parent's
     assert storage._http_session() is not first
+
+
+def test_https_is_verified_against_the_trusted_authorities(tmp_path, monkeypatch):
+    # The same download over TLS: trusted through REQUESTS_CA_BUNDLE (how a pod is given a private
+    # authority), and refused, as unavailable with the reason, where the certificate is not trusted.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)
+    tls = Server(tls_folder=tmp_path / "tls")
+    try:
+        assert tls.url.startswith("https://")
+        tls.files["v.mp4"] = _bytes(3 * storage.HTTP_CHUNK + 1, seed=5)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "tls" / "ca.pem"))
+        got = storage.download_file(f"{tls.url}/v.mp4", tmp_path / "v.mp4")
+        assert got.read_bytes() == tls.files["v.mp4"]
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        with pytest.raises(storage.StorageError) as err:
+            storage.download_file(f"{tls.url}/v.mp4", tmp_path / "w.mp4")
+        assert err.value.kind == "unavailable" and "CERTIFICATE_VERIFY_FAILED" in str(err.value).upper().replace(" ", "_")
+    finally:
+        tls.close()
