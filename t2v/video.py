@@ -966,16 +966,15 @@ def frame_layout(frame) -> tuple[str, str]:
     ``st3d``/``StereoMode`` or the H.264/HEVC frame-packing SEI)."""
     import struct
 
+    from av.sidedata.sidedata import Type
+
     projection = stereo = ""
     for data in getattr(frame, "side_data", ()):
-        name = getattr(getattr(data, "type", None), "name", "")
-        if name not in ("SPHERICAL", "STEREO3D"):
-            continue
         raw = bytes(data)
-        if len(raw) < 4:
+        if data.type not in (Type.SPHERICAL, Type.STEREO3D) or len(raw) < 4:
             continue
-        (code,) = struct.unpack("<i", raw[:4])
-        if name == "SPHERICAL":
+        code = struct.unpack_from("<i", raw)[0]  # the struct's first field, an enum (as t2v.hdr reads side data)
+        if data.type == Type.SPHERICAL:
             projection = SPHERICAL_PROJECTIONS.get(code, f"projection_{code}")
         else:
             stereo = STEREO_TYPES.get(code, f"stereo_{code}")

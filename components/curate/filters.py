@@ -318,8 +318,8 @@ def sharpness(frames: np.ndarray, min_channel_range: float = 24.0) -> tuple[floa
     t, h, w, _ = frames.shape
     chan = contrast_channel(frames)
     step = max(1, SHARPNESS_CHUNK // (h * w))
-    maps = [_sharpness_maps(frames[s : s + step], chan[s : s + step]) for s in range(0, t, step)]
-    lap, blurred, grad = (np.concatenate(x, axis=0 if i == 0 else 1) for i, x in enumerate(zip(*maps, strict=True)))
+    laps, blurs, grads = zip(*(_sharpness_maps(frames[s : s + step], chan[s : s + step]) for s in range(0, t, step)), strict=True)
+    lap, blurred, grad = np.concatenate(laps), np.concatenate(blurs, axis=1), np.concatenate(grads, axis=1)
     edge, contrast = _edge_sharpness(blurred, grad, min_channel_range)
     return float(np.mean(edge.astype(np.float64))), float(np.mean(lap.astype(np.float64))), float(np.median(contrast.astype(np.float64)))
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from components.curate import dedup, filters
+from t2v import storage
 from t2v.config.curate import CurateConfig
 
 log = logging.getLogger(__name__)
@@ -129,16 +130,12 @@ class SummaryCounts:
 def reference_manifest(uri: str) -> str:
     """The manifest of an earlier run named in ``dedup_against``: the URI itself when it names a
     ``.jsonl`` file, else ``manifest.jsonl`` in that folder (a curate stage's output)."""
-    from t2v import storage
-
     return uri if uri.lower().endswith(".jsonl") else storage.join(uri, "manifest.jsonl")
 
 
 def check_references(uris: Iterable[str]) -> None:
     """Raise, naming ``dedup_against``, for an earlier run's manifest that is not there: before a shard
     or the merge starts, not after the shards' work."""
-    from t2v import storage
-
     for uri in uris:
         manifest = reference_manifest(uri)
         if not storage.exists(manifest):
@@ -148,8 +145,6 @@ def check_references(uris: Iterable[str]) -> None:
 def reference_clips(uris: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(manifest, record)`` of every clip the earlier runs ``uris`` kept, streamed (S3 ones through a
     temporary download)."""
-    from t2v import storage
-
     for uri in uris:
         manifest = reference_manifest(uri)
         with storage.local_file_for(manifest) as local:
