@@ -86,8 +86,9 @@ class VideoDecodeError(UserError):
 
     ``kind`` sorts the reason for a manifest: ``missing`` (no such file), ``corrupt`` (empty, garbage,
     truncated, undecodable), ``not_video`` (an image, or audio only), ``unsupported_codec``; the curate
-    stage adds ``too_large`` (pictures over its ``max_source_pixels``), ``too_long`` (over its
-    ``max_video_seconds``), ``spherical`` and ``stereo_3d`` (:func:`frame_layout`)."""
+    stage adds ``too_large`` (pictures over its ``max_source_pixels``), ``too_small`` (under its
+    ``min_source_side``), ``too_long`` (over its ``max_video_seconds``), ``spherical`` and ``stereo_3d``
+    (:func:`frame_layout`)."""
 
     def __init__(self, message: str, kind: str = "corrupt", truncated: bool = False):
         super().__init__(message)

@@ -618,6 +618,8 @@ def subtitle_score(frames: np.ndarray, band_fraction: float = 0.25) -> float:
     a corner logo lies outside the centre half and texture everywhere cancels out."""
     _, h, w, _ = frames.shape
     band = max(2, round(h * band_fraction))
+    if band >= h:  # a picture a few rows high has no band apart from the rest
+        return 0.0
     k = _stroke_kernel(h, w)
     strokes = stroke_masks(frames, k)
     bottom = strokes[:, h - band :, w // 4 : w - w // 4].mean(axis=(1, 2))

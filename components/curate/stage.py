@@ -580,6 +580,12 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
                     f"{row.uri}: {reader.info.width}x{reader.info.height} pictures ({pixels / 1e6:.1f} MP) exceed "
                     f"max_source_pixels ({cfg.max_source_pixels / 1e6:.1f} MP)", kind="too_large",
                 )
+            shown = display_size(reader.info.width, reader.info.height, 0, reader.info.sample_aspect)
+            if min(shown) < cfg.min_source_side:
+                raise VideoDecodeError(
+                    f"{row.uri}: pictures shown at {shown[0]}x{shown[1]}, a shorter side under min_source_side"
+                    f" ({cfg.min_source_side} px)", kind="too_small",
+                )
             declared = reader.info.duration_s
             if cfg.max_video_seconds and declared > cfg.max_video_seconds:
                 raise VideoDecodeError(

@@ -33,6 +33,13 @@ class CurateConfig(BaseModel):
         description="a video whose pictures have more pixels than this is recorded as too_large and not"
         " decoded (its decoder's buffers alone could exhaust the pod's memory); 8192 x 8192 by default",
     )
+    min_source_side: int = Field(
+        16,
+        ge=0,
+        description="a video whose picture, as shown (non-square pixels made square), has a shorter side of"
+        " fewer pixels than this is recorded as too_small and not decoded: a thumbnail or an icon's"
+        " animation, whose clips would be its pixels blown up; 0 = no limit",
+    )
     max_video_seconds: float = Field(
         0.0,
         ge=0,

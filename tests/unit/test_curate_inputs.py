@@ -10,6 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -814,6 +815,33 @@ def test_a_video_too_large_to_decode_is_recorded_not_decoded(tmp_path):
     assert any(r["video_id"] == "fits" and r["start_frame"] is not None for r in records)
     (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")  # only the video that fits was decoded
     assert scene["source"]["coded_width"] == 96
+
+
+def test_a_picture_too_small_to_curate_is_recorded_and_scores_stay_numbers(tmp_path):
+    # A thumbnail-sized video (an icon's animation) would be blown up into clips; its shown size counts
+    # (non-square pixels: 40x24 coded at 1:2 is shown 20x24). At no limit, even a 2x2 picture curates
+    # into records of finite scores, which strict JSON readers take (NaN is not JSON).
+    pattern = moving_pattern(40, (96, 64))
+    write_video(tmp_path / "icon.mp4", np.stack([cv2.resize(f, (12, 12), interpolation=cv2.INTER_AREA) for f in pattern]))
+    write_video(tmp_path / "narrow.mp4", np.stack([cv2.resize(f, (40, 24), interpolation=cv2.INTER_AREA) for f in pattern]),
+                sample_aspect=Fraction(1, 2))
+    write_video(tmp_path / "dot.mp4", np.stack([cv2.resize(f, (2, 2), interpolation=cv2.INTER_AREA) for f in pattern]),
+                codec="mpeg4")
+    write_video(tmp_path / "fits.mp4", pattern)
+    names = ("icon", "narrow", "dot", "fits")
+    (tmp_path / "t.jsonl").write_text("".join(f'{{"file": "{n}.mp4", "video_id": "{n}"}}\n' for n in names))
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", CurateConfig(**CFG, min_source_side=22))
+    records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
+    for name, shown in (("icon", "12x12"), ("narrow", "20x24"), ("dot", "2x2")):
+        (rec,) = [r for r in records if r["video_id"] == name]
+        assert rec["drop_reasons"] == ["too_small"] and shown in rec["error"] and "min_source_side" in rec["error"], rec
+    assert any(r["video_id"] == "fits" and r["start_frame"] is not None for r in records)
+
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "all", CurateConfig(**CFG, min_source_side=0))
+    text = (tmp_path / "all" / "manifest-000.jsonl").read_text()
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the manifest")) for line in text.splitlines()]
+    dots = [r for r in records if r["video_id"] == "dot" and r["scores"]]
+    assert dots and all(np.isfinite(v) for r in dots for v in r["scores"].values() if isinstance(v, float))
 
 
 def test_animated_webp_is_a_video_and_a_still_webp_is_not(tmp_path):
