@@ -56,7 +56,14 @@ import cv2
 import numpy as np
 
 from components.curate import dedup, filters, merge, report
-from components.curate.video_pass import SceneStream, Timers, encode_clip, spool, stream_video
+from components.curate.video_pass import (
+    SceneStream,
+    Timers,
+    encode_clip,
+    merge_transitions,
+    spool,
+    stream_video,
+)
 from components.curate.watchdog import VideoStalled, beat
 from components.curate.workers import CrashJournal, curate_in_order
 from t2v import storage
@@ -141,32 +148,43 @@ def caption_concept(caption: str, spec: dict[str, Any] | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ scenes
-def detect_scenes(frames: np.ndarray, fps: float, cfg: CurateConfig) -> list[int]:
+def detect_scenes(
+    frames: np.ndarray, fps: float, cfg: CurateConfig, with_transitions: bool = False
+) -> list[int] | tuple[list[int], list[tuple[int, int]]]:
     """Frame indices where a new scene starts (excluding 0), found by PySceneDetect's
     ``ContentDetector``/``AdaptiveDetector`` fed with the decoded frames (BGR, at analysis size) through
     :class:`components.curate.video_pass.SceneStream` (which also reports cuts that stand out inside a
     run of large changes), less those that a flash or a fade explains
-    (:func:`components.curate.filters.confirm_cuts`)."""
+    (:func:`components.curate.filters.confirm_cuts`), with the two ends of each gradual transition
+    (:func:`components.curate.video_pass.merge_transitions`). ``with_transitions``: also the
+    transitions, ``(first, end)`` spans of mixed frames (scenes of their own, which give no clip)."""
     scenes = SceneStream(cfg, fps)
     small = filters.resize_frames(frames, cfg.analysis_size)
     cuts: list[int] = []
     for frame in small:
         cuts.extend(scenes.push(frame))
     cuts.extend(scenes.finish())
-    found = sorted({c for c in cuts if 0 < c < len(frames)})
-    return filters.confirm_cuts(found, lambda i: small[i], len(small), cfg.scene_confirm_min_diff)
+    spans = scenes.take_transitions()
+    found = merge_transitions(sorted({c for c in cuts if 0 < c < len(frames)}), spans, cfg.scene_min_len)
+    ends = {x for span in spans for x in span}
+    confirmed = filters.confirm_cuts([c for c in found if c not in ends], lambda i: small[i], len(small), cfg.scene_confirm_min_diff)
+    out = sorted(set(confirmed) | {c for c in ends if 0 < c < len(frames)})
+    return (out, spans) if with_transitions else out
 
 
 def split_clips(
-    num_frames: int, cuts: list[int], cfg: CurateConfig, with_short: bool = False
+    num_frames: int, cuts: list[int], cfg: CurateConfig, with_short: bool = False,
+    transitions: list[tuple[int, int]] = (),
 ) -> list[tuple[int, int, int]] | list[tuple[int, int, int, bool]]:
     """(scene index, start, end) of each clip: scenes are trimmed by ``scene_trim_frames`` at both ends
     and cut into consecutive clips of ``clip_max_frames``; a remainder shorter than ``clip_min_frames``
     is dropped. With ``with_short``, the dropped remainders are listed too, each tuple ending with
-    ``is_clip``."""
+    ``is_clip``. A scene that is one of ``transitions`` (``(first, end)``) gives nothing."""
     bounds = [0, *cuts, num_frames]
     out: list = []
     for scene_index, (s, e) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        if (s, e) in set(transitions):
+            continue
         s, e = s + cfg.scene_trim_frames, e - cfg.scene_trim_frames
         while e - s >= cfg.clip_min_frames:
             n = min(cfg.clip_max_frames, e - s)
@@ -504,10 +522,19 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
     fps_box: dict[str, int] = {}
     reader_box: list = []  # the video's reader, once open (on_clip asks it where damage is)
 
-    def on_clip(scene_index: int, start: int, end: int, small, out, is_clip: bool) -> None:
-        cid = clip_id_of(vid, start, end)
-        where = {
-            "clip_id": cid,
+    transitions: list[list[int]] = []
+
+    def on_transition(scene_index: int, start: int, end: int) -> None:
+        """The mixed frames of a dissolve between two shots: one record, no clip."""
+        transitions.append([start, end])
+        records.append(
+            {**_where(scene_index, start, end), "keep": False, "drop_reasons": ["transition"], "caption": None,
+             "title": video.get("title"), "scores": {}}
+        )
+
+    def _where(scene_index: int, start: int, end: int) -> dict[str, Any]:
+        return {
+            "clip_id": clip_id_of(vid, start, end),
             "video_id": vid,
             "video_index": row.index,
             "scene_index": scene_index,
@@ -515,6 +542,10 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             "end_frame": end,
             "num_frames": end - start,
         }
+
+    def on_clip(scene_index: int, start: int, end: int, small, out, is_clip: bool) -> None:
+        cid = clip_id_of(vid, start, end)
+        where = _where(scene_index, start, end)
         damaged = reader_box and reader_box[0].damaged_between(start, end)
         if not is_clip or damaged:  # shorter than clip_min_frames, or pictures predicted from damage
             records.append(
@@ -612,6 +643,7 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             num, cuts = stream_video(
                 reader, cfg, fps_box["fps"], on_clip, timers, bars=bars,
                 check=_stage_limits(reader, cfg, row.uri, fps_box["fps"]), keep_truncated=keep_truncated,
+                on_transition=on_transition,
             )
             source["interlaced_frames"] = reader.interlaced_frames  # deinterlaced as decoded
             source["timestamp_jumps"] = reader.timestamp_jumps  # discontinuities bridged (MPEG-TS...)
@@ -634,7 +666,8 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
             p.unlink(missing_ok=True)
         log.exception("curate: %s (row %d) failed", vid, row.index)
         return {"records": [_row_record(row, "failed", f"{row.uri}: {type(exc).__name__}: {exc}")]}
-    scenes = {"video_id": vid, "video_index": row.index, "num_frames": num, "cuts": sorted(cuts), "source": source}
+    scenes = {"video_id": vid, "video_index": row.index, "num_frames": num, "cuts": sorted(cuts),
+              "transitions": transitions, "source": source}
     if not records:
         seconds = num / fps_box["fps"]
         err = (

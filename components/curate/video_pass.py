@@ -261,7 +261,12 @@ class SceneStream:
     one stands out only from the calm side) -- is reported as well (``STANDOUT_AFTER`` frames later, once
     the frames after it are seen), unless a reported cut lies within ``min_scene_len`` of it. Every
     candidate is then checked as any cut is (:func:`components.curate.filters.not_a_cut`: a pan, a flash,
-    the same shot on both sides are dropped)."""
+    the same shot on both sides are dropped).
+
+    Gradual transitions (a dissolve, a cross-fade: :class:`components.curate.filters.TransitionFinder`)
+    are no cut ContentDetector sees; :meth:`take_transitions` gives those found, ``(first, end)`` spans of
+    mixed frames, each found at most ``transition_lag`` frames after its first frame. Cuts inside a
+    transition are not cuts (:func:`merge_transitions`); its two ends are, taken without the cut check."""
 
     STANDOUT_RATIO = 2.0
     STANDOUT_AFTER = 3
@@ -282,6 +287,14 @@ class SceneStream:
         self.scores: dict[int, float] = {}
         self.reported: list[int] = []
         self.pending_standouts: list[int] = []
+        longest = round(cfg.scene_transition_max_seconds * self.rate)
+        self.transitions = filters.TransitionFinder(longest + 4) if longest >= 3 else None
+        self.transition_lag = 2 * self.transitions.max_frames + 2 if self.transitions else 0
+        self.found_transitions: list[tuple[int, int]] = []
+
+    def take_transitions(self) -> list[tuple[int, int]]:
+        found, self.found_transitions = self.found_transitions, []
+        return found
 
     def _stands_out(self, x: float, before: list[float], after: list[float]) -> bool:
         if x < self.threshold or not before or not after:
@@ -315,6 +328,8 @@ class SceneStream:
     def push(self, small: np.ndarray) -> list[int]:
         from scenedetect import FrameTimecode
 
+        if self.transitions is not None:
+            self.found_transitions.extend(self.transitions.push(small))
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)  # (the same bytes as a reversed copy, a tenth of its time)
         found = [int(tc.frame_num) for tc in self.detector.process_frame(FrameTimecode(self.count, fps=self.rate), bgr)]
         if self.standout:
@@ -332,6 +347,8 @@ class SceneStream:
 
         if not self.count:
             return []
+        if self.transitions is not None:
+            self.found_transitions.extend(self.transitions.finish())
         late = [int(tc.frame_num) for tc in self.detector.post_process(FrameTimecode(self.count - 1, fps=self.rate))]
         if not self.standout:
             return late
@@ -342,7 +359,15 @@ class SceneStream:
         return sorted(set(found))
 
 
+def merge_transitions(cuts: list[int], spans: list[tuple[int, int]], min_len: int) -> list[int]:
+    """``cuts`` less those within ``min_len`` of a transition span (a detector's cut in the middle of a
+    dissolve), plus each span's two ends: the first mixed frame and the frame after the last."""
+    kept = [c for c in cuts if not any(s - min_len < c < e + min_len for s, e in spans)]
+    return sorted(set(kept) | {x for span in spans for x in span})
+
+
 ClipSink = Callable[[int, int, int, np.ndarray, np.ndarray | None, bool], None]
+TransitionSink = Callable[[int, int, int], None]
 
 #: Seconds between progress lines within one video (an hour of 1080p takes many minutes on a core).
 PROGRESS_EVERY_S = 30.0
@@ -357,6 +382,7 @@ def stream_video(
     bars: tuple[float, ...] = (0, 0, 0, 0),
     check: Callable[[int], None] | None = None,
     keep_truncated: Callable[[VideoDecodeError], bool] | None = None,
+    on_transition: TransitionSink | None = None,
 ) -> tuple[int, list[int]]:
     """Decode ``reader`` on a ``fps_out`` timeline and call ``on_clip(scene, start, end, small, out,
     is_clip)`` for every clip (and every too-short remainder, with ``out`` None and ``is_clip`` False) as
@@ -366,7 +392,9 @@ def stream_video(
     called with each frame's index as it is decoded, before it is used: it may raise VideoDecodeError
     to stop the video there (the stage's limits: its length, its layout). A truncated video (the
     reader's error with ``truncated``: decoding stopped early or ended short) ends where its pictures
-    do, as if the file ended there, if ``keep_truncated(error)`` says so; else the error is raised."""
+    do, as if the file ended there, if ``keep_truncated(error)`` says so; else the error is raised.
+    The frames of a gradual transition (a dissolve between two shots) are a scene of their own that gives
+    no clip: ``on_transition(scene, first, end)`` is called for it instead."""
     scenes = SceneStream(cfg, fps_out)
     trim, cmin, cmax = cfg.scene_trim_frames, cfg.clip_min_frames, cfg.clip_max_frames
     buf_small: list[np.ndarray] = []
@@ -387,6 +415,10 @@ def stream_video(
     def finish_scene(end: int) -> None:
         stop = end - trim
         s = state["next"]
+        if (state["scene_start"], end) in transitions:  # mixed frames: no clip
+            if on_transition is not None:
+                on_transition(state["scene"], state["scene_start"], end)
+            s = stop
         while stop - s >= cmin:
             n = min(cmax, stop - s)
             small, out = take(s, s + n)
@@ -400,7 +432,10 @@ def stream_video(
     converter = make_converter(cfg, reader.info.sample_aspect, bars)
     frames = reader.frames(fps=fps_out, convert=converter)
     window = filters.CUT_CONFIRM_WINDOW
-    delay = scenes.delay + window + 1  # a cut is decided once the frames after it are seen
+    # a cut is decided once the frames after it are seen, and once any transition around it is found
+    lag = scenes.transition_lag
+    delay = scenes.delay + window + 1 + lag
+    transitions: set[tuple[int, int]] = set()
     keep_history = delay + 2 * window + 4
     history: dict[int, np.ndarray] = {}  # the latest analysis frames, for confirming cuts
     pending: list[int] = []
@@ -419,6 +454,14 @@ def stream_video(
                 continue
             cuts.append(c)
             finish_scene(c)
+
+    def queue_transition(first: int, end: int) -> None:
+        """A transition's two ends become cuts (taken without the cut check), and the detector's cuts
+        near or inside it are dropped (:func:`merge_transitions`)."""
+        kept = merge_transitions([c for c in pending if c not in forced], [(first, end)], cfg.scene_min_len)
+        pending[:] = sorted({c for c in pending if c in forced} | {c for c in kept if c > state["scene_start"]})
+        forced.update(c for c in (first, end) if c in pending)
+        transitions.add((max(first, state["scene_start"]), end))
 
     def queue_detected(c: int, last: int) -> None:
         """Queue a cut the detector reported, if it is new, inside frames 1..``last`` of this scene, and
@@ -470,7 +513,9 @@ def stream_video(
             found = scenes.push(small)
         for c in sorted(set(found)):
             queue_detected(c, index)
-        decide(index, index)
+        for first, end in scenes.take_transitions():
+            queue_transition(first, end)
+        decide(index - lag, index)
         # A full-length clip is final once no cut can still fall inside it or its trim.
         while state["next"] + cmax + trim + delay <= index:
             s = state["next"]
@@ -483,6 +528,8 @@ def stream_video(
         late = scenes.finish()
     for c in sorted(set(late)):
         queue_detected(c, num - 1)
+    for first, end in scenes.take_transitions():
+        queue_transition(first, end)
     decide(num + window, num - 1)
     if num:
         finish_scene(num)

@@ -98,6 +98,13 @@ class CurateConfig(BaseModel):
         description="a cut stands if frames 4 before and 3 after differ by at least this (mean RGB, brightness"
         " matched): flashes and fades are no cuts; 0 = off",
     )
+    scene_transition_max_seconds: float = Field(
+        1.5,
+        ge=0.0,
+        le=10.0,
+        description="gradual transitions (dissolves, cross-fades between two shots) up to this long are found"
+        " and their mixed frames recorded as transition, cut off both shots' clips; 0 = off",
+    )
     scene_trim_frames: int = Field(
         1, ge=0, le=100, description="frames dropped at each end of a scene (cut transitions)"
     )

@@ -332,6 +332,72 @@ def test_a_fade_over_a_still_shot_is_not_motion():
     assert "static" in filters.decide(filters.score_clip(fading, cfg), cfg)
 
 
+def _transitions(frames: np.ndarray, seconds: float = 1.5) -> list[tuple[int, int]]:
+    finder = filters.TransitionFinder(round(seconds * 25) + 4)
+    found = [span for f in filters.resize_frames(frames, 128) for span in finder.push(f)]
+    return found + finder.finish()
+
+
+def test_dissolves_are_transitions_and_motion_light_and_fades_are_not():
+    """A cross-dissolve's frames are mixes of the two shots; a pan, a zoom, a soft object moving and light
+    coming up also change every frame a little, and are no transition."""
+    import cv2
+
+    from tests.fixtures.curate_external import _pan
+    from tests.fixtures.curate_media import lavfi_frames
+
+    shot = lavfi_frames("testsrc2", (160, 96), 25, 2.0)
+    zoom = lavfi_frames("mandelbrot", (160, 96), 25, 2.0)
+    for n in (6, 15, 30):
+        w = np.linspace(0, 1, n + 2)[1:-1, None, None, None]
+        mixed = (shot[-n:] * (1 - w) + zoom[:n] * w).round().astype(np.uint8)
+        (span,) = _transitions(np.concatenate([shot[:-n], mixed, zoom[n:]]))
+        assert abs(span[0] - (50 - n)) <= 2 and abs(span[1] - 50) <= 2, (n, span)
+    assert _transitions(np.concatenate([shot, zoom])) == []  # a hard cut is the cut detector's
+    big = lavfi_frames("mandelbrot", (480, 96), 25, 3.0)
+    assert _transitions(_pan(big, 160, 2.0, 0)) == []  # a pan
+    assert _transitions(zoom) == []  # a zoom into smooth shading (its ends are one view)
+    bars = np.stack([cv2.GaussianBlur(f, (0, 0), 8) for f in lavfi_frames("smptehdbars", (480, 96), 25, 3.0)])
+    assert _transitions(_pan(bars, 160, 2.0, 0)) == []  # a soft picture panned: as detailed as ever
+    disc = np.full((60, 96, 160, 3), 100, np.uint8)
+    for i, f in enumerate(disc):
+        cv2.circle(f, (20 + 2 * i, 48), 36, (240, 200, 60), -1)
+    assert _transitions(np.stack([cv2.GaussianBlur(f, (0, 0), 10) for f in disc])) == []  # soft object moving
+    light = np.linspace(0.4, 1.0, 40, dtype=np.float32)[:, None, None, None]
+    assert _transitions((shot[:40] * light).astype(np.uint8)) == []  # light coming up
+    black = np.linspace(1, 0, 12, dtype=np.float32)[:, None, None, None]
+    fade = np.concatenate([shot[:30], (shot[30:42] * black).astype(np.uint8), (zoom[:12] * black[::-1]).astype(np.uint8), zoom[12:]])
+    # Through black: the cut check's fade. A window from the fade-out's dim end reads the fade-in as a
+    # dissolve from a dim picture; what is found stays within the fading frames.
+    assert all(30 <= first and end <= 54 for first, end in _transitions(fade)), _transitions(fade)
+
+
+def test_a_transition_is_a_steady_mix_of_two_different_pictures():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 255, 576).astype(np.float32), rng.uniform(0, 255, 576).astype(np.float32)
+
+    def window(weights, off=None):
+        thumbs = np.stack([(1 - w) * a + w * b for w in weights])
+        if off is not None:  # a picture away from the line between the two
+            thumbs[len(weights) // 2] += off
+        return thumbs
+
+    steady = [0, 0, 0.2, 0.4, 0.6, 0.8, 1, 1]
+    assert filters.blend_transition(window(steady)) == (2, 5)
+    assert filters.blend_transition(window([0, 0, 0.05, 0.15, 0.25, 0.85, 0.95, 1, 1])) is None  # a jump: a cut
+    assert filters.blend_transition(window([0, 0, 0.2, 0.4, 1, 1])) is None  # too short to tell
+    assert filters.blend_transition(window([0, 0, 0.4, 0.6, 0.95, 1, 1])) is None  # two mixed pictures only
+    noise = rng.normal(0, 1, 576).astype(np.float32)
+    noise -= (noise @ (b - a)) / ((b - a) @ (b - a)) * (b - a)  # at right angles to the change
+    far = noise / np.linalg.norm(noise) * 0.5 * np.linalg.norm(b - a)
+    assert filters.blend_transition(window(steady, far)) is None  # a picture that is no mix of the two
+    assert filters.blend_transition(window(steady, 0.5 * far)) == (2, 5)
+    relit = np.stack([a * (1 + 0.5 * w) + 5 for w in steady])  # one picture made brighter
+    assert filters.blend_transition(relit) is None
+    flat = np.stack([(1 - w) * a + w * np.full_like(a, 20) for w in steady])  # a fade to a flat grey
+    assert filters.blend_transition(flat) is None
+
+
 def test_a_flash_in_a_slow_pan_is_not_fast_motion(tmp_path):
     """Two white frames (a camera flash) in a slow pan over a test card with little texture, through
     x264 and back: pairs across the flash are left out, so the motion is the pan's, whatever frames the

@@ -331,6 +331,51 @@ def test_streaming_cuts_and_clips_equal_whole_video(tmp_path):
     assert all(np.abs(np.asarray(out).astype(int) - whole[s:e]).mean() < 6 for s, e, out in got)
 
 
+def _dissolve(a: np.ndarray, b: np.ndarray, frames: int) -> np.ndarray:
+    """``a`` then ``b``, the last ``frames`` of ``a`` mixed into the first of ``b`` (a cross-dissolve)."""
+    w = np.linspace(0, 1, frames + 2)[1:-1, None, None, None]
+    mixed = a[-frames:].astype(np.float32) * (1 - w) + b[:frames].astype(np.float32) * w
+    return np.concatenate([a[:-frames], mixed.round().astype(np.uint8), b[frames:]])
+
+
+def test_a_dissolve_between_shots_is_a_transition_not_part_of_a_clip(tmp_path):
+    # Edited video joins shots by dissolves as often as by cuts: no two neighbouring frames differ by a
+    # cut's change, so ContentDetector sees nothing (or a cut in the middle), and a clip showed one shot
+    # melting into the next. The mixed frames are a scene of their own now, recorded as transition.
+    src = {n: lavfi_frames(n, (96, 64), 25, 2.4) for n in ("testsrc2", "smptehdbars", "mandelbrot")}
+    frames = _dissolve(_dissolve(src["testsrc2"], src["smptehdbars"], 12), src["mandelbrot"], 20)
+    mixed = [(60 - 12, 60), (120 - 12 - 20, 120 - 12)]  # the planted mixed frames, [first, end)
+    write_video(tmp_path / "dissolves.mp4", frames)
+    cfg = CurateConfig(**{**CFG, "output_height": 0, "output_width": 0})
+    whole, fps = read_video(tmp_path / "dissolves.mp4")
+    cuts, spans = detect_scenes(whole, fps, cfg, with_transitions=True)
+    assert len(spans) == 2, spans
+    for (first, end), (f0, e0) in zip(spans, mixed, strict=True):
+        assert abs(first - f0) <= 2 and abs(end - e0) <= 2, (spans, mixed)
+    assert cuts == sorted(x for span in spans for x in span)
+    expected = [(s, e) for _, s, e, ok in split_clips(len(whole), cuts, cfg, with_short=True, transitions=spans) if ok]
+    assert not any(s < e0 and f0 < e for s, e in expected for f0, e0 in mixed)  # no clip shows a mixed frame
+    from components.curate.video_pass import Timers, stream_video
+
+    got, seen = [], []
+    with VideoReader(tmp_path / "dissolves.mp4") as reader:
+        _, found = stream_video(reader, cfg, 25, lambda sc, s, e, small, out, ok: ok and got.append((s, e)),
+                                Timers(), on_transition=lambda sc, s, e: seen.append((s, e)))
+    assert (sorted(found), seen, got) == (cuts, spans, expected)
+    # Off, the clips run through them: a clip that begins in one shot and ends in the next.
+    off = CurateConfig(**{**CFG, "output_height": 0, "output_width": 0, "scene_transition_max_seconds": 0})
+    plain = detect_scenes(whole, fps, off)
+    clips = split_clips(len(whole), plain, off)
+    assert any(s < e0 and f0 < e for _, s, e in clips for f0, e0 in mixed)
+    # The stage records each as one transition record, and the scenes file lists them.
+    (tmp_path / "t.jsonl").write_text('{"file": "dissolves.mp4", "video_id": "d"}\n')
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg)
+    records = _jsonl(tmp_path / "out" / "manifest-000.jsonl")
+    assert [(r["start_frame"], r["end_frame"]) for r in records if r["drop_reasons"] == ["transition"]] == spans
+    (scene,) = _jsonl(tmp_path / "out" / "scenes-000.jsonl")
+    assert [tuple(x) for x in scene["transitions"]] == spans and scene["cuts"] == cuts
+
+
 def _disc_scene(width: int, height: int, frames: int, start: int) -> np.ndarray:
     """A white disc on grey moving right, drawn in proportion to the picture's height (centred framing)."""
     import cv2
