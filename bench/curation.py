@@ -11,6 +11,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --alpha [--repeats 3]
     .venv/bin/python bench/curation.py --workers 2 [--videos 64] [--repeats 3]
     .venv/bin/python bench/curation.py --ranks [--repeats 3]
+    .venv/bin/python bench/curation.py --transitions 48 [--seed 0]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -389,6 +390,7 @@ def main() -> None:
     ap.add_argument("--alpha", action="store_true", help="instead: compositing transparent frames, per frame")
     ap.add_argument("--workers", type=int, default=0, help="instead: one shard with 1 and with this many processes")
     ap.add_argument("--ranks", action="store_true", help="instead: sharpness percentiles, sampled bounds vs partition")
+    ap.add_argument("--transitions", type=int, default=0, help="instead: dissolve P/R on this many lavfi videos")
     args = ap.parse_args()
     import logging
 
@@ -401,6 +403,8 @@ def main() -> None:
         workers_bench(args)
     elif args.ranks:
         ranks_bench(args)
+    elif args.transitions:
+        transitions_bench(args)
     elif args.memory_1080p:
         memory(args)
     elif args.dedup:
@@ -593,6 +597,51 @@ def external(args) -> None:
             fmt = lambda x: "  -  " if x is None else f"{x:.2f}"  # noqa: E731
             cells.append(f"{v['support']:>10d}  {fmt(v['precision']):>7s}  {fmt(v['recall']):>6s}")
         print(f"{k:14s}" + "".join(f"{c:>26s}" for c in cells))
+
+
+def transitions_bench(args) -> None:
+    """Gradual transitions on lavfi shots joined by hard cuts and cross-dissolves (5-36 frames): found
+    transitions against the planted ones (a find is right when it overlaps a planted dissolve; a planted
+    one is found when a find overlaps it), hard cuts (within 2 frames, transition ends left out), and the
+    kept clips that show 3 or more mixed frames, with the finder on and off."""
+    from components.curate.stage import curate_shard
+    from t2v.config import load_curate_config
+    from tests.fixtures.curate_external import build_transition_set
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-transitions-"))
+    rows = {r["video_id"]: r for r in build_transition_set(tmp / "raw", videos=args.transitions, seed=args.seed)}
+    planted = sum(len(r["transitions"]) for r in rows.values())
+    base = load_curate_config(REPO / "configs/tiny/curate.yaml").model_copy(update={"output_height": 96, "output_width": 160})
+
+    def overlap(a, b) -> int:
+        return max(0, min(a[1], b[1]) - max(a[0], b[0]))
+
+    print(f"{args.transitions} videos, {planted} dissolves, {sum(len(r['cuts']) for r in rows.values())} hard cuts (seed {args.seed})")
+    for label, seconds in (("finder on", base.scene_transition_max_seconds), ("finder off", 0.0)):
+        cfg = base.model_copy(update={"scene_transition_max_seconds": seconds})
+        out = tmp / f"out-{seconds}"
+        t0 = time.process_time()
+        curate_shard(tmp / "raw", out, cfg, force=True)
+        cpu = time.process_time() - t0
+        scenes = [json.loads(x) for x in (out / "scenes-000.jsonl").read_text().splitlines() if x.strip()]
+        records = [json.loads(x) for x in (out / "manifest-000.jsonl").read_text().splitlines() if x.strip()]
+        found = right = hit = cut_tp = cut_found = 0
+        for sc in scenes:
+            truth = rows[sc["video_id"]]
+            spans = [tuple(x) for x in sc.get("transitions", [])]
+            found += len(spans)
+            right += sum(any(overlap(s, t) for t in truth["transitions"]) for s in spans)
+            hit += sum(any(overlap(s, t) for s in spans) for t in truth["transitions"])
+            ends = {x for s in spans for x in s}
+            hard = [c for c in sc["cuts"] if c not in ends]
+            cut_found += len(hard)
+            cut_tp += sum(any(abs(c - t) <= 2 for t in truth["cuts"]) for c in hard)
+        cut_truth = sum(len(r["cuts"]) for r in rows.values())
+        kept = [r for r in records if r.get("keep")]
+        mixed = sum(any(overlap((r["start_frame"], r["end_frame"]), t) >= 3 for t in rows[r["video_id"]]["transitions"]) for r in kept)
+        print(f"  {label:10s}: transitions found {found}, precision {right / max(found, 1):.2f}, recall {hit / max(planted, 1):.2f}; "
+              f"hard cuts precision {cut_tp / max(cut_found, 1):.2f}, recall {cut_tp / max(cut_truth, 1):.2f}; "
+              f"kept clips {len(kept)}, of which show mixed frames {mixed}; {cpu:.1f} CPU-s")
 
 
 if __name__ == "__main__":

@@ -788,6 +788,7 @@ def aligned_difference(a: np.ndarray, b: np.ndarray, min_response: float = 0.2) 
 # last picture of one shot and the first of the next, so no two neighbours differ by a cut's change.
 TRANSITION_THUMB = (16, 12)  # (width, height) of the pictures the test reads: the blend, not the detail
 TRANSITION_STILL = 0.1  # mix weights within this of 0 and 1 are the shots themselves
+TRANSITION_END_STEP = 0.3  # a step between the two pictures at either end, against the change: more is no shot yet
 TRANSITION_MAX_RESIDUAL = 0.3  # a picture further from the line between the two shots is no mix of them
 TRANSITION_MAX_STEP = 0.5  # a weight that jumps by more between neighbours is a cut, not a transition
 TRANSITION_MIN_CHANGE = 12.0  # RMS RGB difference of the two shots: less is one shot changing
@@ -823,8 +824,8 @@ def blend_transition(thumbs: np.ndarray) -> tuple[int, int] | None:
     each end with ``w`` within ``TRANSITION_STILL`` of 0 and of 1) and hold at least three mixed ones. Not
     a transition: two shots too alike (``TRANSITION_MIN_CHANGE``), a fade to or from a flat picture
     (``TRANSITION_MIN_CONTRAST``: black, white; the cut check handles those), a window that opens or
-    closes on a picture still changing (the two pictures at either end further apart than
-    ``TRANSITION_STILL`` of the change: the dim end of a fade, whose neighbours all lie near it)."""
+    closes on a picture still changing fast (the two pictures at either end further apart than
+    ``TRANSITION_END_STEP`` of the change)."""
     n = len(thumbs)
     if n < 7:
         return None
@@ -839,7 +840,7 @@ def blend_transition(thumbs: np.ndarray) -> tuple[int, int] | None:
         return None
     power = float(change @ change)
     for x, y in ((thumbs[0], thumbs[1]), (thumbs[-2], thumbs[-1])):
-        if float((y - x) @ (y - x)) > TRANSITION_STILL**2 * power:
+        if float((y - x) @ (y - x)) > TRANSITION_END_STEP**2 * power:
             return None
     return _mixed_span(thumbs, change, power)
 
@@ -923,7 +924,7 @@ class TransitionFinder:
             return []
         change = self.ring[row] - self.ring[starts]
         power = np.einsum("ij,ij->i", change, change)
-        still = TRANSITION_STILL**2 * power
+        still = TRANSITION_END_STEP**2 * power
         spread = self.spread[starts]
         likeness = self.centred[starts] @ self.centred[row]
         ok = (
