@@ -807,6 +807,14 @@ def _grey_gradients(frame: np.ndarray) -> np.ndarray:
 def transition_thumb(frame: np.ndarray) -> np.ndarray:
     """The picture :func:`blend_transition` reads: ``frame`` (RGB) reduced by area averaging to
     ``TRANSITION_THUMB``, as float32 values in one row."""
+    w, h = TRANSITION_THUMB
+    fh, fw = frame.shape[:2]
+    if fw >= w and fh >= h:  # cropped to whole blocks: OpenCV's area averaging at a whole ratio is its
+        # fast path, a fifth of the cost of the general one, and the few rows and columns left out at the
+        # edges do not matter to a mix of two shots
+        bw, bh = fw // w, fh // h
+        x0, y0 = (fw - bw * w) // 2, (fh - bh * h) // 2
+        frame = frame[y0 : y0 + bh * h, x0 : x0 + bw * w]
     return cv2.resize(frame, TRANSITION_THUMB, interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
 
 
@@ -866,8 +874,9 @@ def _mixed_span(thumbs: np.ndarray, change: np.ndarray, power: float) -> tuple[i
 class TransitionFinder:
     """Gradual transitions in a stream of analysis frames, :meth:`push` one at a time: each frame's
     picture (:func:`transition_thumb`) is kept for ``max_frames`` (the longest transition looked for,
-    plus two pictures of each shot), and the windows ending at the newest frame are tested
-    (:func:`blend_transition`), the longest first; a window that is one view moving (:meth:`_one_view`:
+    plus two pictures of each shot), and the windows ending at every other frame are tested
+    (:func:`blend_transition`: a window may end anywhere after a transition, so half of them find what
+    all of them do, at half the cost), the longest first; a window that is one view moving (:meth:`_one_view`:
     a pan or zoom over a smooth picture) is none. Overlapping finds are one transition, reported as
     ``(first, end)`` (frames ``first`` .. ``end - 1`` are mixed) once no window has grown it for
     ``max_frames`` frames."""
@@ -882,6 +891,7 @@ class TransitionFinder:
         self.ring: np.ndarray | None = None  # thumbnails of frames base .. count - 1, one row each
         self.centred: np.ndarray | None = None  # the same less each row's mean
         self.spread: np.ndarray | None = None  # each row's standard deviation
+        self.steps: np.ndarray | None = None  # each row less the row before
         self.step: np.ndarray | None = None  # each row's squared distance from the row before
         self.base = 0
         self.frames: dict[int, np.ndarray] = {}
@@ -895,11 +905,11 @@ class TransitionFinder:
     def _append(self, thumb: np.ndarray) -> None:
         if self.ring is None:
             self.ring = np.empty((2 * self.max_frames, thumb.size), np.float32)
-            self.centred = np.empty_like(self.ring)
+            self.centred, self.steps = np.empty_like(self.ring), np.zeros_like(self.ring)
             self.spread, self.step = np.empty(len(self.ring), np.float32), np.zeros(len(self.ring), np.float32)
         if self.count - self.base == len(self.ring):  # full: keep the newest max_frames - 1 rows
             keep = self.max_frames - 1
-            for arr in (self.ring, self.centred, self.spread, self.step):
+            for arr in (self.ring, self.centred, self.steps, self.spread, self.step):
                 arr[:keep] = arr[len(arr) - keep :]
             self.base = self.count - keep
         row = self.count - self.base
@@ -907,14 +917,13 @@ class TransitionFinder:
         self.centred[row] = thumb - thumb.mean()
         self.spread[row] = np.sqrt(self.centred[row] @ self.centred[row] / thumb.size)
         if row:
-            d = thumb - self.ring[row - 1]
+            d = self.steps[row] = thumb - self.ring[row - 1]
             self.step[row] = d @ d
 
     def _windows(self, t: int) -> list[tuple[int, np.ndarray, float]]:
         """``(length, change, power)`` of the windows ending at frame ``t`` that may hold a transition,
-        longest first: the cheap
-        conditions of :func:`blend_transition` (the shots far enough apart, unlike, not flat, both ends
-        still) for all of them at once."""
+        longest first: the cheap conditions of :func:`blend_transition` (the shots far enough apart,
+        unlike, not flat, both ends still and on the shots) for all of them at once."""
         lengths = self.lengths[(self.lengths <= t + 1) & (t - self.lengths + 1 > self.reported_end)]
         if not len(lengths):
             return []
@@ -934,7 +943,20 @@ class TransitionFinder:
             & (spread >= TRANSITION_MIN_CONTRAST)
             & (likeness <= TRANSITION_MAX_LIKENESS * spread * self.spread[row] * change.shape[1])
         )
-        return [(int(n), change[i], float(power[i])) for i, n in enumerate(lengths) if ok[i]]
+        if not ok.any():
+            return []
+        # the mix weights of the second and the last but one picture: the shots themselves (within
+        # TRANSITION_STILL of 0 and of 1)
+        keep = np.flatnonzero(ok)
+        change, power, starts = change[keep], power[keep], starts[keep]
+        # each step's share of the change (its mix weight's rise), every window at once: the second and
+        # the last but one picture are the shots themselves, and no step is a cut
+        lo = int(starts.min())
+        rises = self.steps[lo + 1 : row + 1] @ change.T / power  # [steps, windows]
+        rises[np.arange(lo + 1, row + 1)[:, None] <= starts[None, :]] = 0.0  # steps before a window
+        second = rises[starts - lo, np.arange(len(starts))]
+        ends = (second <= TRANSITION_STILL) & (rises[-1] <= TRANSITION_STILL) & (rises.max(axis=0) <= TRANSITION_MAX_STEP)
+        return [(int(lengths[keep[i]]), change[i], float(power[i])) for i in np.flatnonzero(ends)]
 
     def push(self, frame: np.ndarray) -> list[tuple[int, int]]:
         t = self.count
@@ -943,7 +965,7 @@ class TransitionFinder:
         self.frames.pop(t - self.max_frames, None)
         self.count += 1
         found: tuple[int, int] | None = None
-        for n, change, power in self._windows(t) if t >= 6 else []:
+        for n, change, power in self._windows(t) if t >= 6 and t % 2 == 0 else []:
             a = t - n + 1
             span = _mixed_span(self.ring[a - self.base : t + 1 - self.base], change, power)
             if span is not None and not self._one_view(a, t, a + (span[0] + span[1]) // 2):
