@@ -181,9 +181,10 @@ def split_clips(
     is dropped. With ``with_short``, the dropped remainders are listed too, each tuple ending with
     ``is_clip``. A scene that is one of ``transitions`` (``(first, end)``) gives nothing."""
     bounds = [0, *cuts, num_frames]
+    mixed = {tuple(span) for span in transitions}
     out: list = []
     for scene_index, (s, e) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        if (s, e) in set(transitions):
+        if (s, e) in mixed:
             continue
         s, e = s + cfg.scene_trim_frames, e - cfg.scene_trim_frames
         while e - s >= cfg.clip_min_frames:
