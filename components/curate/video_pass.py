@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from components.curate import filters
+from components.curate.transitions import TransitionFinder
 from components.curate.watchdog import beat
 from t2v.alpha import has_alpha
 from t2v.config.curate import CurateConfig
@@ -263,7 +264,7 @@ class SceneStream:
     candidate is then checked as any cut is (:func:`components.curate.filters.not_a_cut`: a pan, a flash,
     the same shot on both sides are dropped).
 
-    Gradual transitions (a dissolve, a cross-fade: :class:`components.curate.filters.TransitionFinder`)
+    Gradual transitions (a dissolve, a cross-fade: :class:`components.curate.transitions.TransitionFinder`)
     are no cut ContentDetector sees; :meth:`take_transitions` gives those found, ``(first, end)`` spans of
     mixed frames, each found at most ``transition_lag`` frames after its first frame. Cuts inside a
     transition are not cuts (:func:`merge_transitions`); its two ends are, taken without the cut check."""
@@ -288,7 +289,7 @@ class SceneStream:
         self.reported: list[int] = []
         self.pending_standouts: list[int] = []
         longest = round(cfg.scene_transition_max_seconds * self.rate)
-        self.transitions = filters.TransitionFinder(longest + 4) if longest >= 3 else None
+        self.transitions = TransitionFinder(longest + 4) if longest >= 3 else None
         self.transition_lag = 2 * self.transitions.max_frames + 2 if self.transitions else 0
         self.found_transitions: list[tuple[int, int]] = []
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from components.curate import filters
+from components.curate import filters, transitions
 from components.curate.stage import curate_shard, kept_filter, merge_manifests
 from t2v.config import CurateConfig, load_curate_config
 from t2v.shards import write_tar
@@ -333,7 +333,7 @@ def test_a_fade_over_a_still_shot_is_not_motion():
 
 
 def _transitions(frames: np.ndarray, seconds: float = 1.5) -> list[tuple[int, int]]:
-    finder = filters.TransitionFinder(round(seconds * 25) + 4)
+    finder = transitions.TransitionFinder(round(seconds * 25) + 4)
     found = [span for f in filters.resize_frames(frames, 128) for span in finder.push(f)]
     return found + finder.finish()
 
@@ -383,19 +383,19 @@ def test_a_transition_is_a_steady_mix_of_two_different_pictures():
         return thumbs
 
     steady = [0, 0, 0.2, 0.4, 0.6, 0.8, 1, 1]
-    assert filters.blend_transition(window(steady)) == (2, 5)
-    assert filters.blend_transition(window([0, 0, 0.05, 0.15, 0.25, 0.85, 0.95, 1, 1])) is None  # a jump: a cut
-    assert filters.blend_transition(window([0, 0, 0.2, 0.4, 1, 1])) is None  # too short to tell
-    assert filters.blend_transition(window([0, 0, 0.4, 0.6, 0.95, 1, 1])) is None  # two mixed pictures only
+    assert transitions.blend_transition(window(steady)) == (2, 5)
+    assert transitions.blend_transition(window([0, 0, 0.05, 0.15, 0.25, 0.85, 0.95, 1, 1])) is None  # a jump: a cut
+    assert transitions.blend_transition(window([0, 0, 0.2, 0.4, 1, 1])) is None  # too short to tell
+    assert transitions.blend_transition(window([0, 0, 0.4, 0.6, 0.95, 1, 1])) is None  # two mixed pictures only
     noise = rng.normal(0, 1, 576).astype(np.float32)
     noise -= (noise @ (b - a)) / ((b - a) @ (b - a)) * (b - a)  # at right angles to the change
     far = noise / np.linalg.norm(noise) * 0.5 * np.linalg.norm(b - a)
-    assert filters.blend_transition(window(steady, far)) is None  # a picture that is no mix of the two
-    assert filters.blend_transition(window(steady, 0.5 * far)) == (2, 5)
+    assert transitions.blend_transition(window(steady, far)) is None  # a picture that is no mix of the two
+    assert transitions.blend_transition(window(steady, 0.5 * far)) == (2, 5)
     relit = np.stack([a * (1 + 0.5 * w) + 5 for w in steady])  # one picture made brighter
-    assert filters.blend_transition(relit) is None
+    assert transitions.blend_transition(relit) is None
     flat = np.stack([(1 - w) * a + w * np.full_like(a, 20) for w in steady])  # a fade to a flat grey
-    assert filters.blend_transition(flat) is None
+    assert transitions.blend_transition(flat) is None
 
 
 def test_a_flash_in_a_slow_pan_is_not_fast_motion(tmp_path):
