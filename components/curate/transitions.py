@@ -11,8 +11,6 @@ import numpy as np
 
 from components.curate.filters import aligned_difference
 
-# A gradual transition (a dissolve, a cross-fade) between two shots: every picture in it is a mix of the
-# last picture of one shot and the first of the next, so no two neighbours differ by a cut's change.
 TRANSITION_THUMB = (16, 12)  # (width, height) of the pictures the test reads: the blend, not the detail
 TRANSITION_STILL = 0.1  # mix weights within this of 0 and 1 are the shots themselves
 TRANSITION_END_STEP = 0.3  # a step between the two pictures at either end, against the change: more is no shot yet
@@ -21,8 +19,6 @@ TRANSITION_MAX_STEP = 0.5  # a weight that jumps by more between neighbours is a
 TRANSITION_MIN_CHANGE = 12.0  # RMS RGB difference of the two shots: less is one shot changing
 TRANSITION_MIN_CONTRAST = 8.0  # each shot's RGB standard deviation: a fade to or from black is no dissolve
 TRANSITION_MAX_LIKENESS = 0.5  # correlation of the two shots' pictures: more is one view moving or relit
-
-
 TRANSITION_MAX_DETAIL = 1.35  # the middle picture's gradient energy against a mix of the ends': more is a moved view
 
 
@@ -66,14 +62,14 @@ def blend_transition(thumbs: np.ndarray) -> tuple[int, int] | None:
         return None
     first, last = thumbs[0], thumbs[-1]
     change = last - first
-    if float(change @ change) < change.size * TRANSITION_MIN_CHANGE**2:  # RMS change
+    power = float(change @ change)
+    if power < change.size * TRANSITION_MIN_CHANGE**2:  # RMS change
         return None
     if min(float(first.std()), float(last.std())) < TRANSITION_MIN_CONTRAST:
         return None
     a, b = first - first.mean(), last - last.mean()
     if float(a @ b) > TRANSITION_MAX_LIKENESS * float(np.sqrt((a @ a) * (b @ b))):
         return None
-    power = float(change @ change)
     for x, y in ((thumbs[0], thumbs[1]), (thumbs[-2], thumbs[-1])):
         if float((y - x) @ (y - x)) > TRANSITION_END_STEP**2 * power:
             return None
@@ -172,8 +168,6 @@ class TransitionFinder:
         )
         if not ok.any():
             return []
-        # the mix weights of the second and the last but one picture: the shots themselves (within
-        # TRANSITION_STILL of 0 and of 1)
         keep = np.flatnonzero(ok)
         change, power, starts = change[keep], power[keep], starts[keep]
         # each step's share of the change (its mix weight's rise), every window at once: the second and
