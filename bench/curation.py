@@ -11,7 +11,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --alpha [--repeats 3]
     .venv/bin/python bench/curation.py --workers 2 [--videos 64] [--repeats 3]
     .venv/bin/python bench/curation.py --ranks [--repeats 3]
-    .venv/bin/python bench/curation.py --transitions 48 [--seed 0]
+    .venv/bin/python bench/curation.py --transitions 48 [--seed 0] [--repeats 3]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,

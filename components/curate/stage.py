@@ -545,8 +545,8 @@ def _curate_video(row, cfg: CurateConfig, caption, models, spool_dir: Path, time
         }
 
     def on_clip(scene_index: int, start: int, end: int, small, out, is_clip: bool) -> None:
-        cid = clip_id_of(vid, start, end)
         where = _where(scene_index, start, end)
+        cid = where["clip_id"]
         damaged = reader_box and reader_box[0].damaged_between(start, end)
         if not is_clip or damaged:  # shorter than clip_min_frames, or pictures predicted from damage
             records.append(
