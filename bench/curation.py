@@ -12,6 +12,7 @@ side by side in one run, on one core; and the peak resident memory of curating a
     .venv/bin/python bench/curation.py --workers 2 [--videos 64] [--repeats 3]
     .venv/bin/python bench/curation.py --ranks [--repeats 3]
     .venv/bin/python bench/curation.py --transitions 48 [--seed 0] [--repeats 3]
+    .venv/bin/python bench/curation.py --resume 0.9 [--videos 64] [--repeats 3]
 
 Throughput: the tiny profile's synthetic world (``--videos`` raw videos) is curated by
 ``curate_shard`` (decode, scene cuts, every classical score, hashes, thumbnails, encoding of kept clips,
@@ -32,6 +33,10 @@ throughout, and with transparent parts (composited over the background, :mod:`t2
 
 Side by side: ``--workers N`` curates one shard of the world with one process and with ``N``
 (``video_workers``), alternately, and prints the wall-clock ratio and whether the outputs are the same bytes.
+
+Resume: ``--resume F`` curates one shard of the world whole, and the same shard killed at the fraction
+``F`` of its videos then run again (:mod:`components.curate.resume`), alternately, and prints the rerun's
+CPU time against the clean run's and whether its outputs are the same bytes.
 
 Merge: ``--merge N...`` writes four shard outputs holding N clip records shaped as the stage writes them
 (1 % near-copies) and times their merge (cross-shard dedup, caps, manifest, parquet, report) in a child
@@ -391,6 +396,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="instead: one shard with 1 and with this many processes")
     ap.add_argument("--ranks", action="store_true", help="instead: sharpness percentiles, sampled bounds vs partition")
     ap.add_argument("--transitions", type=int, default=0, help="instead: dissolve P/R on this many lavfi videos")
+    ap.add_argument("--resume", type=float, default=0.0,
+                    help="instead: a clean shard against the rerun of one killed at this fraction of its videos")
     args = ap.parse_args()
     import logging
 
@@ -405,6 +412,8 @@ def main() -> None:
         ranks_bench(args)
     elif args.transitions:
         transitions_bench(args)
+    elif args.resume:
+        resume_bench(args)
     elif args.memory_1080p:
         memory(args)
     elif args.dedup:
@@ -522,6 +531,67 @@ def workers_bench(args) -> None:
         print(f"  video_workers {n:3d}: {med[n]:7.2f} s  ({med[1] / med[n]:.2f}x one process)")
     same = digests[1] == digests[args.workers]
     print(f"  outputs the same bytes: {same} ({len(digests[1])} files: manifest, scenes, thumbnails, tars)")
+
+
+class _Preempted(BaseException):
+    """The shard's task ending in the middle (as a preempted pod's would), raised from inside it."""
+
+
+def resume_bench(args) -> None:
+    """CPU time of one shard curated whole against the rerun of the same shard killed at ``--resume``
+    (a fraction of its videos), alternately, and whether the rerun's outputs are the clean run's bytes."""
+    import hashlib
+
+    import yaml
+
+    import components.curate.stage as stage
+    from t2v.config import load_curate_config
+    from t2v.world import WorldConfig, generate_raw_videos
+
+    _one_core()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-resume-"))
+    world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
+    world.update(num_raw_videos=args.videos)
+    generate_raw_videos(WorldConfig(**world), tmp / "raw")
+    cfg = load_curate_config(REPO / "configs/tiny/curate.yaml").model_copy(update={"video_workers": 1})
+    rows = [json.loads(x) for x in (tmp / "raw" / "metadata.jsonl").read_text().splitlines() if x.strip()]
+    stop_at = rows[int(len(rows) * args.resume)]["video_id"]
+    original = stage._curate_video
+
+    def preempted(row, *a, **k):
+        if row.video_id == stop_at:
+            raise _Preempted
+        return original(row, *a, **k)
+
+    def digest(out: Path) -> dict[str, str]:
+        files = [*out.glob("manifest-*.jsonl"), *out.glob("scenes-*.jsonl"), *out.glob("thumbs-*.jsonl"),
+                 *(out / "shards").glob("*.tar")]
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+    clock = time.process_time
+    whole, rerun, same = [], [], []
+    for r in range(args.repeats):
+        t0 = clock()
+        stage.curate_shard(tmp / "raw", tmp / f"clean{r}", cfg, force=True)
+        whole.append(clock() - t0)
+        out = tmp / f"killed{r}"
+        stage._curate_video = preempted
+        try:
+            stage.curate_shard(tmp / "raw", out, cfg)
+        except _Preempted:
+            pass
+        finally:
+            stage._curate_video = original
+        t0 = clock()
+        stage.curate_shard(tmp / "raw", out, cfg)
+        rerun.append(clock() - t0)
+        same.append(digest(out) == digest(tmp / f"clean{r}"))
+    w, a = statistics.median(whole), statistics.median(rerun)
+    print(f"{args.videos} world videos (tiny profile), one shard killed before video {stop_at} "
+          f"({args.resume:.0%} of the table), medians of {args.repeats} interleaved runs, CPU seconds on one core")
+    print(f"  clean run of the whole shard   : {w:7.2f} s")
+    print(f"  rerun of the killed shard      : {a:7.2f} s  ({a / w:.2f} of a clean run; {w / a:.2f}x faster)")
+    print(f"  rerun's outputs the clean run's bytes: {all(same)} (manifest, scenes, thumbnails, tars)")
 
 
 def hdr_bench(args) -> None:

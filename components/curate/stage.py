@@ -24,11 +24,13 @@ shard file, caption): *that file is the training index*, and readers skip shard 
 it (:func:`kept_filter` gives the predicate for ``webdataset``'s ``select``). Re-running the merge never
 touches a shard, so a reader that already opened a shard is never surprised.
 
-Idempotent and atomic: a shard's kept clips are spooled and its tars written into a hidden temporary
-folder and renamed into place, its manifest is written to a temporary name and renamed, and a
-``done-{shard:03d}.json`` marker (holding the summary and a fingerprint of the config, the models and the
-shard's rows) is written last. Re-running a shard whose marker matches does no work; a crashed or killed
-run leaves no tar or manifest where a reader would look, and its rerun writes what one clean run writes.
+Idempotent, atomic and resumable: a shard's kept clips are spooled and its tars written into a hidden
+work folder (``shards/.work-{shard:03d}``) and renamed into place, its manifest is written to a temporary
+name and renamed, and a ``done-{shard:03d}.json`` marker (holding the summary and a fingerprint of the
+config, the models and the shard's rows) is written last. Re-running a shard whose marker matches does no
+work; a crashed or killed run leaves no tar or manifest where a reader would look, and its rerun takes the
+videos that run finished from the work folder (:mod:`components.curate.resume`), curates the rest, and
+writes what one clean run writes.
 Everything is deterministic, so a recomputed shard has the same manifest and the same tar bytes: decoding
 and colour conversion are bit-exact on every CPU, x264 runs with one thread (:mod:`t2v.video`), the
 indexes are exact or trained with a fixed seed on one thread, and the tars are written with a fixed mtime
@@ -56,6 +58,7 @@ import cv2
 import numpy as np
 
 from components.curate import dedup, filters, merge, report
+from components.curate.resume import ShardWork
 from components.curate.video_pass import (
     SceneStream,
     Timers,
@@ -340,11 +343,14 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     done_path.unlink(missing_ok=True)
     storage.write_text(out_dir / "curate-config.json", cfg.model_dump_json(indent=1))
     shards_dir = out_dir / SHARDS_DIR
-    for stale in shards_dir.glob(f".tmp-{tag}-*"):  # left by a crashed or killed run of this shard
+    for stale in shards_dir.glob(f".tmp-{tag}-*"):  # left by a killed run of an earlier version of the stage
         shutil.rmtree(stale, ignore_errors=True)
-    tmp_dir = shards_dir / f".tmp-{tag}-{os.getpid()}"
-    spool_dir = tmp_dir / "spool"
-    spool_dir.mkdir(parents=True)
+    # Each finished video's result, where the rerun of a killed task picks it up (components.curate.resume).
+    work = ShardWork(shards_dir / f".work-{tag}", fingerprint, fresh=force)
+    tmp_dir, spool_dir = work.folder, work.spool
+    if work.finished():
+        log.info("curate shard %s: resuming: %d of %d videos were finished by an earlier run", tag,
+                 work.finished(), len(rows))
 
     timers = Timers()
     records: list[dict[str, Any]] = []
@@ -359,7 +365,9 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     progress = Progress(f"curate shard {tag} videos", len(rows), every_s=5.0, logger=log)
 
     def ready(row) -> dict[str, Any] | None:
-        return {"records": [_row_record(row, row.kind or "bad_metadata", row.error)]} if row.error is not None else None
+        if row.error is not None:
+            return {"records": [_row_record(row, row.kind or "bad_metadata", row.error)]}
+        return work.get(row.index)
 
     def give_up(row, kind: str, reason: str) -> dict[str, Any]:  # crashed, stalled
         log.warning("curate: %s (row %d) skipped: %s", row.video_id, row.index, reason)
@@ -372,7 +380,9 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         (cfg.model_dump_json(), caption if not cfg.caption_model else None, _curate_video, str(spool_dir)), give_up,
         cfg.max_video_stall_s,
     )
-    for _row, result in results:  # in table order, however many curate them
+    for row, result in results:  # in table order, however many curate them
+        if row.error is None:
+            work.put(row.index, result)
         records.extend(result["records"])
         if result.get("scenes") is not None:
             scene_records.append(result["scenes"])
@@ -388,7 +398,7 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         if match is not None:
             dedup.mark_duplicate(rec, pending[match[0]][0]["clip_id"], match)
 
-    # Write the kept clips into the hidden temporary folder, then move the tars into place.
+    # Write the kept clips into the hidden work folder, then move the tars into place.
     kept_recs = [rec for rec, _ in pending if rec["keep"]]
 
     def sample(rec: dict[str, Any]) -> dict[str, Any]:
@@ -433,7 +443,7 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
             os.replace(tmp_dir / name, shards_dir / name)
         thumbs.close()
         os.replace(thumbs_tmp, out_dir / f"thumbs-{tag}.jsonl")
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        work.remove()
 
     storage.write_text(out_dir / f"manifest-{tag}.jsonl", _jsonl(records))
     storage.write_text(out_dir / f"scenes-{tag}.jsonl", _jsonl(scene_records))
@@ -451,6 +461,8 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         }
     )
     storage.write_text(done_path, json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=1))
+    if work.reused:
+        log.info("curate shard %s: %d of %d videos taken from the earlier run's results", tag, work.reused, len(rows))
     log.info(
         "curate shard %s: %d videos (%d rejected), %d clips, %d kept in %.1fs",
         tag,

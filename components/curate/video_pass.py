@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -542,8 +543,12 @@ def encode_clip(out: np.ndarray, fps: int, cfg: CurateConfig) -> bytes:
 
 
 def spool(path: Path, data: bytes) -> None:
+    """Write a kept clip's mp4 whole, then rename it into place: a reader (the tar writer, a resumed run)
+    sees the finished file or none, even where a worker of a killed run is still finishing its video."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 __all__ = ["Timers", "SceneStream", "FrameConverter", "stream_video", "make_converter", "encode_clip", "spool", "filters"]

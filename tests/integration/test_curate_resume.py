@@ -1,5 +1,6 @@
 """Killing a curate shard in the middle (SIGKILL, while it is writing clips) and running it again gives
-the same manifest and the same shard tars, byte for byte, as one clean run; a video that kills the process
+the same manifest and the same shard tars, byte for byte, as one clean run, and curates only the videos
+the killed run had not finished (a source that was unavailable is tried again); a video that kills the process
 every time is skipped once it has done so ``max_video_crashes`` times, and the shard finishes."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -72,7 +74,8 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_killed_shard_reruns_to_the_clean_result(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killed_shard_reruns_to_the_clean_result(tmp_path, workers):
     from t2v.world import WorldConfig, generate_raw_videos
 
     world = yaml.safe_load((REPO / "configs/tiny/world.yaml").read_text())
@@ -83,10 +86,10 @@ def test_killed_shard_reruns_to_the_clean_result(tmp_path):
     assert _run(tmp_path / "raw", clean).wait(timeout=300) == 0
 
     killed = tmp_path / "killed"
-    proc = _run(tmp_path / "raw", killed)
+    proc = _run(tmp_path / "raw", killed, workers=workers)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # wait until it has spooled a few clips, then kill it
-        if len(list((killed / "shards").glob(".tmp-000-*/spool/*.mp4"))) >= 3:
+    while time.monotonic() < deadline:  # wait until it has finished a few videos, then kill it
+        if len(list((killed / "shards").glob(".work-000/videos/*.json"))) >= 3:
             break
         if proc.poll() is not None:
             pytest.fail("the shard finished before it could be killed")
@@ -95,14 +98,17 @@ def test_killed_shard_reruns_to_the_clean_result(tmp_path):
     proc.wait()
     assert not (killed / "done-000.json").exists()
     assert not list((killed / "shards").glob("*.tar"))  # nothing where a reader would look
-    assert _run(tmp_path / "raw", killed).wait(timeout=300) == 0
+    # The rerun takes the finished videos from the killed run's work: the first video, which kills any
+    # process that curates it now, is not curated again.
+    rows = [json.loads(x) for x in (tmp_path / "raw" / "metadata.jsonl").read_text().splitlines() if x.strip()]
+    assert _run(tmp_path / "raw", killed, die_on=rows[0]["video_id"], workers=workers).wait(timeout=300) == 0
 
     first, again = _outputs(clean), _outputs(killed)
     assert any(k.endswith(".tar") for k in first)
     assert sorted(again) == sorted(first)
     for name, data in first.items():
         assert again[name] == data, f"{name} differs after kill + rerun"
-    assert not list((killed / "shards").glob(".tmp-*"))
+    assert not list((killed / "shards").glob(".work-*"))
 
 
 @pytest.mark.slow
@@ -267,3 +273,76 @@ def test_a_shard_process_stuck_where_no_signal_reaches_ends_and_its_rerun_skips_
     skipped = _stalled_and_the_rest_as_clean(out, clean, poison)
     assert "could not be interrupted" in skipped["error"], skipped
     assert json.loads((out / "attempts-000.json").read_text())["deaths"] == {}
+
+
+class _PodGone(BaseException):
+    """The shard's task ending in the middle of a video (a preemption), as seen from inside it."""
+
+
+def test_a_rerun_curates_only_what_the_killed_run_left_and_tries_unavailable_sources_again(
+    small_world, tmp_path, monkeypatch
+):
+    import components.curate.stage as stage
+    from t2v.config import load_curate_config
+
+    raw, clean = small_world
+    rows = [json.loads(x) for x in (raw / "metadata.jsonl").read_text().splitlines() if x.strip()]
+    offline, killed_on = rows[1]["video_id"], rows[5]["video_id"]
+    cfg = load_curate_config(REPO / "configs/tiny/curate.yaml").model_copy(
+        update={"video_workers": 1, "max_video_stall_s": 600.0})
+    original, curated = stage._curate_video, []
+
+    def first_run(row, *args, **kwargs):
+        if row.video_id == killed_on:
+            raise _PodGone
+        curated.append(row.video_id)
+        if row.video_id == offline:  # the object store was down for this one
+            return {"records": [stage._row_record(row, "unavailable", f"{row.uri}: HTTP 503 Service Unavailable")]}
+        return original(row, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "_curate_video", first_run)
+    out = tmp_path / "out"
+    with pytest.raises(_PodGone):
+        stage.curate_shard(raw, out, cfg)
+    assert not (out / "done-000.json").exists() and not list((out / "shards").glob("*.tar"))
+    assert curated == [r["video_id"] for r in rows[:5]]
+
+    def second_run(row, *args, **kwargs):
+        curated.append(row.video_id)
+        return original(row, *args, **kwargs)
+
+    curated.clear()
+    monkeypatch.setattr(stage, "_curate_video", second_run)
+    stage.curate_shard(raw, out, cfg)
+    assert curated == [offline] + [r["video_id"] for r in rows[5:]]
+    first, again = _outputs(clean), _outputs(out)
+    assert sorted(again) == sorted(first) and any(k.endswith(".tar") for k in first)
+    for name, data in first.items():
+        assert again[name] == data, f"{name} differs from one clean run after a resumed run"
+    assert not list((out / "shards").glob(".work-*"))
+
+
+def test_work_of_another_config_or_a_forced_run_is_not_taken(tmp_path):
+    from components.curate.resume import ShardWork
+
+    folder = tmp_path / ".work-000"
+    work = ShardWork(folder, "aaaa")
+    work.put(3, {"records": [{"clip_id": "v-3", "keep": False, "drop_reasons": ["too_short"]}]})
+    assert ShardWork(folder, "aaaa").get(3)["records"][0]["clip_id"] == "v-3"
+    assert ShardWork(folder, "aaaa", fresh=True).get(3) is None  # force: every video again
+    work = ShardWork(folder, "aaaa")
+    work.put(3, {"records": [{"clip_id": "v-3", "keep": False, "drop_reasons": ["too_short"]}]})
+    assert ShardWork(folder, "bbbb").get(3) is None  # another config or other rows
+    # a kept clip whose spooled file is gone, or a result cut short, is curated again
+    work = ShardWork(folder, "cccc")
+    sig = (np.arange(6, dtype=np.uint64).reshape(2, 3), np.ones((2, 4, 4, 3), np.uint8), np.array([0, 9]))
+    rec = {"clip_id": "v-4-000000-000016", "keep": True, "drop_reasons": []}
+    work.put(4, {"records": [rec], "pending": [(rec, sig)], "thumbs": [], "scenes": {"cuts": []}})
+    assert work.get(4) is None
+    (work.spool / "v-4-000000-000016.mp4").write_bytes(b"mp4")
+    got = work.get(4)
+    (got_rec, got_sig), = got["pending"]
+    assert got_rec is got["records"][0] and all(
+        a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(got_sig, sig, strict=True))
+    (work.videos / "000000005.json").write_text('{"records": [')
+    assert work.get(5) is None
