@@ -30,8 +30,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: A video's drop reason when its source could not be had (:class:`t2v.storage.StorageError`'s kind).
+UNAVAILABLE = "unavailable"
 #: Drop reasons of a video that may come out otherwise when tried again: its earlier result is not reused.
-TRIED_AGAIN = frozenset({"unavailable"})
+TRIED_AGAIN = frozenset({UNAVAILABLE})
 
 
 def _array_to_json(a: np.ndarray) -> dict[str, Any]:
@@ -124,4 +126,4 @@ class ShardWork:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-__all__ = ["ShardWork", "TRIED_AGAIN"]
+__all__ = ["ShardWork", "TRIED_AGAIN", "UNAVAILABLE"]

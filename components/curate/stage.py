@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from components.curate import dedup, filters, merge, report
-from components.curate.resume import ShardWork
+from components.curate.resume import UNAVAILABLE, ShardWork
 from components.curate.video_pass import (
     SceneStream,
     Timers,
@@ -230,7 +230,7 @@ def _jsonl(records: Iterable[dict[str, Any]]) -> str:
 
 # Settings that change how fast a shard is curated, not what it writes, and the merge's own: left out of
 # its fingerprint.
-_HOW_NOT_WHAT = {"video_workers", "decode_threads", "dedup_against"}
+_HOW_NOT_WHAT = {"video_workers", "decode_threads", "dedup_against", "retry_unavailable"}
 
 
 def _fingerprint(cfg: CurateConfig, rows: list, shard: tuple[int, int], models: Any = None) -> str:
@@ -335,9 +335,12 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     fingerprint = _fingerprint(cfg, rows, (shard_index, num_shards), models)
     if not force and done_path.exists():
         done = json.loads(done_path.read_text())
-        if done.get("fingerprint") == fingerprint:
+        unavailable = done.get("summary", {}).get("rejected_by_reason", {}).get(UNAVAILABLE, 0)
+        if done.get("fingerprint") == fingerprint and not (unavailable and cfg.retry_unavailable):
             log.info("curate shard %s: already done (fingerprint %s), skipping", tag, fingerprint)
             return {**done["summary"], "skipped": True}
+        if done.get("fingerprint") == fingerprint:
+            log.info("curate shard %s: done, but %d video(s) were unavailable: trying them again", tag, unavailable)
     t0 = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     done_path.unlink(missing_ok=True)
@@ -443,7 +446,12 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
             os.replace(tmp_dir / name, shards_dir / name)
         thumbs.close()
         os.replace(thumbs_tmp, out_dir / f"thumbs-{tag}.jsonl")
-        work.remove()
+        unavailable = sum(1 for r in records if r["drop_reasons"][:1] == [UNAVAILABLE])
+        if unavailable and cfg.retry_unavailable:  # the rerun that tries them again takes the rest from here
+            log.info("curate shard %s: %d video(s) unavailable; %s kept for the rerun that tries them again",
+                     tag, unavailable, work.folder)
+        else:
+            work.remove()
 
     storage.write_text(out_dir / f"manifest-{tag}.jsonl", _jsonl(records))
     storage.write_text(out_dir / f"scenes-{tag}.jsonl", _jsonl(scene_records))

@@ -64,6 +64,13 @@ class CurateConfig(BaseModel):
         description="a stereoscopic 3D video (frame-packing metadata: side by side, top and bottom, frame"
         " sequence...) is recorded as stereo_3d: each picture holds two views",
     )
+    retry_unavailable: bool = Field(
+        True,
+        description="a finished shard with videos recorded as unavailable (their source could not be had"
+        " after the retries: refused, a server error, the network) is run again when its task is: those"
+        " videos are tried again and every other one is taken from the finished run's results (kept in the"
+        " shard's work folder until none is unavailable); off, a finished shard is never run again",
+    )
     max_video_crashes: int = Field(
         2,
         ge=0,

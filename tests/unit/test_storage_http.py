@@ -6,7 +6,6 @@ curated from a table of URLs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,7 +82,7 @@ def test_missing_refused_and_never_whole_are_errors_of_their_kind(server, tmp_pa
         assert not (tmp_path / name).exists() and not list(tmp_path.glob(f".{name}*"))  # nothing half-written
 
 
-def test_a_table_of_urls_is_curated_and_each_failure_recorded(server, tmp_path):
+def test_a_table_of_urls_is_curated_each_failure_recorded_and_the_unavailable_tried_again(server, tmp_path):
     from components.curate.stage import curate_shard
     from t2v.config import CurateConfig
     from tests.fixtures.curate_media import moving_pattern, write_video
@@ -105,7 +104,24 @@ def test_a_table_of_urls_is_curated_and_each_failure_recorded(server, tmp_path):
     ((gone,), (locked,)) = by["gone"], by["locked"]
     assert gone["drop_reasons"] == ["missing"] and "HTTP 404" in gone["error"], gone
     assert locked["drop_reasons"] == ["unavailable"] and "HTTP 403" in locked["error"], locked
-    assert Path(tmp_path / "out").exists()
+    assert list((tmp_path / "out" / "shards").glob(".work-000/videos/*.json"))  # kept for the retry
+
+    server.seen.clear()  # unless asked not to
+    assert curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg.model_copy(update={"retry_unavailable": False}))["skipped"]
+    assert not server.seen
+    # The shard's next run tries the refused video again (the server lets it through now), and only it:
+    # the other videos, the missing one included, are the first run's results.
+    server.files["locked.mp4"] = server.files["a.mp4"]
+    server.seen.clear()
+    summary = curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg)
+    assert {name for name, _ in server.seen} == {"locked.mp4"}, server.seen
+    assert "unavailable" not in summary["rejected_by_reason"], summary
+    records = [json.loads(x) for x in (tmp_path / "out" / "manifest-000.jsonl").read_text().splitlines()]
+    again = [r for r in records if r["video_id"] == "locked"]
+    assert [(r["start_frame"], r["end_frame"]) for r in again] == [(r["start_frame"], r["end_frame"]) for r in by["a"]]
+    assert not list((tmp_path / "out" / "shards").glob(".work-*"))
+    server.seen.clear()
+    assert curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg).get("skipped") and not server.seen
 
 
 def test_a_table_at_a_url_names_its_videos_relative_to_it(server, tmp_path):
