@@ -5,7 +5,8 @@ record.
 
 Layout under ``<run>/curate/``: ``shards/clips-SSS-NNNN.tar`` (immutable once written),
 ``manifest-SSS.jsonl`` / ``done-SSS.json`` per shard, ``parts/shard-SSS/manifest.json`` (the shard task's
-hand-off), ``attempts/shard-SSS.json`` (the shard's crash journal: which video it is on), and after the merge ``manifest.jsonl``, ``manifest.parquet``, ``kept.jsonl`` (the training
+hand-off), ``attempts/shard-SSS.json`` (the shard's crash journal: which video it is on), ``work/shard-SSS/`` (its
+work in progress, while it runs: each finished video's result and clips, for a retried task), and after the merge ``manifest.jsonl``, ``manifest.parquet``, ``kept.jsonl`` (the training
 index), ``report.html``, ``summary.json`` and ``manifest.json`` (the stage hand-off, written last).
 """
 
@@ -72,14 +73,19 @@ def _curate_shard(run: StageRun, raw: dict[str, Any], shard_index: int = 0) -> S
     # The crash journal lives in the run's storage, not in the task's temporary folder: a retried task
     # learns from it on which video the attempt before it died (CrashJournal).
     journal = storage.join(curate_uri, "attempts", f"shard-{shard_index:03d}.json")
+    # So is the work in progress (each finished video's result and clips): a retried task (a preempted
+    # pod) takes up the videos its attempts finished and curates the rest (components.curate.resume).
+    work = storage.join(curate_uri, "work", f"shard-{shard_index:03d}")
     with tempfile.TemporaryDirectory(prefix="t2v-curate-") as tmp:
         summary = curate_shard(
-            raw["raw_uri"], Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards, journal=journal
+            raw["raw_uri"], Path(tmp), stage_cfg.filters, shard_index, stage_cfg.num_shards, journal=journal,
+            work_uri=work,
         )
         summary.pop("raw_dir", None)
         summary.pop("table", None)
-        names = sorted(
-            str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file() and not p.name.startswith(".")
+        names = sorted(  # (not the hidden work folder a shard with unavailable videos keeps for a rerun)
+            str(p.relative_to(tmp)) for p in Path(tmp).rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(tmp).parts)
         )
         files = storage.upload_files(tmp, names, curate_uri)
     mlflow.log_metrics(_metrics(summary))

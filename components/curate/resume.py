@@ -12,8 +12,13 @@ records, raw bytes for the signatures), so the manifest and the tars are those o
 A video whose source could not be had (``unavailable``: the object store refused, a server error after the
 retries, the network) is not taken from an earlier run's results: its rerun tries it again.
 
-The folder is removed once the shard's tars are in place; another fingerprint, or ``force``, starts it
-afresh.
+The folder is local (a task's temporary folder in the pipeline, which a retried task does not get back):
+with ``mirror`` (a URI in the run's storage) each result and its clips are also uploaded as they are
+taken, and a task that starts with an empty folder downloads the mirror's first. A failed upload costs
+that video's resumability, not the shard.
+
+The folder is removed once the shard's tars are in place (the mirror too); another fingerprint, or
+``force``, starts it afresh.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from t2v import storage
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +58,8 @@ class ShardWork:
 
     ``folder`` is kept when it holds ``fingerprint``'s work; any other (or ``fresh``) is emptied first."""
 
-    def __init__(self, folder: Path, fingerprint: str, fresh: bool = False):
-        self.folder, self.fingerprint = Path(folder), fingerprint
+    def __init__(self, folder: Path, fingerprint: str, fresh: bool = False, mirror: str | None = None):
+        self.folder, self.fingerprint, self.mirror = Path(folder), fingerprint, mirror
         self.spool = self.folder / "spool"
         self.videos = self.folder / "videos"
         marker = self.folder / "fingerprint"
@@ -60,8 +68,13 @@ class ShardWork:
             shutil.rmtree(self.folder)
         self.spool.mkdir(parents=True, exist_ok=True)
         self.videos.mkdir(parents=True, exist_ok=True)
+        if mirror:
+            self._from_mirror(fresh)
+            kept = kept or marker.exists() and marker.read_text().strip() == fingerprint
         if not kept:
             marker.write_text(fingerprint + "\n")
+            if mirror:
+                storage.write_text(storage.join(mirror, "fingerprint"), fingerprint + "\n")
         # what a killed run left half done: a worker's note on a stuck video (that run's verdict is in the
         # crash journal), tars being written
         shutil.rmtree(self.spool / "stalled", ignore_errors=True)
@@ -69,6 +82,28 @@ class ShardWork:
         for stale in stale_files:
             stale.unlink(missing_ok=True)
         self.reused = 0
+
+    def _from_mirror(self, fresh: bool) -> None:
+        """The mirror's results into the folder where they are this fingerprint's (others are deleted)."""
+        assert self.mirror
+        marker = storage.join(self.mirror, "fingerprint")
+        theirs = storage.read_text(marker).strip() if storage.exists(marker) else None
+        if fresh or theirs != self.fingerprint:
+            if theirs is not None or storage.list_uris(self.mirror):
+                storage.delete_prefix(self.mirror)
+            return
+        t0 = time.monotonic()
+        uris = storage.list_uris(self.mirror)
+        for uri in uris:
+            rel = uri[len(self.mirror.rstrip("/")) + 1 :]
+            if rel == "fingerprint" or rel.startswith(("videos/", "spool/")):
+                storage.download_file(uri, self.folder / rel)
+        log.info("curate: %d files of the work in progress taken from %s in %.1f s", len(uris), self.mirror,
+                 time.monotonic() - t0)
+
+    def _upload(self, local: Path) -> None:
+        assert self.mirror
+        storage.upload_file(local, storage.join(self.mirror, str(local.relative_to(self.folder))))
 
     def _path(self, index: int) -> Path:
         return self.videos / f"{int(index):09d}.json"
@@ -94,6 +129,15 @@ class ShardWork:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
+        if self.mirror:
+            try:  # the clips first: a result in the mirror has its clips there
+                for rec in records:
+                    if rec.get("keep") and (self.spool / f"{rec['clip_id']}.mp4").exists():
+                        self._upload(self.spool / f"{rec['clip_id']}.mp4")
+                self._upload(path)
+            except storage.StorageError as exc:
+                log.warning("curate: row %d's result not mirrored to %s (%s): a rerun curates it again", index,
+                            self.mirror, exc)
 
     def get(self, index: int) -> dict[str, Any] | None:
         """Video ``index``'s result from an earlier run, or None: none, unreadable, one of
@@ -122,8 +166,12 @@ class ShardWork:
             result["scenes"] = data["scenes"]
         return result
 
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def remove(self, keep_local: bool = False) -> None:
+        """Remove the work (``keep_local``: the mirror only, the folder staying for a later run)."""
+        if not keep_local:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if self.mirror:
+            storage.delete_prefix(self.mirror)
 
 
 __all__ = ["ShardWork", "TRIED_AGAIN", "UNAVAILABLE"]

@@ -273,13 +273,17 @@ def curate_shard(
     captioner: str = "world-metadata",
     models: Any = None,
     journal: str | None = None,
+    work_uri: str | None = None,
 ) -> dict[str, Any]:
     """Curate the rows of shard ``shard_index`` of ``num_shards`` of the input table (``raw_dir`` is the
     table itself, or the folder holding ``cfg.input_table``; a local path or a URI).
 
     ``journal`` (a local path or URI; default ``out_dir/attempts-{shard_index:03d}.json``) is where the run
     notes which videos are in flight (:class:`~components.curate.workers.CrashJournal`): it must outlive
-    the process, so that a rerun after the process died knows on which videos it died. ``cfg.video_workers``
+    the process, so that a rerun after the process died knows on which videos it died. ``work_uri`` (a URI
+    that outlives the task, like the journal's) mirrors the work in progress (each finished video's result
+    and clips, :class:`~components.curate.resume.ShardWork`): a retried task whose ``out_dir`` is new
+    resumes from it. ``cfg.video_workers``
     processes curate the videos side by side (:mod:`components.curate.workers`); the outputs are those of
     one.
 
@@ -310,7 +314,8 @@ def curate_shard(
     # here can only serve this process.
     workers = _video_workers(cfg) if models is None or models in owned else 1
     try:
-        return _curate_shard(raw_dir, out_dir, cfg, shard_index, num_shards, force, caption, models, journal, workers)
+        return _curate_shard(raw_dir, out_dir, cfg, shard_index, num_shards, force, caption, models, journal, workers,
+                             work_uri)
     finally:
         for m in owned:
             m.close()
@@ -325,7 +330,8 @@ def _video_workers(cfg: CurateConfig) -> int:
 
 
 def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, num_shards: int, force: bool,
-                  caption, models, journal_uri: str | None = None, workers: int = 1) -> dict[str, Any]:
+                  caption, models, journal_uri: str | None = None, workers: int = 1,
+                  work_uri: str | None = None) -> dict[str, Any]:
     from components.curate import inputs
 
     table = inputs.resolve_table(raw_dir, cfg.input_table)
@@ -349,7 +355,7 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     for stale in shards_dir.glob(f".tmp-{tag}-*"):  # left by a killed run of an earlier version of the stage
         shutil.rmtree(stale, ignore_errors=True)
     # Each finished video's result, where the rerun of a killed task picks it up (components.curate.resume).
-    work = ShardWork(shards_dir / f".work-{tag}", fingerprint, fresh=force)
+    work = ShardWork(shards_dir / f".work-{tag}", fingerprint, fresh=force, mirror=work_uri)
     tmp_dir, spool_dir = work.folder, work.spool
     if work.finished():
         log.info("curate shard %s: resuming: %d of %d videos were finished by an earlier run", tag,
@@ -447,11 +453,11 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         thumbs.close()
         os.replace(thumbs_tmp, out_dir / f"thumbs-{tag}.jsonl")
         unavailable = sum(1 for r in records if r["drop_reasons"][:1] == [UNAVAILABLE])
-        if unavailable and cfg.retry_unavailable:  # the rerun that tries them again takes the rest from here
+        retry = bool(unavailable and cfg.retry_unavailable)  # the rerun that tries them takes the rest from here
+        if retry:
             log.info("curate shard %s: %d video(s) unavailable; %s kept for the rerun that tries them again",
                      tag, unavailable, work.folder)
-        else:
-            work.remove()
+        work.remove(keep_local=retry)
 
     storage.write_text(out_dir / f"manifest-{tag}.jsonl", _jsonl(records))
     storage.write_text(out_dir / f"scenes-{tag}.jsonl", _jsonl(scene_records))

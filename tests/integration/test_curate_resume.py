@@ -279,11 +279,18 @@ class _PodGone(BaseException):
     """The shard's task ending in the middle of a video (a preemption), as seen from inside it."""
 
 
+@pytest.mark.parametrize("where", ["out_dir", "s3_mirror"])
 def test_a_rerun_curates_only_what_the_killed_run_left_and_tries_unavailable_sources_again(
-    small_world, tmp_path, monkeypatch
+    small_world, tmp_path, monkeypatch, request, where
 ):
+    # "out_dir": the rerun finds the work folder the killed run left; "s3_mirror": as in the pipeline, each
+    # attempt has a new, empty out_dir, and the work in progress is mirrored to the run's object store.
     import components.curate.stage as stage
+    from t2v import storage
     from t2v.config import load_curate_config
+
+    mirror = f"s3://{request.getfixturevalue('s3_bucket')}/run/curate/work/shard-000" if where == "s3_mirror" else None
+    outs = iter([tmp_path / "out", tmp_path / ("again" if mirror else "out")])
 
     raw, clean = small_world
     rows = [json.loads(x) for x in (raw / "metadata.jsonl").read_text().splitlines() if x.strip()]
@@ -301,11 +308,13 @@ def test_a_rerun_curates_only_what_the_killed_run_left_and_tries_unavailable_sou
         return original(row, *args, **kwargs)
 
     monkeypatch.setattr(stage, "_curate_video", first_run)
-    out = tmp_path / "out"
+    out = next(outs)
     with pytest.raises(_PodGone):
-        stage.curate_shard(raw, out, cfg)
+        stage.curate_shard(raw, out, cfg, work_uri=mirror)
     assert not (out / "done-000.json").exists() and not list((out / "shards").glob("*.tar"))
     assert curated == [r["video_id"] for r in rows[:5]]
+    if mirror:
+        assert len(storage.list_uris(f"{mirror}/videos")) == 5
 
     def second_run(row, *args, **kwargs):
         curated.append(row.video_id)
@@ -313,8 +322,11 @@ def test_a_rerun_curates_only_what_the_killed_run_left_and_tries_unavailable_sou
 
     curated.clear()
     monkeypatch.setattr(stage, "_curate_video", second_run)
-    stage.curate_shard(raw, out, cfg)
+    out = next(outs)
+    stage.curate_shard(raw, out, cfg, work_uri=mirror)
     assert curated == [offline] + [r["video_id"] for r in rows[5:]]
+    if mirror:
+        assert storage.list_uris(mirror) == []  # removed with the finished shard
     first, again = _outputs(clean), _outputs(out)
     assert sorted(again) == sorted(first) and any(k.endswith(".tar") for k in first)
     for name, data in first.items():
