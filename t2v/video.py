@@ -682,6 +682,42 @@ class VideoReader:
             description=_tag(c.metadata, "description", "comment", "synopsis"),
         )
 
+    #: Packets of the video stream :meth:`steps_at_average_rate` looks at (a few seconds).
+    RATE_PROBE_PACKETS = 240
+
+    def steps_at_average_rate(self) -> bool:
+        """Whether the first :data:`RATE_PROBE_PACKETS` pictures' presentation times step evenly (98 % of
+        the steps within a quarter of the typical one) at the stream's average rate (within 2 %), read from a second opening of the file (packets only, no
+        decoding). A stream whose base rate (``r_frame_rate``) exceeds its average may be variable-rate
+        (a phone's, a screen recording's: its fastest part needs the base rate) or timed in fields
+        (MPEG-1/2 and interlace-capable codecs count two ticks a frame: 25 fps pictures on a 50 Hz clock,
+        a soft-telecined film's 23.976 pictures on a 59.94 Hz one), whose pictures the average shows
+        once each. False where it cannot tell (too few timestamps, a file that is not on disk)."""
+        import av
+
+        average, _ = frame_rates(self._stream)
+        path = getattr(self._container, "name", "")
+        if not average or not path or not os.path.isfile(path):
+            return False
+        times: list[Fraction] = []
+        try:
+            with av.open(path, mode="r") as probe:
+                stream = probe.streams[self._stream.index]
+                for packet in probe.demux(stream):
+                    if packet.pts is not None and packet.time_base is not None:
+                        times.append(Fraction(packet.pts) * Fraction(packet.time_base))
+                    if len(times) >= self.RATE_PROBE_PACKETS:
+                        break
+        except Exception:  # noqa: BLE001  (the probe is advice: the reader's own decoding reports errors)
+            return False
+        steps = np.diff(np.array(sorted(set(times)), dtype=np.float64))
+        if len(steps) < 15:
+            return False
+        typical = float(np.median(steps))
+        # every step that long (a variable-rate stream's steps differ: 1/24 s here, 1/60 s there)
+        uniform = float(np.mean(np.abs(steps / typical - 1.0) > 0.25)) <= 0.02
+        return uniform and abs(typical * average - 1.0) < 0.02
+
     def close(self) -> None:
         self._container.close()
 

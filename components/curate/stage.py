@@ -524,12 +524,13 @@ def _local_video(uri: str):
 
 def _fps_out(reader: VideoReader, cfg: CurateConfig, row_meta: dict[str, Any]) -> int:
     """The clips' frame rate: ``output_fps``, else the source's: its average rate when the stream is
-    constant-rate (the base rate, the rate all timestamps are on, is the average), else (variable rate) its
-    base rate capped at 60 fps, so the fastest part of the video keeps its frames."""
+    constant-rate (the base rate, the rate all timestamps are on, is the average; or the pictures step
+    evenly at the average rate where the base counts fields: MPEG-1's 25 fps on a 50 Hz clock), else
+    (variable rate) its base rate capped at 60 fps, so the fastest part of the video keeps its frames."""
     if cfg.output_fps:
         return cfg.output_fps
     avg, base = frame_rates(reader._stream)  # (an implausible average, raw DV's 60000, reads as 0)
-    if avg >= 1 and (not base or base <= 1.05 * avg):
+    if avg >= 1 and (not base or base <= 1.05 * avg or reader.steps_at_average_rate()):
         return max(1, round(avg))
     if base >= 1:
         return max(1, min(60, round(base)))

@@ -18,7 +18,7 @@ from components.curate import inputs
 from components.curate.stage import curate_shard, detect_scenes, merge_manifests, split_clips
 from t2v import storage
 from t2v.config import CurateConfig
-from t2v.video import VideoDecodeError, VideoReader, Yuv420Clip, read_video, to_rgb
+from t2v.video import VideoDecodeError, VideoReader, Yuv420Clip, frame_rates, read_video, to_rgb
 from tests.fixtures.curate_media import (
     add_spherical_metadata,
     lavfi_frames,
@@ -164,6 +164,33 @@ def test_variable_frame_rate_plays_at_the_right_speed(tmp_path):
     clips = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if r["start_frame"] is not None]
     assert clips and all(r["fps"] == 60 for r in clips), clips
     assert sum(r["num_frames"] for r in clips) == 84
+
+
+def test_an_mpeg_program_stream_on_a_field_clock_keeps_its_own_rate(tmp_path):
+    # MPEG-1 in a program stream (.mpg): 25 pictures a second whose base rate reads 50 (the codec counts
+    # two ticks a frame). Their pictures step evenly at the average rate: clips at 25 fps, each
+    # picture once (they were written at 50 fps, every picture twice).
+    with av.open(str(tmp_path / "a.mpg"), "w") as c:  # (MPEG-1/2 take only their standard rates)
+        st = c.add_stream("mpeg1video", rate=25)
+        st.width, st.height, st.pix_fmt = 96, 64, "yuv420p"
+        for frame in moving_pattern(50):
+            c.mux(st.encode(av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")))
+        c.mux(st.encode())
+    with VideoReader(tmp_path / "a.mpg") as reader:
+        avg, base = frame_rates(reader._stream)
+        assert (round(avg), round(base)) == (25, 50) and reader.steps_at_average_rate()
+    (tmp_path / "t.jsonl").write_text('{"file": "a.mpg"}\n')
+    cfg = CurateConfig(**{**CFG, "output_fps": 0, "clip_max_frames": 50, "clip_min_frames": 20,
+                          "scene_trim_frames": 0, "motion_max": 1000.0, "blur_min_sharpness": 0.0})
+    curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg)
+    clips = [r for r in _jsonl(tmp_path / "out" / "manifest-000.jsonl") if "fps" in r]
+    assert clips and all(r["fps"] == 25 for r in clips), clips
+    assert max(r["end_frame"] for r in clips) <= 50
+    # and a variable-rate stream is not taken for one: its steps differ
+    times = [Fraction(i, 24) for i in range(24)] + [1 + Fraction(i, 60) for i in range(24)]
+    write_video(tmp_path / "vfr.mp4", moving_pattern(48), times=times)
+    with VideoReader(tmp_path / "vfr.mp4") as reader:
+        assert not reader.steps_at_average_rate()
 
 
 def test_timestamp_jumps_in_a_transport_stream_are_bridged(tmp_path):
