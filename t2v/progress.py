@@ -15,6 +15,7 @@ class Progress:
         self.name, self.total, self.every_s = name, max(total, 1), every_s
         self.start = self.last = time.monotonic()
         self.done = 0
+        self.skipped = 0  # items done without work (taken from an earlier run): not part of the rate
         self.log = logger or log
 
     def update(self, done: int, **fields: Any) -> None:
@@ -25,7 +26,7 @@ class Progress:
             return
         self.last = now
         elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - self.skipped) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
         self.log.info(
@@ -35,3 +36,9 @@ class Progress:
     def step(self, n: int = 1, **fields: Any) -> None:
         """Report ``n`` more items finished."""
         self.update(self.done + n, **fields)
+
+    def skip(self, n: int = 1) -> None:
+        """Count ``n`` items as done that took no work (an earlier run's results): the rate and the ETA
+        are those of the items worked on."""
+        self.skipped += n
+        self.done += n

@@ -38,6 +38,8 @@ from t2v import storage
 
 log = logging.getLogger(__name__)
 
+#: The key of a result :meth:`ShardWork.get` gives (it is not put again, nor counted as work done).
+FROM_EARLIER_RUN = "from_earlier_run"
 #: A video's drop reason when its source could not be had (:class:`t2v.storage.StorageError`'s kind).
 UNAVAILABLE = "unavailable"
 #: Drop reasons of a video that may come out otherwise when tried again: its earlier result is not reused.
@@ -161,7 +163,8 @@ class ShardWork:
                 return None
             pending.append((rec, sig))
         self.reused += 1
-        result: dict[str, Any] = {"records": records, "thumbs": data["thumbs"], "pending": pending}
+        result: dict[str, Any] = {"records": records, "thumbs": data["thumbs"], "pending": pending,
+                                  FROM_EARLIER_RUN: True}
         if data.get("scenes") is not None:
             result["scenes"] = data["scenes"]
         return result
@@ -174,4 +177,4 @@ class ShardWork:
             storage.delete_prefix(self.mirror)
 
 
-__all__ = ["ShardWork", "TRIED_AGAIN", "UNAVAILABLE"]
+__all__ = ["FROM_EARLIER_RUN", "ShardWork", "TRIED_AGAIN", "UNAVAILABLE"]

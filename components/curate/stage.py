@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from components.curate import dedup, filters, merge, report
-from components.curate.resume import UNAVAILABLE, ShardWork
+from components.curate.resume import FROM_EARLIER_RUN, UNAVAILABLE, ShardWork
 from components.curate.video_pass import (
     SceneStream,
     Timers,
@@ -390,7 +390,9 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         cfg.max_video_stall_s,
     )
     for row, result in results:  # in table order, however many curate them
-        if row.error is None:
+        if result.get(FROM_EARLIER_RUN):
+            progress.skip()
+        elif row.error is None:
             work.put(row.index, result)
         records.extend(result["records"])
         if result.get("scenes") is not None:
@@ -398,7 +400,8 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         thumbs.write(_jsonl(result.get("thumbs", [])))
         pending.extend(result.get("pending", []))
         timers.add(result.get("seconds", {}))  # (a worker's step times)
-        progress.step()
+        if not result.get(FROM_EARLIER_RUN):
+            progress.step()
 
     # Near-duplicates within the shard (the merge repeats this across shards).
     with timers.time("dedup"):

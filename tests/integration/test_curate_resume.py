@@ -286,6 +286,7 @@ def test_a_rerun_curates_only_what_the_killed_run_left_and_tries_unavailable_sou
     # "out_dir": the rerun finds the work folder the killed run left; "s3_mirror": as in the pipeline, each
     # attempt has a new, empty out_dir, and the work in progress is mirrored to the run's object store.
     import components.curate.stage as stage
+    from components.curate.resume import ShardWork
     from t2v import storage
     from t2v.config import load_curate_config
 
@@ -322,9 +323,12 @@ def test_a_rerun_curates_only_what_the_killed_run_left_and_tries_unavailable_sou
 
     curated.clear()
     monkeypatch.setattr(stage, "_curate_video", second_run)
+    kept_again, put = [], ShardWork.put
+    monkeypatch.setattr(ShardWork, "put", lambda self, index, result: (kept_again.append(index), put(self, index, result)))
     out = next(outs)
     stage.curate_shard(raw, out, cfg, work_uri=mirror)
     assert curated == [offline] + [r["video_id"] for r in rows[5:]]
+    assert kept_again == [1, 5, 6, 7]  # the earlier run's results are not written (nor uploaded) again
     if mirror:
         assert storage.list_uris(mirror) == []  # removed with the finished shard
     first, again = _outputs(clean), _outputs(out)
