@@ -54,6 +54,7 @@ class PipelineSpec:
 
 
 CURATION = ("prepare-data", "curate-shard", "curate")
+SCRATCH_DIR = "/scratch"  # where a task with TaskResources.scratch keeps its temporary files (TMPDIR)
 
 
 def _mlflow_identity(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -79,6 +80,12 @@ def _place(task: dsl.PipelineTask, resources: TaskResources, cluster: ClusterCon
         pool = cluster.gpu_pool
         kubernetes.add_toleration(task, key=cluster.gpu_taint_key, operator="Exists", effect="NoSchedule")
     kubernetes.add_node_selector(task, label_key=cluster.pool_label, label_value=pool)
+    if resources.scratch:  # temporary files on a disk of their own, deleted with the pod
+        kubernetes.add_ephemeral_volume(
+            task, volume_name="scratch", mount_path=SCRATCH_DIR, access_modes=["ReadWriteOnce"],
+            size=resources.scratch, storage_class_name=cluster.scratch_storage_class,
+        )
+        task.set_env_variable("TMPDIR", SCRATCH_DIR)
     _mlflow_identity(task)
     if retries:
         task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)

@@ -406,8 +406,12 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     # Near-duplicates within the shard (the merge repeats this across shards).
     with timers.time("dedup"):
         dups = find_duplicates([sig for _, sig in pending], cfg)
+    unavailable = sum(1 for r in records if r["drop_reasons"][:1] == [UNAVAILABLE])
+    retry = bool(unavailable and cfg.retry_unavailable)  # the rerun that tries them takes the rest from here
     for (rec, _), match in zip(pending, dups, strict=True):
         if match is not None:
+            if rec["keep"] and not retry:  # its spooled clip goes in no tar
+                (spool_dir / f"{rec['clip_id']}.mp4").unlink(missing_ok=True)
             dedup.mark_duplicate(rec, pending[match[0]][0]["clip_id"], match)
 
     # Write the kept clips into the hidden work folder, then move the tars into place.
@@ -415,6 +419,9 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
 
     def sample(rec: dict[str, Any]) -> dict[str, Any]:
         path = spool_dir / f"{rec['clip_id']}.mp4"
+        data = path.read_bytes()
+        if not retry:  # in its tar now: the shard's disk holds each clip once, not spool and tars both
+            path.unlink()
         meta = {
             "clip_id": rec["clip_id"],
             "video_id": rec["video_id"],
@@ -434,7 +441,7 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
                 meta[key] = rec[key]
         return {
             "__key__": rec["clip_id"],
-            "mp4": path.read_bytes(),
+            "mp4": data,
             "json": json.dumps(meta, sort_keys=True).encode(),
             "txt": rec["caption"].encode(),
         }
@@ -455,8 +462,6 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
             os.replace(tmp_dir / name, shards_dir / name)
         thumbs.close()
         os.replace(thumbs_tmp, out_dir / f"thumbs-{tag}.jsonl")
-        unavailable = sum(1 for r in records if r["drop_reasons"][:1] == [UNAVAILABLE])
-        retry = bool(unavailable and cfg.retry_unavailable)  # the rerun that tries them takes the rest from here
         if retry:
             log.info("curate shard %s: %d video(s) unavailable; %s kept for the rerun that tries them again",
                      tag, unavailable, work.folder)

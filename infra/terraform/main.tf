@@ -110,6 +110,44 @@ resource "aws_eks_addon" "core" {
   depends_on = [aws_eks_node_group.cpu]
 }
 
+# The EBS CSI driver provisions the gp3 volumes the cluster's claims ask for (StorageClass gp3,
+# infra/addons/storage): SeaweedFS's disks and the pipeline tasks' scratch volumes (a curate shard's
+# spooled clips and tars; ClusterConfig.resources.curate.scratch). Its controller gets AWS rights through
+# EKS Pod Identity (the eks-pod-identity-agent add-on above).
+data "aws_iam_policy_document" "ebs_csi_assume" {
+  statement {
+    actions = ["sts:AssumeRole", "sts:TagSession"]
+    principals {
+      type        = "Service"
+      identifiers = ["pods.eks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "ebs_csi" {
+  name               = "${var.cluster_name}-ebs-csi"
+  assume_role_policy = data.aws_iam_policy_document.ebs_csi_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "ebs_csi" {
+  role       = aws_iam_role.ebs_csi.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+}
+
+resource "aws_eks_addon" "ebs_csi" {
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "aws-ebs-csi-driver"
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+
+  pod_identity_association {
+    role_arn        = aws_iam_role.ebs_csi.arn
+    service_account = "ebs-csi-controller-sa"
+  }
+
+  depends_on = [aws_eks_node_group.cpu, aws_eks_addon.core, aws_iam_role_policy_attachment.ebs_csi]
+}
+
 # ---- node groups ----------------------------------------------------------------------------------------
 
 resource "aws_eks_node_group" "cpu" {

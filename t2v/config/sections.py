@@ -492,6 +492,14 @@ class TaskResources(Strict):
     cpu: str = Field("1", pattern=r"^\d+(\.\d+)?m?$", description="Kubernetes CPU quantity")
     memory: str = Field("4Gi", pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$", description="Kubernetes memory quantity")
     gpus: int = Field(0, ge=0, le=16)
+    scratch: str | None = Field(
+        None,
+        pattern=r"^\d+(\.\d+)?([KMGTPE]i?)?$",
+        description="a disk of this size (Kubernetes quantity) for the task's temporary files: a generic"
+        " ephemeral volume (created with the pod, deleted with it) at /scratch, which TMPDIR names; a curate"
+        " shard spools its kept clips there and writes its tars, more than a node's own disk may hold; None:"
+        " the node's disk",
+    )
 
 
 class ClusterResources(Strict):
@@ -517,6 +525,8 @@ class ClusterConfig(Strict):
     gpu_taint_key: str = naming.GPU_TAINT_KEY
     gpu_resource: str = naming.GPU_RESOURCE
     resources: ClusterResources = ClusterResources()
+    # The StorageClass of the tasks' scratch volumes (TaskResources.scratch); None: the cluster's default.
+    scratch_storage_class: str | None = None
     # Retries of the idempotent data stages (transient S3/API errors on the cluster). The local runner
     # honours them too, which only delays a user error: the tiny profile turns them off.
     task_retries: bool = True

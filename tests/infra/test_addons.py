@@ -50,6 +50,7 @@ def test_expected_layout():
         "kueue/values.yaml",
         "gpu-operator/values.yaml",
         "seaweedfs/values.yaml",
+        "storage/storageclass-gp3.yaml",
     ]:
         assert (ADDONS / rel).exists(), rel
 
@@ -208,3 +209,20 @@ def test_no_bitnami_images_or_charts():
     for path in [*ADDONS.rglob("*"), *(ROOT / "charts").rglob("*")]:
         if path.is_file() and path.suffix in {".yaml", ".yml", ".tpl", ".json", ".lock"}:
             assert not pattern.search(path.read_text(errors="ignore")), path
+
+
+def test_the_storage_class_the_volumes_claim_exists_and_validates(k8s_version):
+    # SeaweedFS's disks and the pipeline tasks' scratch volumes claim it by name; the EBS CSI driver
+    # (infra/terraform) provisions it.
+    from t2v.config import load_config
+
+    (sc,) = docs(ADDONS / "storage" / "storageclass-gp3.yaml")
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(sc, k8s_version, strict=True)
+    assert sc["provisioner"] == "ebs.csi.aws.com" and sc["volumeBindingMode"] == "WaitForFirstConsumer"
+    cluster = load_config("step-video-t2v-30b").cluster
+    assert cluster.scratch_storage_class == sc["metadata"]["name"] and cluster.resources.curate.scratch
+    sw = docs(ADDONS / "seaweedfs" / "values.yaml")[0]
+    claimed = {v.get("storageClass") for part in sw.values() if isinstance(part, dict) for v in part.values()
+               if isinstance(v, dict) and "storageClass" in v}
+    assert claimed == {sc["metadata"]["name"]}, claimed

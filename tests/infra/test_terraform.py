@@ -142,3 +142,16 @@ def test_outputs_expose_cluster_and_gpu_selector(tf):
 
 def test_cluster_version_matches_the_validated_kubernetes_version(tf, k8s_version):
     assert variables(tf)["kubernetes_version"]["default"] == ".".join(k8s_version.split(".")[:2])
+
+
+def test_the_ebs_csi_driver_provisions_volumes_with_its_own_role(tf):
+    # the gp3 StorageClass (infra/addons/storage) needs the driver; its controller assumes its role
+    # through EKS Pod Identity, which the core add-ons install
+    addons = blocks(tf, "resource", "aws_eks_addon")
+    driver = addons["ebs_csi"]
+    assert driver["addon_name"] == "aws-ebs-csi-driver"
+    (association,) = driver["pod_identity_association"]
+    assert association["service_account"] == "ebs-csi-controller-sa" and "aws_iam_role.ebs_csi" in association["role_arn"]
+    assert "eks-pod-identity-agent" in str(addons["core"]["for_each"])
+    attachments = blocks(tf, "resource", "aws_iam_role_policy_attachment")
+    assert attachments["ebs_csi"]["policy_arn"].endswith("AmazonEBSCSIDriverPolicy")

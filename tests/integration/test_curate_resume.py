@@ -362,3 +362,23 @@ def test_work_of_another_config_or_a_forced_run_is_not_taken(tmp_path):
         a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(got_sig, sig, strict=True))
     (work.videos / "000000005.json").write_text('{"records": [')
     assert work.get(5) is None
+
+
+def test_each_kept_clip_is_on_disk_once_while_the_tars_are_written(small_world, tmp_path, monkeypatch):
+    # A production shard spools tens of GB of clips: as each goes into its tar, its spooled file goes.
+    import components.curate.stage as stage
+    from t2v.config import load_curate_config
+
+    raw, _ = small_world
+    cfg = load_curate_config(REPO / "configs/tiny/curate.yaml").model_copy(update={"video_workers": 1, "shard_max_clips": 4})
+    spooled_after_each_tar, original = [], stage.write_tar
+
+    def write_tar(path, samples):
+        original(path, samples)
+        spooled_after_each_tar.append(len(list((tmp_path / "out" / "shards").glob(".work-000/spool/*.mp4"))))
+
+    monkeypatch.setattr(stage, "write_tar", write_tar)
+    summary = stage.curate_shard(raw, tmp_path / "out", cfg)
+    kept = summary["kept"]
+    assert len(spooled_after_each_tar) == -(-kept // 4) > 1
+    assert spooled_after_each_tar == [max(0, kept - 4 * (i + 1)) for i in range(len(spooled_after_each_tar))]

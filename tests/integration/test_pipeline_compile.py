@@ -66,6 +66,15 @@ def test_compile_30b_profile_loads_back_with_version(tmp_path):
     assert len(platform) == len(executors)
     selectors = {k: v.get("nodeSelector", {}).get("labels", {}) for k, v in platform.items()}
     assert {"t2v.dev/pool": "gpu"} in selectors.values() and {"t2v.dev/pool": "cpu"} in selectors.values()
+    # a curate shard's temporary files (spooled clips, tars, the video being curated) on a gp3 scratch
+    # volume of the profile's size, which TMPDIR names; the other tasks keep the node's disk
+    scratch = {k: v["genericEphemeralVolume"] for k, v in platform.items() if v.get("genericEphemeralVolume")}
+    (shard_executor,) = [k for k in scratch if "curate-shard" in k]
+    (volume,) = scratch[shard_executor]
+    assert (volume["mountPath"], volume["size"], volume["storageClassName"]) == ("/scratch", "1Ti", "gp3"), volume
+    env = {e["name"]: e["value"] for e in executors[shard_executor]["container"].get("env", [])}
+    assert env.get("TMPDIR") == "/scratch", env
+    assert len(scratch) == 1
     # fan-out over curation shards and the exit handler are in the graph
     assert "finish-tracking" in tasks or any("finish" in t for t in tasks)
     assert any("iteratorPolicy" in t or "parameterIterator" in t for t in tasks.values())
