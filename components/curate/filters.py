@@ -870,6 +870,10 @@ def score_clip(frames: np.ndarray, cfg: CurateConfig, timers: dict[str, float] |
     }
 
 
+#: Mean luma change between frames (grey levels) under which a featureless clip is a frozen picture.
+STILL_FRAME_DIFF = 0.1
+
+
 def decide(scores: dict[str, Any], cfg: CurateConfig) -> list[str]:
     """Drop reasons of one clip from its scores (every reason that applies, not only the first)."""
     reasons = []
@@ -877,7 +881,11 @@ def decide(scores: dict[str, Any], cfg: CurateConfig) -> list[str]:
         reasons.append("dark")
     if scores["sharpness"] < cfg.blur_min_sharpness and scores.get("contrast", np.inf) >= cfg.blur_min_contrast:
         reasons.append("blurred")  # (blur is judged only where there is contrast to judge it by)
-    if scores["motion"] < cfg.motion_min:
+    # Motion is measured on texture: where there is none (a featureless picture, which is `blurred` where
+    # it has the contrast to be judged), a motion of ~0 says nothing, and only frames that do not change
+    # at all (a frozen picture) make the clip static.
+    featureless = scores["sharpness"] < cfg.blur_min_sharpness
+    if scores["motion"] < cfg.motion_min and (not featureless or scores.get("frame_diff", 0.0) < STILL_FRAME_DIFF):
         reasons.append("static")
     if scores["motion"] > cfg.motion_max:
         reasons.append("too_fast")

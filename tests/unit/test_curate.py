@@ -332,6 +332,27 @@ def test_a_fade_over_a_still_shot_is_not_motion():
     assert "static" in filters.decide(filters.score_clip(fading, cfg), cfg)
 
 
+def test_a_featureless_pan_is_not_static_and_a_frozen_featureless_picture_is():
+    """A slow pan over smooth shading with no edge (a sky, a defocused wall; mandelbrot zoomed into a
+    smooth region): the flow has no texture to measure and reads ~0, but the frames change; it is
+    `blurred` (featureless), not `static`. Frozen, the same picture is both."""
+    import cv2
+
+    cfg = CurateConfig()
+    field = cv2.GaussianBlur(np.random.default_rng(0).normal(0, 1, (64, 400)).astype(np.float32), (0, 0), 40)
+    field = (field - field.min()) / (field.max() - field.min())
+    big = np.stack([field * 200 + 20, field[::-1] * 180 + 40, 120 + field * 60], -1).astype(np.float32)
+    pan = np.stack([
+        cv2.warpAffine(big, np.float32([[1, 0, -0.25 * t], [0, 1, 0]]), (96, 64), flags=cv2.INTER_LINEAR)
+        for t in range(24)
+    ]).round().astype(np.uint8)
+    scores = filters.score_clip(pan, cfg)
+    assert scores["motion"] < cfg.motion_min and scores["frame_diff"] > filters.STILL_FRAME_DIFF, scores  # unseen by the flow
+    assert filters.decide(scores, cfg) == ["blurred"], scores
+    frozen = filters.score_clip(np.repeat(pan[:1], 24, axis=0), cfg)
+    assert filters.decide(frozen, cfg) == ["blurred", "static"], frozen
+
+
 def _transitions(frames: np.ndarray, seconds: float = 1.5) -> list[tuple[int, int]]:
     finder = transitions.TransitionFinder(round(seconds * 25) + 4)
     found = [span for f in filters.resize_frames(frames, 128) for span in finder.push(f)]
