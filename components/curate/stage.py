@@ -71,6 +71,7 @@ from components.curate.watchdog import VideoStalled, beat
 from components.curate.workers import CrashJournal, curate_in_order
 from t2v import storage
 from t2v.config.curate import CurateConfig
+from t2v.errors import StageError
 from t2v.progress import Progress
 from t2v.shards import write_tar
 from t2v.video import VideoDecodeError, VideoReader, display_size, frame_rates, sample_pictures
@@ -403,10 +404,18 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         if not result.get(FROM_EARLIER_RUN):
             progress.step()
 
+    unavailable = [r for r in records if r["drop_reasons"][:1] == [UNAVAILABLE]]
+    if len(unavailable) > cfg.max_unavailable_fraction * len(rows):  # an outage, not a few dead links
+        thumbs.close()
+        raise StageError(
+            f"curate shard {tag}: {len(unavailable)} of {len(rows)} videos unavailable, more than"
+            f" max_unavailable_fraction ({cfg.max_unavailable_fraction:g}); the first: {unavailable[0]['error']}."
+            " Their retry tries them again, the other videos are kept in the work in progress"
+        )
+    unavailable = len(unavailable)
     # Near-duplicates within the shard (the merge repeats this across shards).
     with timers.time("dedup"):
         dups = find_duplicates([sig for _, sig in pending], cfg)
-    unavailable = sum(1 for r in records if r["drop_reasons"][:1] == [UNAVAILABLE])
     retry = bool(unavailable and cfg.retry_unavailable)  # the rerun that tries them takes the rest from here
     for (rec, _), match in zip(pending, dups, strict=True):
         if match is not None:

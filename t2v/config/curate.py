@@ -64,6 +64,15 @@ class CurateConfig(BaseModel):
         description="a stereoscopic 3D video (frame-packing metadata: side by side, top and bottom, frame"
         " sequence...) is recorded as stereo_3d: each picture holds two views",
     )
+    max_unavailable_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a shard more of whose videos than this share are unavailable (an outage of the object"
+        " store or the network, expired signed URLs) fails, naming how many and the first reason, instead"
+        " of finishing with what it could read: its task's retry (the pipeline's) tries them again and"
+        " takes every other video from the work in progress; 1 never fails",
+    )
     retry_unavailable: bool = Field(
         True,
         description="a finished shard with videos recorded as unavailable (their source could not be had"

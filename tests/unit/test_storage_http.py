@@ -124,6 +124,38 @@ def test_a_table_of_urls_is_curated_each_failure_recorded_and_the_unavailable_tr
     assert curate_shard(tmp_path / "t.jsonl", tmp_path / "out", cfg).get("skipped") and not server.seen
 
 
+def test_a_shard_whose_videos_are_mostly_unavailable_fails_and_its_retry_curates_only_those(server, tmp_path):
+    # An outage (or a table of signed URLs that expired): two of three videos answer 503 through every
+    # retry. The shard fails saying so rather than finishing with a third of its data; its retry, once the
+    # server is back, asks only for those two.
+    from components.curate.stage import curate_shard
+    from t2v.config import CurateConfig
+    from t2v.errors import StageError
+    from tests.fixtures.curate_media import moving_pattern, write_video
+
+    write_video(tmp_path / "a.mp4", moving_pattern(40))
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        server.files[name] = (tmp_path / "a.mp4").read_bytes()
+    server.plan["b.mp4"] = ["503"] * 50
+    server.plan["c.mp4"] = ["503"] * 50
+    rows = [{"uri": f"{server.url}/{n}", "video_id": n.split(".")[0]} for n in ("a.mp4", "b.mp4", "c.mp4")]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = CurateConfig(clip_min_frames=8, clip_max_frames=16, scene_min_len=4, output_height=64, output_width=96)
+    out = tmp_path / "out"
+    with pytest.raises(StageError, match=r"2 of 3 videos unavailable, more than max_unavailable_fraction \(0\.5\).*HTTP 503"):
+        curate_shard(tmp_path / "t.jsonl", out, cfg)
+    assert not (out / "done-000.json").exists() and not (out / "manifest-000.jsonl").exists()
+    server.plan.clear()
+    server.seen.clear()
+    summary = curate_shard(tmp_path / "t.jsonl", out, cfg)
+    assert sorted({name for name, _ in server.seen}) == ["b.mp4", "c.mp4"], server.seen
+    assert summary["rejected"] == 0 and summary["clips"] > 0, summary
+    # with the limit at 1, the same outage is recorded and the shard finishes
+    server.plan.update({"b.mp4": ["503"] * 50, "c.mp4": ["503"] * 50})
+    done = curate_shard(tmp_path / "t.jsonl", tmp_path / "out2", cfg.model_copy(update={"max_unavailable_fraction": 1.0}))
+    assert done["rejected_by_reason"] == {"unavailable": 2}, done
+
+
 def test_a_table_at_a_url_names_its_videos_relative_to_it(server, tmp_path):
     # A data set published as a folder on a web server: the table beside its videos, names relative to
     # it (one with a space and a '#', which the request must carry as the name, not as a fragment).
