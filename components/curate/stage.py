@@ -358,9 +358,9 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
     # Each finished video's result, where the rerun of a killed task picks it up (components.curate.resume).
     work = ShardWork(shards_dir / f".work-{tag}", fingerprint, fresh=force, mirror=work_uri)
     tmp_dir, spool_dir = work.folder, work.spool
-    if work.finished():
-        log.info("curate shard %s: resuming: %d of %d videos were finished by an earlier run", tag,
-                 work.finished(), len(rows))
+    finished = work.finished()
+    if finished:
+        log.info("curate shard %s: resuming: %d of %d videos were finished by an earlier run", tag, finished, len(rows))
 
     timers = Timers()
     records: list[dict[str, Any]] = []
@@ -391,9 +391,8 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         cfg.max_video_stall_s,
     )
     for row, result in results:  # in table order, however many curate them
-        if result.get(FROM_EARLIER_RUN):
-            progress.skip()
-        elif row.error is None:
+        reused = bool(result.get(FROM_EARLIER_RUN))
+        if not reused and row.error is None:
             work.put(row.index, result)
         records.extend(result["records"])
         if result.get("scenes") is not None:
@@ -401,7 +400,9 @@ def _curate_shard(raw_dir, out_dir: Path, cfg: CurateConfig, shard_index: int, n
         thumbs.write(_jsonl(result.get("thumbs", [])))
         pending.extend(result.get("pending", []))
         timers.add(result.get("seconds", {}))  # (a worker's step times)
-        if not result.get(FROM_EARLIER_RUN):
+        if reused:
+            progress.skip()
+        else:
             progress.step()
 
     unavailable = [r for r in records if r["drop_reasons"][:1] == [UNAVAILABLE]]

@@ -290,7 +290,7 @@ def test_a_rerun_curates_only_what_the_killed_run_left_and_tries_unavailable_sou
     from t2v import storage
     from t2v.config import load_curate_config
 
-    mirror = f"s3://{request.getfixturevalue('s3_bucket')}/run/curate/work/shard-000" if where == "s3_mirror" else None
+    mirror = f"s3://{request.getfixturevalue('s3_bucket')}/runs/r1/curate/work/shard-000" if where == "s3_mirror" else None
     outs = iter([tmp_path / "out", tmp_path / ("again" if mirror else "out")])
 
     raw, clean = small_world
