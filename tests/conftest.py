@@ -75,12 +75,23 @@ def _bindable(port: int) -> bool:
             return False
 
 
+def _ephemeral_ports_start() -> int:
+    """The first port of the range the kernel hands out for outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def weed_port() -> int:
-    """A free port whose +10000 gRPC twin (SeaweedFS's convention) is free and valid too."""
+    """A free port whose +10000 gRPC twin (SeaweedFS's convention) is free and valid too, both below the
+    ephemeral range: a server started again on its ports (the tests that stop S3 mid-run) must not find
+    one taken by an outgoing connection, such as a client's retries while it was away."""
     import random
 
+    top = max(10001, _ephemeral_ports_start() - 10001)
     for _ in range(200):
-        port = random.randint(20000, 45000)
+        port = random.randint(10000, top)
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for SeaweedFS")
@@ -101,11 +112,12 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> No
     raise RuntimeError(f"{url} did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server and every worker it started (its own session/process group)."""
+def _stop(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """Stop the server and every worker it started (its own session/process group): SIGTERM, then
+    SIGKILL if it has not exited within ``grace_s``."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.wait(timeout=grace_s)
     except ProcessLookupError:
         return
     except subprocess.TimeoutExpired:
@@ -176,6 +188,9 @@ class WeedServer:
             f"-filer.port={self.ports['filer']}",
             "-master.volumeSizeLimitMB=64",
             "-master.telemetry=false",
+            # one master: a restart on the same folder (its raft state kept) elects itself after this
+            # timeout, 10 s by default
+            "-master.electionTimeout=1s",
             "-volume.max=0",
             "-s3",
             f"-s3.port={self.ports['s3']}",
@@ -188,9 +203,16 @@ class WeedServer:
             self.proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         wait_http(self.endpoint, 120, self.proc, log)
 
+    #: Seconds a stopping server is given before it is killed. Once SIGTERM is in, the S3 gateway no longer
+    #: answers; what is left of a graceful stop is the filer waiting out its metadata streams (15 s) and the
+    #: volume server's 10 s pre-stop pause, during which nothing more is written. Everything stored is in
+    #: its files already (SeaweedFS writes through to its volume and journal files), and a restart on the
+    #: same folder serves it.
+    STOP_GRACE_S = 3.0
+
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            _stop(self.proc, self.STOP_GRACE_S)
             self.proc = None
 
     def wait_ready(self, client) -> None:

@@ -18,6 +18,8 @@ from tests.fixtures.http_server import Server
 def server(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)
+    # a session made by an earlier test of this process would keep its own retries' backoff (0.5 s)
+    monkeypatch.setattr(storage, "_HTTP_SESSIONS", {})
     s = Server()
     yield s
     s.close()
@@ -194,6 +196,7 @@ def test_https_is_verified_against_the_trusted_authorities(tmp_path, monkeypatch
     # authority), and refused, as unavailable with the reason, where the certificate is not trusted.
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setattr(storage, "HTTP_BACKOFF_S", 0.01)
+    monkeypatch.setattr(storage, "_HTTP_SESSIONS", {})
     tls = Server(tls_folder=tmp_path / "tls")
     try:
         assert tls.url.startswith("https://")
