@@ -89,9 +89,11 @@ def weed_port() -> int:
     one taken by an outgoing connection, such as a client's retries while it was away."""
     import random
 
-    top = max(10001, _ephemeral_ports_start() - 10001)
+    low, top = 10000, _ephemeral_ports_start() - 10001
+    if top < low + 2000:  # a kernel handing out low ports for outgoing connections: any free pair will do
+        low, top = 20000, 45000
     for _ in range(200):
-        port = random.randint(10000, top)
+        port = random.randint(low, top)
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for SeaweedFS")
